@@ -1,0 +1,108 @@
+"""gitdock's exception tree.
+
+Every error gitdock raises is one of two kinds, because an agent must know what to do next:
+
+    GitdockError
+    ├── PermanentError        a person must act: a new commit, a config change. Retrying the
+    │   │                     same input gives the same failure, so the agent does not loop.
+    │   ├── SpecError         the Compose files are invalid (carries every problem found)
+    │   ├── ConflictError     a name is taken by an object gitdock does not own
+    │   ├── PlanError         the spec is valid but cannot be converged (e.g. external network missing)
+    │   └── TrustError        an image failed signature policy
+    └── TransientError        the outside world failed; retrying later may fix it
+        ├── DockerUnavailable dockerd cannot be reached
+        ├── RegistryUnavailable
+        └── SourceUnavailable git cannot be reached
+
+Adapters (Docker, registry, git) translate third-party exceptions into these at their
+boundary; nothing from httpx or pygit2 escapes them.
+
+Messages read "what failed: why" and never contain secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import Position
+
+
+class GitdockError(Exception):
+    """Base of every error gitdock raises on purpose."""
+
+
+class PermanentError(GitdockError):
+    """Retrying with the same input cannot succeed; a new commit or a person must fix it."""
+
+
+class TransientError(GitdockError):
+    """A dependency failed in a way that retrying later may fix."""
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One problem in a Compose file: where, which field, what is wrong."""
+
+    message: str
+    path: str = ""  # dotted field path, e.g. "services.web.ports[1]"
+    position: Position | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.position}: " if self.position else ""
+        field = f"{self.path}: " if self.path else ""
+        return f"{where}{field}{self.message}"
+
+
+class SpecError(PermanentError):
+    """The project's Compose files are invalid. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = sorted(
+            problems,
+            key=lambda p: (
+                p.position.file if p.position else "",
+                p.position.line if p.position else 0,
+                p.position.column if p.position else 0,
+                p.path,
+            ),
+        )
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        lines = [f"{len(self.problems)} problems in the Compose files:"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class ConflictError(PermanentError):
+    """A resource gitdock wants to create exists and is not owned by this project."""
+
+
+class PlanError(PermanentError):
+    """The spec is valid but the host cannot be converged to it as it stands."""
+
+
+class TrustError(PermanentError):
+    """An image was refused by signature policy."""
+
+
+class DockerError(GitdockError):
+    """Docker answered with an error for one call."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DockerUnavailable(TransientError):
+    """dockerd could not be reached at all."""
+
+
+class RegistryUnavailable(TransientError):
+    """A registry could not be reached."""
+
+
+class SourceUnavailable(TransientError):
+    """A git remote could not be reached."""

@@ -1,0 +1,180 @@
+"""The desired state of one Compose project, normalised.
+
+This is what the loader produces and what the planner consumes. Every value is already
+interpolated, defaulted and validated: the planner never sees raw YAML. All classes are
+frozen so a Project can be shared between threads and hashed into config hashes.
+
+This module is pure: it imports nothing that does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Condition(str, Enum):
+    """A depends_on condition, as the Compose Specification names it."""
+
+    STARTED = "service_started"
+    HEALTHY = "service_healthy"
+    COMPLETED = "service_completed_successfully"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a value came from: file, 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One published or exposed port. ``published`` is None for a random host port."""
+
+    target: int
+    published: str | None = None  # "8080" or a range "8080-8081"; None lets Docker choose
+    host_ip: str = ""
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One service mount.
+
+    ``type`` is ``volume`` (``source`` is the project-level volume key, or "" for an
+    anonymous volume), ``bind`` (``source`` is an absolute host path) or ``tmpfs``.
+    """
+
+    type: str
+    target: str
+    source: str = ""
+    read_only: bool = False
+    tmpfs_size: int | None = None  # bytes, tmpfs only
+    create_host_path: bool = True  # bind only: create the host path when missing
+
+
+@dataclass(frozen=True)
+class NetworkAttachment:
+    """A service's membership of one project network (keyed by the project-level key)."""
+
+    aliases: tuple[str, ...] = ()
+    ipv4_address: str | None = None
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    """A container healthcheck. Durations are nanoseconds, as the Docker API takes them."""
+
+    test: tuple[str, ...]  # ("CMD", ...), ("CMD-SHELL", "..."), or ("NONE",)
+    interval_ns: int | None = None
+    timeout_ns: int | None = None
+    retries: int | None = None
+    start_period_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Dependency:
+    condition: Condition = Condition.STARTED
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service of the project, normalised.
+
+    ``environment`` maps names to values; a value of None means "defined without value"
+    (passed through from the environment by Docker semantics: the entry is dropped).
+    ``command``/``entrypoint`` are None when the image default applies, and an empty
+    tuple when the spec explicitly resets them.
+    """
+
+    name: str
+    image: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    environment: tuple[tuple[str, str | None], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    # Project network key -> attachment. Empty when network_mode is set.
+    networks: tuple[tuple[str, NetworkAttachment], ...] = ()
+    # "bridge", "host", "none", "service:NAME", "container:ID", or None for project networks.
+    network_mode: str | None = None
+    restart: str = "no"
+    depends_on: tuple[tuple[str, Dependency], ...] = ()
+    healthcheck: Healthcheck | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    hostname: str | None = None
+    container_name: str | None = None
+    replicas: int = 1
+    # Where the service is defined, for error messages.
+    position: Position | None = field(default=None, compare=False, hash=False)
+    # Compose attributes beyond the core subset (issue 3) land here as already-normalised
+    # Docker API fragments, e.g. {"HostConfig": {"CapAdd": [...]}}. Kept as a sorted tuple of
+    # (dotted path, JSON value) so the class stays hashable.
+    extra: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Network:
+    """A project-level network. ``name`` is the Docker name (``<project>_<key>`` unless set)."""
+
+    key: str
+    name: str
+    driver: str = "bridge"
+    internal: bool = False
+    subnets: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    external: bool = False
+    position: Position | None = field(default=None, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A project-level named volume. ``name`` is the Docker name (``<project>_<key>`` unless set)."""
+
+    key: str
+    name: str
+    driver: str = "local"
+    driver_opts: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    external: bool = False
+    position: Position | None = field(default=None, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A whole Compose project: what gitdock converges a Docker host to."""
+
+    name: str
+    services: tuple[Service, ...]
+    networks: tuple[Network, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    working_dir: str = "."
+    config_files: tuple[str, ...] = ()
+
+    def service(self, name: str) -> Service:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+    def network(self, key: str) -> Network:
+        for net in self.networks:
+            if net.key == key:
+                return net
+        raise KeyError(key)
+
+    def volume(self, key: str) -> Volume:
+        for vol in self.volumes:
+            if vol.key == key:
+                return vol
+        raise KeyError(key)
