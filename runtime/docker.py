@@ -1,0 +1,343 @@
+"""The Docker Engine seam: the only module in gitdock that talks to dockerd.
+
+It speaks the Engine REST API with httpx over the unix socket or TCP (``DOCKER_HOST``),
+negotiates the API version with ``GET /version`` and translates every transport or API
+failure into gitdock's error tree at this boundary: ``DockerUnavailable`` when dockerd
+cannot be reached (retrying may fix it), ``DockerError`` (with ``status``) when it answers
+with an error. No httpx exception escapes this module.
+
+Every request is counted by method in ``calls``, so callers (and tests) can prove that a
+no-op reconcile made no mutating call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from gitdock.specs.errors import DockerError, DockerUnavailable
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+# The newest API version this client knows how to speak. The version actually used is the
+# lower of this and what the server reports, so older engines work.
+MAX_API_VERSION = (1, 45)
+MIN_API_VERSION = (1, 41)
+
+MUTATING_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
+JSON = dict[str, Any]
+
+
+class NotFound(DockerError):
+    """The object does not exist (HTTP 404)."""
+
+
+class Conflict(DockerError):
+    """The request conflicts with the object's state or name (HTTP 409)."""
+
+
+def _parse_version(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor)
+
+
+def _filters(filters: Mapping[str, list[str]] | None) -> dict[str, str]:
+    return {"filters": json.dumps(filters)} if filters else {}
+
+
+class DockerClient:
+    """A small, thread-safe client for the Docker Engine API.
+
+    ``host`` takes ``unix:///path`` or ``tcp://host:port``; it defaults to ``DOCKER_HOST``
+    and then to the standard socket. No request is sent until the first call.
+    """
+
+    def __init__(self, host: str | None = None, *, timeout: float = 30.0) -> None:
+        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        self.timeout = timeout
+        if self.host.startswith("unix://"):
+            transport = httpx.HTTPTransport(uds=self.host[len("unix://") :])
+            base_url = "http://docker"
+        elif self.host.startswith(("tcp://", "http://")):
+            transport = httpx.HTTPTransport()
+            base_url = "http://" + self.host.split("://", 1)[1]
+        else:
+            raise DockerUnavailable(
+                f"DOCKER_HOST {self.host!r} is not supported: use unix:///path or tcp://host:port"
+            )
+        self._http = httpx.Client(
+            transport=transport, base_url=base_url, timeout=timeout, headers={"User-Agent": "gitdock"}
+        )
+        self._version_lock = threading.Lock()
+        self._api_version: str | None = None
+        self._calls_lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> DockerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def mutating_calls(self) -> int:
+        """How many requests so far could have changed Docker's state."""
+        with self._calls_lock:
+            return sum(n for method, n in self.calls.items() if method in MUTATING_METHODS)
+
+    def _count(self, method: str) -> None:
+        with self._calls_lock:
+            self.calls[method] += 1
+
+    def _unavailable(self, exc: Exception) -> DockerUnavailable:
+        return DockerUnavailable(f"cannot reach Docker at {self.host}: {exc}")
+
+    def api_version(self) -> str:
+        """Negotiate once: the lower of the server's API version and ours."""
+        with self._version_lock:
+            if self._api_version is None:
+                self._count("GET")
+                try:
+                    resp = self._http.get("/version")
+                except httpx.HTTPError as exc:
+                    raise self._unavailable(exc) from exc
+                if resp.status_code != 200:
+                    raise DockerUnavailable(
+                        f"Docker at {self.host} answered GET /version with HTTP {resp.status_code}"
+                    )
+                info = resp.json()
+                server = _parse_version(str(info.get("ApiVersion", "1.41")))
+                if server < MIN_API_VERSION:
+                    raise DockerUnavailable(
+                        f"Docker at {self.host} speaks API {server[0]}.{server[1]}; gitdock needs "
+                        f"{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]} or newer"
+                    )
+                chosen = min(server, MAX_API_VERSION)
+                self._api_version = f"{chosen[0]}.{chosen[1]}"
+            return self._api_version
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+    ) -> httpx.Response:
+        url = f"/v{self.api_version()}{path}"
+        self._count(method)
+        try:
+            resp = self._http.request(
+                method,
+                url,
+                params=dict(params or {}),
+                json=body,
+                timeout=timeout if timeout is not None else self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        if resp.status_code not in ok:
+            raise self._error(method, path, resp.status_code, resp.content)
+        return resp
+
+    @staticmethod
+    def _error(method: str, path: str, status: int, content: bytes) -> DockerError:
+        try:
+            message = str(json.loads(content).get("message", ""))
+        except (ValueError, AttributeError):
+            message = content.decode("utf-8", "replace").strip()
+        text = f"Docker {method} {path}: {message or f'HTTP {status}'}"
+        if status == 404:
+            return NotFound(text, status)
+        if status == 409:
+            return Conflict(text, status)
+        return DockerError(text, status)
+
+    @property
+    def host_label(self) -> str:
+        return self.host
+
+    def ping(self) -> bool:
+        """True when dockerd answers ``/_ping``; raises DockerUnavailable otherwise."""
+        self._count("GET")
+        try:
+            resp = self._http.get("/_ping", timeout=5.0)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        return resp.status_code == 200
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def list_containers(self, filters: Mapping[str, list[str]] | None = None) -> list[JSON]:
+        resp = self._request("GET", "/containers/json", params={"all": "1", **_filters(filters)})
+        return list(resp.json())
+
+    def list_networks(self, filters: Mapping[str, list[str]] | None = None) -> list[JSON]:
+        return list(self._request("GET", "/networks", params=_filters(filters)).json())
+
+    def list_volumes(self, filters: Mapping[str, list[str]] | None = None) -> list[JSON]:
+        data = self._request("GET", "/volumes", params=_filters(filters)).json()
+        return list(data.get("Volumes") or [])
+
+    def list_images(self) -> list[JSON]:
+        return list(self._request("GET", "/images/json").json())
+
+    def inspect_container(self, ident: str) -> JSON:
+        return dict(self._request("GET", f"/containers/{quote(ident)}/json").json())
+
+    def inspect_image(self, ref: str) -> JSON:
+        return dict(self._request("GET", f"/images/{quote(ref, safe='/:@')}/json").json())
+
+    def inspect_network(self, ident: str) -> JSON:
+        return dict(self._request("GET", f"/networks/{quote(ident)}").json())
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def create_container(self, name: str, body: JSON) -> str:
+        resp = self._request("POST", "/containers/create", params={"name": name}, body=body)
+        return str(resp.json()["Id"])
+
+    def start_container(self, ident: str) -> None:
+        self._request("POST", f"/containers/{quote(ident)}/start", ok=(204, 304))
+
+    def stop_container(self, ident: str, timeout: int = 10) -> None:
+        self._request(
+            "POST",
+            f"/containers/{quote(ident)}/stop",
+            params={"t": str(timeout)},
+            timeout=timeout + self.timeout,
+            ok=(204, 304),
+        )
+
+    def remove_container(self, ident: str, *, force: bool = False, volumes: bool = False) -> None:
+        params = {"force": "1" if force else "0", "v": "1" if volumes else "0"}
+        self._request("DELETE", f"/containers/{quote(ident)}", params=params)
+
+    def rename_container(self, ident: str, name: str) -> None:
+        self._request("POST", f"/containers/{quote(ident)}/rename", params={"name": name})
+
+    def connect_network(self, network: str, container: str, endpoint: JSON | None = None) -> None:
+        body: JSON = {"Container": container}
+        if endpoint:
+            body["EndpointConfig"] = endpoint
+        self._request("POST", f"/networks/{quote(network)}/connect", body=body)
+
+    def create_network(self, body: JSON) -> str:
+        resp = self._request("POST", "/networks/create", body=body)
+        return str(resp.json()["Id"])
+
+    def remove_network(self, ident: str) -> None:
+        self._request("DELETE", f"/networks/{quote(ident)}")
+
+    def create_volume(self, body: JSON) -> JSON:
+        return dict(self._request("POST", "/volumes/create", body=body).json())
+
+    def remove_volume(self, name: str) -> None:
+        self._request("DELETE", f"/volumes/{quote(name)}")
+
+    def pull_image(self, image: str, tag: str, *, on_progress: Callable[[JSON], None] | None = None) -> None:
+        """Pull ``image:tag`` (tag may be a digest). Errors inside the 200 stream are raised."""
+        path = "/images/create"
+        url = f"/v{self.api_version()}{path}"
+        self._count("POST")
+        try:
+            with self._http.stream(
+                "POST", url, params={"fromImage": image, "tag": tag}, timeout=None
+            ) as resp:
+                if resp.status_code != 200:
+                    raise self._error("POST", path, resp.status_code, resp.read())
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    if "error" in event or "errorDetail" in event:
+                        detail = event.get("errorDetail") or {}
+                        message = detail.get("message") or event.get("error") or "pull failed"
+                        raise DockerError(f"pulling {image}:{tag}: {message}")
+                    if on_progress is not None:
+                        on_progress(event)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def container_logs(
+        self, ident: str, *, tail: str = "all", follow: bool = False, timestamps: bool = False
+    ) -> Iterator[tuple[str, bytes]]:
+        """Yield (stream, chunk) pairs, demultiplexing Docker's 8-byte frame headers."""
+        path = f"/containers/{quote(ident)}/logs"
+        params = {
+            "stdout": "1",
+            "stderr": "1",
+            "tail": tail,
+            "follow": "1" if follow else "0",
+            "timestamps": "1" if timestamps else "0",
+        }
+        tty = bool(self.inspect_container(ident).get("Config", {}).get("Tty"))
+        self._count("GET")
+        try:
+            with self._http.stream(
+                "GET", f"/v{self.api_version()}{path}", params=params, timeout=None
+            ) as resp:
+                if resp.status_code != 200:
+                    raise self._error("GET", path, resp.status_code, resp.read())
+                if tty:
+                    for chunk in resp.iter_bytes():
+                        yield "stdout", chunk
+                    return
+                buf = b""
+                for chunk in resp.iter_bytes():
+                    buf += chunk
+                    while len(buf) >= 8:
+                        kind, size = struct.unpack(">BxxxL", buf[:8])
+                        if len(buf) < 8 + size:
+                            break
+                        yield ("stderr" if kind == 2 else "stdout"), buf[8 : 8 + size]
+                        buf = buf[8 + size :]
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+
+    def events(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        filters: Mapping[str, list[str]] | None = None,
+        read_timeout: float | None = None,
+    ) -> Iterator[JSON]:
+        """Yield decoded events from ``GET /events`` until the stream ends."""
+        params: dict[str, str] = dict(_filters(filters))
+        if since is not None:
+            params["since"] = since
+        if until is not None:
+            params["until"] = until
+        self._count("GET")
+        timeout = httpx.Timeout(self.timeout, read=read_timeout)
+        try:
+            with self._http.stream(
+                "GET", f"/v{self.api_version()}/events", params=params, timeout=timeout
+            ) as resp:
+                if resp.status_code != 200:
+                    raise self._error("GET", "/events", resp.status_code, resp.read())
+                for line in resp.iter_lines():
+                    if line.strip():
+                        yield dict(json.loads(line))
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc

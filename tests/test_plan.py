@@ -1,0 +1,365 @@
+"""The planner as pure code: literal projects and observed states in, golden rendered plans out."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from gitdock.runtime.desired import (
+    LABEL_CONFIG_FIELDS,
+    LABEL_CONFIG_HASH,
+    desired_container,
+    desired_network,
+    desired_volume,
+)
+from gitdock.runtime.observe import (
+    ObservedContainer,
+    ObservedImage,
+    ObservedNetwork,
+    ObservedState,
+    ObservedVolume,
+)
+from gitdock.runtime.plan import OpKind, familiar_image, plan_down, plan_project
+from gitdock.specs.errors import ConflictError, PlanError
+from gitdock.specs.model import (
+    Condition,
+    Dependency,
+    Mount,
+    Network,
+    NetworkAttachment,
+    PortMapping,
+    Project,
+    Service,
+    Volume,
+)
+
+IMAGE = "gitdock-test/busybox:1"
+IMAGE_ID = "sha256:" + "1" * 64
+DEFAULT_NET = (("default", NetworkAttachment()),)
+
+
+def svc(name: str, **kw: object) -> Service:
+    kw.setdefault("networks", DEFAULT_NET)
+    return Service(name=name, image=IMAGE, **kw)  # type: ignore[arg-type]
+
+
+def project(*services: Service, volumes: tuple[Volume, ...] = (), networks: tuple[Network, ...] = ()) -> Project:
+    nets = networks or (Network(key="default", name="demo_default"),)
+    return Project(name="demo", services=services, networks=nets, volumes=volumes)
+
+
+def images() -> tuple[ObservedImage, ...]:
+    return (ObservedImage(IMAGE_ID, (IMAGE,), ()),)
+
+
+def applied(p: Project) -> ObservedState:
+    """The observed state right after a successful apply of ``p``."""
+    containers = []
+    for s in p.services:
+        for n in range(1, s.replicas + 1):
+            dc = desired_container(p, s, n)
+            containers.append(
+                ObservedContainer(
+                    id=f"id-{dc.name}",
+                    name=dc.name,
+                    image=s.image,
+                    image_id=IMAGE_ID,
+                    state="running",
+                    status="Up 1 minute",
+                    labels=dict(dc.create_body["Labels"]),
+                    networks={net: "nid" for net, _ in dc.networks},
+                    created=100,
+                )
+            )
+    networks = []
+    for net in p.networks:
+        dn = desired_network(p, net)
+        networks.append(ObservedNetwork(f"nid-{dn.name}", dn.name, "bridge", dict(dn.create_body["Labels"])))
+    volumes = []
+    for vol in p.volumes:
+        dv = desired_volume(p, vol)
+        volumes.append(ObservedVolume(dv.name, "local", dict(dv.create_body["Labels"])))
+    return ObservedState(tuple(containers), tuple(networks), tuple(volumes), images())
+
+
+def with_container(observed: ObservedState, name: str, **changes: object) -> ObservedState:
+    containers = tuple(
+        dataclasses.replace(c, **changes) if c.name == name else c  # type: ignore[arg-type]
+        for c in observed.containers
+    )
+    return dataclasses.replace(observed, containers=containers)
+
+
+def test_plan_creates_everything_on_an_empty_host() -> None:
+    p = project(
+        svc("db", mounts=(Mount(type="volume", source="data", target="/data"),)),
+        svc("web", depends_on=(("db", Dependency()),)),
+        volumes=(Volume(key="data", name="demo_data"),),
+    )
+    plan = plan_project(p, ObservedState(images=images()))
+    assert plan.render() == "\n".join(
+        [
+            "[] -> #1 network:default, CreateNetwork, not found",
+            "[] -> #2 volume:data, CreateVolume, not found",
+            "[#1, #2] -> #3 service:db:1, CreateContainer, not found",
+            "[#1, #3] -> #4 service:web:1, CreateContainer, not found",
+        ]
+    )
+
+
+def test_plan_is_empty_when_nothing_changed() -> None:
+    p = project(svc("db"), svc("web", replicas=3), volumes=(Volume(key="data", name="demo_data"),))
+    plan = plan_project(p, applied(p))
+    assert plan.is_empty
+    assert plan.render() == ""
+
+
+def test_plan_recreates_only_the_container_whose_config_hash_changed() -> None:
+    before = project(svc("db"), svc("web", environment=(("A", "1"),)))
+    after = project(svc("db"), svc("web", environment=(("A", "2"),)))
+    plan = plan_project(after, applied(before))
+    assert plan.render() == "[] -> #1 service:web:1, RecreateContainer, config changed: environment"
+
+
+def test_plan_names_every_changed_field() -> None:
+    before = project(svc("web", environment=(("A", "1"),)))
+    after = project(svc("web", environment=(("A", "2"),), ports=(PortMapping(target=80, published="8080"),)))
+    plan = plan_project(after, applied(before))
+    assert plan.render() == "[] -> #1 service:web:1, RecreateContainer, config changed: environment, ports"
+
+
+def test_plan_recreates_when_the_image_reference_changes() -> None:
+    before = project(svc("web"))
+    after = project(dataclasses.replace(svc("web"), image="gitdock-test/busybox:2"))
+    observed = dataclasses.replace(
+        applied(before),
+        images=(*images(), ObservedImage("sha256:" + "2" * 64, ("gitdock-test/busybox:2",), ())),
+    )
+    assert plan_project(after, observed).render() == "[] -> #1 service:web:1, RecreateContainer, image changed"
+
+
+def test_plan_recreates_when_the_tag_points_at_another_image() -> None:
+    p = project(svc("web"))
+    observed = with_container(applied(p), "demo-web-1", image_id="sha256:" + "9" * 64)
+    assert plan_project(p, observed).render() == "[] -> #1 service:web:1, RecreateContainer, image changed"
+
+
+def test_plan_pulls_a_missing_image_before_creating() -> None:
+    p = project(dataclasses.replace(svc("web"), image="example.org/app:2"))
+    plan = plan_project(p, ObservedState(images=images()))
+    assert plan.render() == "\n".join(
+        [
+            "[] -> #1 network:default, CreateNetwork, not found",
+            "[] -> #2 image:example.org/app:2, PullImage, not present locally",
+            "[#1, #2] -> #3 service:web:1, CreateContainer, not found",
+        ]
+    )
+
+
+def test_plan_prunes_a_removed_service_as_orphan() -> None:
+    before = project(svc("web"), svc("worker"))
+    after = project(svc("web"))
+    plan = plan_project(after, applied(before))
+    assert plan.render() == "[] -> #1 service:worker:1, RemoveContainer, orphan"
+
+
+def test_plan_scales_up_and_down() -> None:
+    three = project(svc("web", replicas=3))
+    one = project(svc("web", replicas=1))
+    assert plan_project(one, applied(three)).render() == "\n".join(
+        [
+            "[] -> #1 service:web:2, RemoveContainer, scaled down",
+            "[] -> #2 service:web:3, RemoveContainer, scaled down",
+        ]
+    )
+    assert plan_project(three, applied(one)).render() == "\n".join(
+        [
+            "[] -> #1 service:web:2, CreateContainer, not found",
+            "[] -> #2 service:web:3, CreateContainer, not found",
+        ]
+    )
+
+
+def test_plan_never_removes_a_volume_that_left_the_project() -> None:
+    before = project(svc("web"), volumes=(Volume(key="data", name="demo_data"),))
+    after = project(svc("web"))
+    plan = plan_project(after, applied(before))
+    assert plan.is_empty
+    assert plan.warnings == (
+        "volume:data: no longer in the project; kept, because apply never removes volumes "
+        "(gitdock down --volumes does)",
+    )
+
+
+def test_plan_reports_a_changed_volume_instead_of_recreating_it() -> None:
+    before = project(svc("web"), volumes=(Volume(key="data", name="demo_data"),))
+    after = project(svc("web"), volumes=(Volume(key="data", name="demo_data", driver_opts=(("o", "size=1m"),)),))
+    plan = plan_project(after, applied(before))
+    assert plan.is_empty
+    assert plan.warnings[0].startswith("volume:data: config changed (driver_opts); not recreated")
+
+
+def test_plan_refuses_a_container_name_held_by_an_unmanaged_container() -> None:
+    p = project(svc("web"))
+    stranger = ObservedContainer("x", "demo-web-1", IMAGE, IMAGE_ID, "running", "Up", {}, {})
+    with pytest.raises(ConflictError, match="container 'demo-web-1' exists and it is not managed by gitdock"):
+        plan_project(p, ObservedState(containers=(stranger,), images=images()))
+
+
+def test_plan_refuses_a_network_owned_by_another_project() -> None:
+    p = project(svc("web"))
+    other = ObservedNetwork("n", "demo_default", "bridge", {"io.gitdock.project": "other"})
+    with pytest.raises(ConflictError, match="belongs to gitdock project 'other'"):
+        plan_project(p, ObservedState(networks=(other,), images=images()))
+
+
+def test_plan_requires_external_networks_to_exist() -> None:
+    p = project(svc("web"), networks=(Network(key="default", name="shared", external=True),))
+    with pytest.raises(PlanError, match="external network 'shared' not found"):
+        plan_project(p, ObservedState(images=images()))
+
+
+def test_plan_leaves_other_projects_alone() -> None:
+    mine = project(svc("web"))
+    theirs = dataclasses.replace(project(svc("web"), svc("db")), name="other")
+    theirs = dataclasses.replace(theirs, networks=(Network(key="default", name="other_default"),))
+    both = applied(theirs)
+    plan = plan_project(mine, both)
+    assert all(op.kind is OpKind.CREATE_CONTAINER or op.kind is OpKind.CREATE_NETWORK for op in plan.operations)
+    assert [op.resource for op in plan.operations] == ["network:default", "service:web:1"]
+
+
+def test_plan_waits_for_health_before_starting_dependents() -> None:
+    p = project(svc("db"), svc("web", depends_on=(("db", Dependency(Condition.HEALTHY)),)))
+    plan = plan_project(p, ObservedState(images=images()))
+    assert plan.render() == "\n".join(
+        [
+            "[] -> #1 network:default, CreateNetwork, not found",
+            "[#1] -> #2 service:db:1, CreateContainer, not found",
+            "[#2] -> #3 service:db, WaitHealthy, service_healthy required by web",
+            "[#1, #3] -> #4 service:web:1, CreateContainer, not found",
+        ]
+    )
+
+
+def test_plan_waits_for_a_job_to_complete() -> None:
+    p = project(svc("migrate"), svc("app", depends_on=(("migrate", Dependency(Condition.COMPLETED)),)))
+    plan = plan_project(p, ObservedState(images=images()))
+    assert "[#2] -> #3 service:migrate, WaitCompleted, service_completed_successfully required by app" in (
+        plan.render().splitlines()
+    )
+
+
+def test_plan_leaves_a_finished_one_shot_job_alone() -> None:
+    p = project(svc("migrate"))
+    observed = with_container(applied(p), "demo-migrate-1", state="exited", status="Exited (0) 1 minute ago")
+    assert plan_project(p, observed).is_empty
+
+
+def test_plan_starts_a_stopped_long_running_service() -> None:
+    p = project(svc("web", restart="unless-stopped"))
+    observed = with_container(applied(p), "demo-web-1", state="exited", status="Exited (137) 5 seconds ago")
+    assert plan_project(p, observed).render() == "[] -> #1 service:web:1, StartContainer, exited (137)"
+
+
+def test_plan_removes_duplicates_left_by_an_interrupted_recreate() -> None:
+    p = project(svc("web"))
+    observed = applied(p)
+    original = observed.containers[0]
+    leftover = dataclasses.replace(original, id="id-tmp", name="abc123_demo-web-1", created=200)
+    observed = dataclasses.replace(observed, containers=(original, leftover))
+    assert plan_project(p, observed).render() == "[] -> #1 service:web:1, RemoveContainer, duplicate"
+
+
+def test_plan_removes_orphan_networks_after_their_containers() -> None:
+    before = project(
+        svc("web", networks=(("default", NetworkAttachment()), ("back", NetworkAttachment()))),
+        svc("worker", networks=(("back", NetworkAttachment()),)),
+        networks=(Network(key="default", name="demo_default"), Network(key="back", name="demo_back")),
+    )
+    after = project(svc("web"))
+    assert plan_project(after, applied(before)).render() == "\n".join(
+        [
+            "[] -> #1 service:web:1, RecreateContainer, config changed: networks",
+            "[] -> #2 service:worker:1, RemoveContainer, orphan",
+            "[#1, #2] -> #3 network:back, RemoveNetwork, orphan",
+        ]
+    )
+
+
+def test_plan_recreates_a_changed_network_with_its_containers() -> None:
+    before = project(svc("web"))
+    after = project(svc("web"), networks=(Network(key="default", name="demo_default", internal=True),))
+    assert plan_project(after, applied(before)).render() == "\n".join(
+        [
+            "[] -> #1 service:web:1, RemoveContainer, network default config changed",
+            "[#1] -> #2 network:default, RemoveNetwork, config changed",
+            "[#2] -> #3 network:default, CreateNetwork, config changed",
+            "[#1, #3] -> #4 service:web:1, CreateContainer, network config changed",
+        ]
+    )
+
+
+def test_plan_recreates_a_service_sharing_the_network_of_a_recreated_one() -> None:
+    before = project(svc("vpn", environment=(("V", "1"),)), svc("app", networks=(), network_mode="service:vpn"))
+    after = project(svc("vpn", environment=(("V", "2"),)), svc("app", networks=(), network_mode="service:vpn"))
+    assert plan_project(after, applied(before)).render() == "\n".join(
+        [
+            "[] -> #1 service:vpn:1, RecreateContainer, config changed: environment",
+            "[#1] -> #2 service:app:1, RecreateContainer, network_mode service:vpn recreated",
+        ]
+    )
+
+
+def test_plan_as_json_carries_the_same_operations() -> None:
+    p = project(svc("web"))
+    data = json.loads(plan_project(p, ObservedState(images=images())).to_json())
+    assert data["project"] == "demo"
+    assert data["summary"] == {"CreateContainer": 1, "CreateNetwork": 1}
+    assert data["operations"][1] == {
+        "id": 2,
+        "kind": "CreateContainer",
+        "resource": "service:web:1",
+        "cause": "not found",
+        "deps": [1],
+        "name": "demo-web-1",
+        "image": IMAGE,
+    }
+
+
+def test_down_removes_containers_then_networks_and_keeps_volumes() -> None:
+    p = project(svc("web"), volumes=(Volume(key="data", name="demo_data"),))
+    plan = plan_down("demo", applied(p))
+    assert plan.render() == "\n".join(
+        [
+            "[] -> #1 service:web:1, RemoveContainer, down",
+            "[#1] -> #2 network:default, RemoveNetwork, down",
+            "warning: volume:data: kept (demo_data); use --volumes to remove named volumes",
+        ]
+    )
+    with_volumes = plan_down("demo", applied(p), remove_volumes=True)
+    assert with_volumes.operations[-1].kind is OpKind.REMOVE_VOLUME
+
+
+def test_container_labels_carry_ownership_and_hashes() -> None:
+    p = project(svc("web"))
+    labels = desired_container(p, p.services[0], 1).create_body["Labels"]
+    assert labels["io.gitdock.project"] == "demo"
+    assert labels["io.gitdock.service"] == "web"
+    assert len(labels[LABEL_CONFIG_HASH]) == 64
+    assert set(json.loads(labels[LABEL_CONFIG_FIELDS])) == {"image", "networks", "restart"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "familiar"),
+    [
+        ("busybox", "busybox:latest"),
+        ("docker.io/library/busybox:1", "busybox:1"),
+        ("127.0.0.1:5000/app", "127.0.0.1:5000/app:latest"),
+        ("app@sha256:abc", "app@sha256:abc"),
+    ],
+)
+def test_familiar_image_matches_repo_tags(ref: str, familiar: str) -> None:
+    assert familiar_image(ref) == familiar
