@@ -1,0 +1,1002 @@
+"""Validation of the Compose subset gitdock supports.
+
+Three passes, each collecting every problem instead of stopping at the first:
+
+1. ``check_keys`` walks the raw data beside the models below, drops ``x-*`` extensions
+   and reports keys that are in the Compose Specification but not supported yet apart
+   from keys that are not Compose at all (with a "did you mean").
+2. ``validate_compose`` runs the pydantic models and turns their errors into
+   ``SpecProblem``s with field paths and file positions.
+3. ``check_semantics`` checks what no single field can: references between services,
+   networks and volumes, dependency cycles, conflicting settings.
+
+Short syntaxes (``"8080:80"``, ``"data:/var/lib:ro"``) are parsed here, so every problem
+is found before normalisation. This module is pure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import ipaddress
+import re
+import shlex
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .errors import SpecProblem
+from .model import Condition, PortMapping
+from .yamlpos import Document, Path, format_path
+
+# Every service key of the Compose Specification (compose-spec schema, 2025). A word list
+# reads better than 90 quoted strings, hence the noqa.
+COMPOSE_SERVICE_KEYS = frozenset(
+    """annotations attach blkio_config build cap_add cap_drop cgroup cgroup_parent command configs
+    container_name cpu_count cpu_percent cpu_period cpu_quota cpu_rt_period cpu_rt_runtime
+    cpu_shares cpus cpuset credential_spec depends_on deploy develop device_cgroup_rules devices
+    dns dns_opt dns_search domainname entrypoint env_file environment expose extends
+    external_links extra_hosts gpus group_add healthcheck hostname image init ipc isolation
+    label_file labels links logging mac_address mem_limit mem_reservation mem_swappiness
+    memswap_limit models network_mode networks oom_kill_disable oom_score_adj pid pids_limit
+    platform ports post_start pre_stop privileged profiles provider pull_policy
+    pull_refresh_after read_only restart runtime scale secrets security_opt shm_size stdin_open
+    stop_grace_period stop_signal storage_opt sysctls tmpfs tty ulimits use_api_socket user
+    userns_mode uts volumes volumes_from working_dir""".split()  # noqa: SIM905
+)
+
+BUILD_MESSAGE = "build is not supported: gitdock deploys images, it does not build them; set image:"
+
+_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_RESTART_RE = re.compile(r"no|always|unless-stopped|on-failure(?::[0-9]+)?")
+_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
+_BYTES_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE)
+_BYTE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+# Tags of the discriminated unions below. Angle brackets keep them apart from data keys
+# when error locations are mapped back onto the document.
+_MAPPING, _LIST, _SCALAR = "<mapping>", "<list>", "<scalar>"
+
+
+def _fail(message: str) -> PydanticCustomError:
+    return PydanticCustomError("spec", "{message}", {"message": message})
+
+
+def describe_value(value: Any) -> str:
+    """Name a value's type the way messages say it: "a list", "the string "x""."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return _MAPPING
+    if isinstance(value, list):
+        return _LIST
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return _SCALAR
+    return None
+
+
+def _by_kind(expected: str) -> Discriminator:
+    return Discriminator(_kind, custom_error_type="wrong_type", custom_error_message=expected)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    # Keys the Compose Specification defines at this level that gitdock does not support yet.
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+
+# --- scalar parsers -------------------------------------------------------------------
+
+
+def parse_duration(value: Any) -> int:
+    """A Compose duration ("1m30s", "10s", "500ms") in nanoseconds."""
+    if not isinstance(value, str):
+        raise _fail(f"expected a duration like 10s or 1m30s, got {describe_value(value)}")
+    if value == "0":
+        return 0
+    pos, total = 0, 0.0
+    for m in _DURATION_PART_RE.finditer(value):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(value) or not value:
+        raise _fail(f'"{value}" is not a duration (expected something like 10s or 1m30s)')
+    return round(total)
+
+
+def parse_bytes(value: Any) -> int:
+    """A size in bytes: an integer, or "64m"-style with binary units as Docker reads them."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (m := _BYTES_RE.fullmatch(value.strip())):
+        return int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
+    raise _fail(f"expected a size like 64m, got {describe_value(value)}")
+
+
+def _parse_command(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise _fail(f'cannot split "{value}" into arguments: {exc}') from exc
+    if isinstance(value, list):
+        if all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value):
+            return tuple(str(v) for v in value)
+        raise _fail("expected a list of strings")
+    raise _fail(f"expected a string or a list of strings, got {describe_value(value)}")
+
+
+def _scalar_to_str(value: Any) -> Any:
+    """Environment and label values: booleans and numbers become strings, as in Compose."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _check_port_number(text: str, original: str) -> tuple[int, int]:
+    """Parse "80" or "8080-8081" into an inclusive range."""
+    low, sep, high = text.partition("-")
+    if not low.isdigit() or (sep and not high.isdigit()):
+        raise _fail(f'"{original}" is not a port mapping')
+    start, end = int(low), int(high) if sep else int(low)
+    if not (0 < start <= end <= 65535):
+        raise _fail(f'"{original}" is not a port mapping: ports are 1-65535')
+    return start, end
+
+
+def _check_ip(text: str, original: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise _fail(f'"{original}" is not a port mapping: "{text}" is not an IP address') from None
+    return text
+
+
+def parse_port(value: Any) -> tuple[PortMapping, ...]:
+    """Short port syntax: "80", "8080:80", "127.0.0.1:8080:80", "8080-8081:80-81", "80/udp",
+    "[::1]:80:80". A container port range becomes one mapping per port."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _fail(f"expected a port string or a mapping, got {describe_value(value)}")
+    original = value
+    rest, slash, protocol = value.partition("/")
+    if not slash:
+        protocol = "tcp"
+    elif protocol not in ("tcp", "udp", "sctp"):
+        raise _fail(f'"{original}" is not a port mapping: unknown protocol "{protocol}"')
+    host_ip = ""
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close < 0 or rest[close + 1 : close + 2] != ":":
+            raise _fail(f'"{original}" is not a port mapping')
+        host_ip = _check_ip(rest[1:close], original)
+        parts = rest[close + 2 :].split(":")
+        if len(parts) != 2:
+            raise _fail(f'"{original}" is not a port mapping')
+        published, target = parts
+    else:
+        parts = rest.split(":")
+        if len(parts) == 1:
+            published, target = "", parts[0]
+        elif len(parts) == 2:
+            published, target = parts
+        elif len(parts) == 3:
+            host_ip = _check_ip(parts[0], original)
+            published, target = parts[1], parts[2]
+        else:
+            raise _fail(f'"{original}" is not a port mapping')
+    t_start, t_end = _check_port_number(target, original)
+    if not published:
+        return tuple(PortMapping(p, None, host_ip, protocol) for p in range(t_start, t_end + 1))
+    p_start, p_end = _check_port_number(published, original)
+    if t_start == t_end:
+        return (PortMapping(t_start, published, host_ip, protocol),)
+    if p_end - p_start != t_end - t_start:
+        raise _fail(f'"{original}" is not a port mapping: the port ranges differ in length')
+    return tuple(
+        PortMapping(t, str(p_start + i), host_ip, protocol) for i, t in enumerate(range(t_start, t_end + 1))
+    )
+
+
+def _check_published(value: str | None) -> str | None:
+    if value is not None and value != "":
+        _check_port_number(value, value)
+    return value or None
+
+
+def _check_restart(value: str) -> str:
+    if not _RESTART_RE.fullmatch(value):
+        raise _fail(f'"{value}" is not a restart policy (no, always, on-failure[:N], unless-stopped)')
+    return value
+
+
+def _check_network_mode(value: str) -> str:
+    kind, sep, target = value.partition(":")
+    if (not sep and value in ("bridge", "host", "none")) or (
+        sep and kind in ("service", "container") and target
+    ):
+        return value
+    raise _fail(f'"{value}" is not a network mode (bridge, host, none, service:NAME, container:NAME)')
+
+
+def _check_ipv4(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise _fail(f'"{value}" is not an IPv4 address') from None
+    return value
+
+
+def _check_subnet(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ipaddress.ip_network(value)
+        except ValueError:
+            raise _fail(f'"{value}" is not a subnet in CIDR notation') from None
+    return value
+
+
+def _check_name(value: str | None) -> str | None:
+    if value is not None and not _NAME_RE.fullmatch(value):
+        raise _fail(f'"{value}" is not a valid name (letters, digits, "_", "." and "-")')
+    return value
+
+
+# --- service-level models ---------------------------------------------------------------
+
+Command = Annotated[tuple[str, ...] | None, PlainValidator(_parse_command)]
+Duration = Annotated[int, PlainValidator(parse_duration)]
+ByteSize = Annotated[int, PlainValidator(parse_bytes)]
+EnvValue = Annotated[str | None, BeforeValidator(_scalar_to_str)]
+# environment/labels: a mapping, or a list of "KEY=VALUE" / "KEY" strings.
+KeyValues = Annotated[
+    Annotated[dict[str, EnvValue], Tag(_MAPPING)] | Annotated[list[str], Tag(_LIST)],
+    _by_kind("expected a mapping or a list of KEY=VALUE strings"),
+]
+
+
+def parse_tmpfs(value: str) -> tuple[str, int | None]:
+    """Service-level tmpfs entry "/run" or "/run:size=64m" -> (target, size in bytes)."""
+    target, _, options = value.partition(":")
+    if not target.startswith("/"):
+        raise _fail(f'tmpfs target "{target}" must be an absolute path')
+    size: int | None = None
+    for option in filter(None, options.split(",")):
+        key, _, arg = option.partition("=")
+        if key != "size":
+            raise _fail(f'tmpfs option "{key}" is not supported yet')
+        size = parse_bytes(arg)
+    return target, size
+
+
+def _check_tmpfs(value: str) -> str:
+    parse_tmpfs(value)
+    return value
+
+
+TmpfsEntry = Annotated[str, AfterValidator(_check_tmpfs)]
+TmpfsSpec = Annotated[
+    Annotated[TmpfsEntry, Tag(_SCALAR)] | Annotated[list[TmpfsEntry], Tag(_LIST)],
+    _by_kind("expected a path or a list of paths"),
+]
+
+
+class PortLong(_Spec):
+    UNSUPPORTED = frozenset({"name", "app_protocol"})
+
+    target: int = Field(ge=1, le=65535)
+    published: Annotated[str | None, AfterValidator(_check_published)] = None
+    host_ip: str = ""
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    mode: Literal["ingress", "host"] = "ingress"
+
+    @model_validator(mode="after")
+    def _check_host_ip(self) -> PortLong:
+        if self.host_ip:
+            try:
+                ipaddress.ip_address(self.host_ip)
+            except ValueError:
+                raise _fail(f'host_ip "{self.host_ip}" is not an IP address') from None
+        return self
+
+
+ShortPort = Annotated[tuple[PortMapping, ...], PlainValidator(parse_port)]
+PortEntry = Annotated[
+    Annotated[PortLong, Tag(_MAPPING)] | Annotated[ShortPort, Tag(_SCALAR)],
+    _by_kind("expected a port string or a mapping"),
+]
+
+
+class BindOptions(_Spec):
+    UNSUPPORTED = frozenset({"propagation", "selinux", "recursive"})
+
+    create_host_path: bool = True
+
+
+class TmpfsOptions(_Spec):
+    UNSUPPORTED = frozenset({"mode"})
+
+    size: ByteSize | None = None
+
+
+def _check_volume_type(value: str) -> str:
+    if value in ("volume", "bind", "tmpfs"):
+        return value
+    if value in ("npipe", "cluster", "image"):
+        raise _fail(f"volume type {value} is not supported yet")
+    raise _fail(f'"{value}" is not a volume type (volume, bind, tmpfs)')
+
+
+class ServiceVolume(_Spec):
+    """One service mount, long syntax (short syntax is parsed into this too)."""
+
+    UNSUPPORTED = frozenset({"consistency", "volume", "image"})
+
+    type: Annotated[str, AfterValidator(_check_volume_type)]
+    source: str = ""
+    target: str
+    read_only: bool = False
+    bind: BindOptions | None = None
+    tmpfs: TmpfsOptions | None = None
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> ServiceVolume:
+        if not self.target.startswith("/"):
+            raise _fail(f'target "{self.target}" must be an absolute path')
+        if self.type == "bind" and not self.source:
+            raise _fail("a bind mount needs a source")
+        if self.type == "tmpfs" and self.source:
+            raise _fail("a tmpfs mount has no source")
+        if self.type == "volume" and self.source:
+            _check_name(self.source)
+        if self.bind is not None and self.type != "bind":
+            raise _fail(f"bind options need type bind, not {self.type}")
+        if self.tmpfs is not None and self.type != "tmpfs":
+            raise _fail(f"tmpfs options need type tmpfs, not {self.type}")
+        return self
+
+
+def is_path_source(source: str) -> bool:
+    """Short syntax: a source that looks like a path is a bind mount, else a volume name."""
+    return source.startswith((".", "/", "~"))
+
+
+def parse_volume(value: Any) -> ServiceVolume:
+    """Short volume syntax: "/path", "name:/path[:ro|rw]", "./rel:/path", "/abs:/path:ro"."""
+    if not isinstance(value, str):
+        raise _fail(f"expected a volume string or a mapping, got {describe_value(value)}")
+    parts = value.split(":")
+    if len(parts) > 3 or not all(parts):
+        raise _fail(f'"{value}" is not a volume mapping (expected [SOURCE:]TARGET[:MODE])')
+    if len(parts) == 1:
+        source, target, mode = "", parts[0], ""
+    else:
+        source, target, mode = parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+    if not target.startswith("/"):
+        raise _fail(f'"{value}" is not a volume mapping: the container path must be absolute')
+    read_only = False
+    for option in filter(None, mode.split(",")):
+        if option in ("ro", "rw"):
+            read_only = option == "ro"
+        elif option in ("consistent", "cached", "delegated"):
+            continue  # macOS-only hints; no effect on Linux hosts
+        elif option in ("z", "Z", "nocopy", "shared", "slave", "private", "rshared", "rslave", "rprivate"):
+            raise _fail(f'volume option "{option}" is not supported yet')
+        else:
+            raise _fail(f'"{value}" is not a volume mapping: unknown mode "{option}"')
+    if source and is_path_source(source):
+        return ServiceVolume(type="bind", source=source, target=target, read_only=read_only)
+    if source and not _NAME_RE.fullmatch(source):
+        raise _fail(f'"{value}" is not a volume mapping: "{source}" is neither a path nor a volume name')
+    return ServiceVolume(type="volume", source=source, target=target, read_only=read_only)
+
+
+ShortVolume = Annotated[ServiceVolume, PlainValidator(parse_volume)]
+VolumeEntry = Annotated[
+    Annotated[ServiceVolume, Tag(_MAPPING)] | Annotated[ShortVolume, Tag(_SCALAR)],
+    _by_kind("expected a volume string or a mapping"),
+]
+
+
+class EnvFileEntry(_Spec):
+    UNSUPPORTED = frozenset({"format"})
+
+    path: str
+    required: bool = True
+
+
+EnvFiles = Annotated[
+    Annotated[str, Tag(_SCALAR)]
+    | Annotated[
+        list[
+            Annotated[
+                Annotated[str, Tag(_SCALAR)] | Annotated[EnvFileEntry, Tag(_MAPPING)],
+                _by_kind("expected a path or a mapping"),
+            ]
+        ],
+        Tag(_LIST),
+    ],
+    _by_kind("expected a path or a list of paths"),
+]
+
+
+class ServiceNetwork(_Spec):
+    UNSUPPORTED = frozenset(
+        {
+            "ipv6_address",
+            "link_local_ips",
+            "mac_address",
+            "driver_opts",
+            "priority",
+            "gw_priority",
+            "interface_name",
+        }
+    )
+
+    aliases: list[str] = []
+    ipv4_address: Annotated[str | None, AfterValidator(_check_ipv4)] = None
+
+
+ServiceNetworks = Annotated[
+    Annotated[list[str], Tag(_LIST)] | Annotated[dict[str, ServiceNetwork | None], Tag(_MAPPING)],
+    _by_kind("expected a list of network names or a mapping"),
+]
+
+
+class DependsOn(_Spec):
+    UNSUPPORTED = frozenset({"restart"})
+
+    condition: Condition = Condition.STARTED
+    required: bool = True
+
+
+DependsOnSpec = Annotated[
+    Annotated[list[str], Tag(_LIST)] | Annotated[dict[str, DependsOn | None], Tag(_MAPPING)],
+    _by_kind("expected a list of service names or a mapping"),
+]
+HealthTest = Annotated[
+    Annotated[str, Tag(_SCALAR)] | Annotated[list[str], Tag(_LIST)],
+    _by_kind("expected a string or a list of strings"),
+]
+
+
+class HealthcheckSpec(_Spec):
+    UNSUPPORTED = frozenset({"start_interval"})
+
+    test: HealthTest | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    start_period: Duration | None = None
+    retries: int | None = Field(default=None, ge=0)
+    disable: bool = False
+
+    @model_validator(mode="after")
+    def _check_test(self) -> HealthcheckSpec:
+        if isinstance(self.test, list) and self.test and self.test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+            raise _fail(f'test must start with "CMD", "CMD-SHELL" or "NONE", not "{self.test[0]}"')
+        return self
+
+
+def _check_deploy_mode(value: str) -> str:
+    if value == "global":
+        raise _fail("deploy mode global is not supported yet")
+    if value != "replicated":
+        raise _fail(f'"{value}" is not a deploy mode (replicated, global)')
+    return value
+
+
+class DeploySpec(_Spec):
+    UNSUPPORTED = frozenset(
+        {
+            "endpoint_mode",
+            "labels",
+            "placement",
+            "resources",
+            "restart_policy",
+            "rollback_config",
+            "update_config",
+        }
+    )
+
+    mode: Annotated[str, AfterValidator(_check_deploy_mode)] = "replicated"
+    replicas: int | None = Field(default=None, ge=0)
+
+
+class ServiceSpec(_Spec):
+    image: str
+    command: Command = None
+    entrypoint: Command = None
+    environment: KeyValues | None = None
+    env_file: EnvFiles | None = None
+    labels: KeyValues | None = None
+    ports: list[PortEntry] = []
+    volumes: list[VolumeEntry] = []
+    tmpfs: TmpfsSpec | None = None
+    networks: ServiceNetworks | None = None
+    network_mode: Annotated[str, AfterValidator(_check_network_mode)] | None = None
+    restart: Annotated[str, AfterValidator(_check_restart)] = "no"
+    depends_on: DependsOnSpec | None = None
+    healthcheck: HealthcheckSpec | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    hostname: str | None = None
+    container_name: Annotated[str | None, AfterValidator(_check_name)] = None
+    scale: int | None = Field(default=None, ge=0)
+    deploy: DeploySpec | None = None
+
+
+ServiceSpec.UNSUPPORTED = COMPOSE_SERVICE_KEYS - set(ServiceSpec.model_fields)
+
+
+# --- top-level models ------------------------------------------------------------------
+
+
+class IpamConfig(_Spec):
+    UNSUPPORTED = frozenset({"ip_range", "gateway", "aux_addresses"})
+
+    subnet: Annotated[str | None, AfterValidator(_check_subnet)] = None
+
+
+def _check_ipam_driver(value: str | None) -> str | None:
+    if value not in (None, "default"):
+        raise _fail(f"ipam driver {value} is not supported yet")
+    return value
+
+
+class Ipam(_Spec):
+    UNSUPPORTED = frozenset({"options"})
+
+    driver: Annotated[str | None, AfterValidator(_check_ipam_driver)] = None
+    config: list[IpamConfig] = []
+
+
+class NetworkSpec(_Spec):
+    UNSUPPORTED = frozenset({"driver_opts", "attachable", "enable_ipv4", "enable_ipv6"})
+
+    driver: str | None = None
+    internal: bool = False
+    ipam: Ipam | None = None
+    labels: KeyValues | None = None
+    external: bool = False
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_external(self) -> NetworkSpec:
+        if self.external:
+            conflicting = sorted(self.model_fields_set & {"driver", "internal", "ipam", "labels"})
+            if conflicting:
+                raise _fail(f"an external network cannot set {', '.join(conflicting)}")
+        return self
+
+
+class VolumeSpec(_Spec):
+    driver: str | None = None
+    driver_opts: dict[str, str] = {}
+    labels: KeyValues | None = None
+    external: bool = False
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_external(self) -> VolumeSpec:
+        if self.external:
+            conflicting = sorted(self.model_fields_set & {"driver", "driver_opts", "labels"})
+            if conflicting:
+                raise _fail(f"an external volume cannot set {', '.join(conflicting)}")
+        return self
+
+
+class ComposeFile(_Spec):
+    UNSUPPORTED = frozenset({"include", "configs", "secrets", "models"})
+
+    name: str | None = None
+    version: str | None = None  # obsolete in the Compose Specification; accepted and ignored
+    services: dict[str, ServiceSpec] = {}
+    networks: dict[str, NetworkSpec | None] = {}
+    volumes: dict[str, VolumeSpec | None] = {}
+
+
+# --- the three passes together -------------------------------------------------------
+
+
+def check_compose(data: Any, doc: Document) -> tuple[Validated, list[SpecProblem]]:
+    """Run all three passes over one (merged) document; returns what validated and every problem."""
+    cleaned, problems = check_keys(data, doc)
+    top, type_problems = validate_compose(cleaned, doc)
+    # A service with build: and no image: gets one problem (which says "set image:"), not two.
+    built = {p.path.removesuffix(".build") for p in problems if p.message == BUILD_MESSAGE}
+    problems += [
+        p
+        for p in type_problems
+        if not (p.message == "`image` is required" and p.path.removesuffix(".image") in built)
+    ]
+    problems += check_semantics(top, doc)
+    return top, problems
+
+
+# --- pass 1: keys -----------------------------------------------------------------------
+
+
+def check_keys(data: Any, doc: Document) -> tuple[Any, list[SpecProblem]]:
+    """Drop ``x-*`` extensions and report (and drop) keys gitdock does not know.
+
+    Returns a cleaned copy of ``data`` for validation; ``data`` itself is untouched.
+    """
+    problems: list[SpecProblem] = []
+    return _strip(data, ComposeFile, (), doc, problems), problems
+
+
+def _unwrap(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    tp = _unwrap(tp)
+    origin = get_origin(tp)
+    if isinstance(value, dict):
+        return origin is dict or (isinstance(tp, type) and issubclass(tp, _Spec))
+    if isinstance(value, list):
+        return origin in (list, tuple)
+    return False
+
+
+def _strip(value: Any, tp: Any, path: Path, doc: Document, problems: list[SpecProblem]) -> Any:
+    tp = _unwrap(tp)
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        member = next((m for m in get_args(tp) if _fits(m, value)), None)
+        return value if member is None else _strip(value, member, path, doc, problems)
+    if isinstance(tp, type) and issubclass(tp, _Spec):
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        fields = tp.model_fields
+        for key, item in value.items():
+            if key.startswith("x-"):
+                continue
+            child = (*path, key)
+            if key in fields:
+                out[key] = _strip(item, fields[key].annotation, child, doc, problems)
+                continue
+            if key == "build" and tp is ServiceSpec:
+                message = BUILD_MESSAGE
+            elif key in tp.UNSUPPORTED:
+                message = f"`{key}` is not supported yet"
+            else:
+                message = f"unknown key `{key}`"
+                close = difflib.get_close_matches(key, [*fields, *tp.UNSUPPORTED], n=1, cutoff=0.6)
+                if close:
+                    message += f", did you mean `{close[0]}`?"
+            problems.append(SpecProblem(message, format_path(child), doc.locate(child, prefer_key=True)))
+        return out
+    if origin in (list, tuple) and isinstance(value, list):
+        (item_tp, *_) = get_args(tp)
+        return [_strip(v, item_tp, (*path, i), doc, problems) for i, v in enumerate(value)]
+    if origin is dict and isinstance(value, dict):
+        _, item_tp = get_args(tp)
+        return {k: _strip(v, item_tp, (*path, k), doc, problems) for k, v in value.items()}
+    return value
+
+
+# --- pass 2: types ----------------------------------------------------------------------
+
+
+@dataclass
+class Validated:
+    """What validation produced: every part that is valid, even when others are not."""
+
+    name: str | None = None
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
+    networks: dict[str, NetworkSpec] = field(default_factory=dict)
+    volumes: dict[str, VolumeSpec] = field(default_factory=dict)
+    # Every key declared, valid or not, so references to invalid parts are not "undefined".
+    service_names: tuple[str, ...] = ()
+    network_keys: tuple[str, ...] = ()
+    volume_keys: tuple[str, ...] = ()
+
+
+def validate_compose(data: Any, doc: Document) -> tuple[Validated, list[SpecProblem]]:
+    """Validate cleaned data (see ``check_keys``); problems carry paths and positions."""
+    if not isinstance(data, dict):
+        pos = doc.locate(())
+        return Validated(), [
+            SpecProblem(f"a Compose file must be a mapping, got {describe_value(data)}", "", pos)
+        ]
+    try:
+        top = ComposeFile.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        return _validate_parts(data, errors), [_to_problem(err, data, doc) for err in errors]
+    return (
+        Validated(
+            top.name,
+            dict(top.services),
+            {k: v or NetworkSpec() for k, v in top.networks.items()},
+            {k: v or VolumeSpec() for k, v in top.volumes.items()},
+            tuple(top.services),
+            tuple(top.networks),
+            tuple(top.volumes),
+        ),
+        [],
+    )
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _validate_parts(data: dict[str, Any], errors: list[Any]) -> Validated:
+    """After a failed whole-file validation, keep what is valid on its own.
+
+    A service with bad fields is kept without them, so the semantic checks still see its
+    other fields (its depends_on, networks, volumes); the result is never normalised.
+    """
+    bad_fields: dict[str, set[str | int]] = {}
+    for err in errors:
+        loc = err["loc"]
+        if len(loc) > 2 and loc[0] == "services":
+            bad_fields.setdefault(loc[1], set()).add(loc[2])
+    out = Validated(
+        service_names=tuple(_section(data, "services")),
+        network_keys=tuple(_section(data, "networks")),
+        volume_keys=tuple(_section(data, "volumes")),
+    )
+    name = data.get("name")
+    out.name = name if isinstance(name, str) else None
+    for key, raw in _section(data, "services").items():
+        if not isinstance(raw, dict):
+            continue
+        kept = {k: v for k, v in raw.items() if k not in bad_fields.get(key, ())}
+        kept.setdefault("image", "")
+        with contextlib.suppress(ValidationError):
+            out.services[key] = ServiceSpec.model_validate(kept)
+    for key, raw in _section(data, "networks").items():
+        with contextlib.suppress(ValidationError):
+            out.networks[key] = NetworkSpec.model_validate(raw or {})
+    for key, raw in _section(data, "volumes").items():
+        with contextlib.suppress(ValidationError):
+            out.volumes[key] = VolumeSpec.model_validate(raw or {})
+    return out
+
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _has_child(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+
+
+def _to_problem(err: Any, data: Any, doc: Document) -> SpecProblem:
+    loc: tuple[str | int, ...] = err["loc"]
+    kind: str = err["type"]
+    path: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if _has_child(node, part):
+            node = node[part]
+            path.append(part)
+        elif kind == "missing" and i == len(loc) - 1:
+            path.append(part)
+        # Anything else is a union tag or a pydantic-internal step; not part of the field path.
+    where = tuple(path)
+    if kind == "missing":
+        parent = where[:-1]
+        return SpecProblem(
+            f"`{where[-1]}` is required", format_path(where), doc.locate(parent, prefer_key=True)
+        )
+    position = doc.locate(where)
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "spec":
+        message = str(ctx.get("message", err["msg"]))
+    elif kind == "wrong_type":
+        message = f"{err['msg']}, got {describe_value(value)}"
+    elif kind in _TYPE_NAMES:
+        message = f"expected {_TYPE_NAMES[kind]}, got {describe_value(value)}"
+    elif kind in ("literal_error", "enum"):
+        message = f"expected {ctx.get('expected')}, got {describe_value(value)}"
+    elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        bound = next(iter(ctx.values()), "")
+        op = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[
+            kind
+        ]
+        message = f"must be {op} {bound}, got {value}"
+    elif kind == "extra_forbidden":
+        message = f"unknown key `{where[-1] if where else ''}`"
+    else:
+        message = str(err["msg"])
+    return SpecProblem(message, format_path(where), position)
+
+
+# --- pass 3: meaning --------------------------------------------------------------------
+
+
+def service_dependencies(spec: ServiceSpec) -> dict[str, DependsOn]:
+    """Declared dependencies, plus the implicit one of ``network_mode: service:NAME``."""
+    deps: dict[str, DependsOn] = {}
+    if isinstance(spec.depends_on, list):
+        deps = dict.fromkeys(spec.depends_on, DependsOn())
+    elif isinstance(spec.depends_on, dict):
+        deps = {k: v or DependsOn() for k, v in spec.depends_on.items()}
+    if spec.network_mode and spec.network_mode.startswith("service:"):
+        deps.setdefault(spec.network_mode.partition(":")[2], DependsOn())
+    return deps
+
+
+def service_network_keys(spec: ServiceSpec) -> list[str]:
+    if spec.networks is None:
+        return []
+    return list(spec.networks)
+
+
+def check_semantics(top: Validated, doc: Document) -> list[SpecProblem]:
+    """Cross-field checks. Only the parts that validated are checked."""
+    problems: list[SpecProblem] = []
+
+    def add(message: str, *path: str | int, key: bool = False) -> None:
+        problems.append(SpecProblem(message, format_path(path), doc.locate(path, prefer_key=key)))
+
+    for section, keys in (
+        ("services", top.service_names),
+        ("networks", top.network_keys),
+        ("volumes", top.volume_keys),
+    ):
+        for key in keys:
+            if not _NAME_RE.fullmatch(key):
+                add(
+                    f'"{key}" is not a valid name (letters, digits, "_", "." and "-")', section, key, key=True
+                )
+
+    services = set(top.service_names)
+    for name, spec in top.services.items():
+        svc = ("services", name)
+        _check_dependencies(name, spec, services, add)
+        if spec.network_mode:
+            mode_kind, _, target = spec.network_mode.partition(":")
+            if mode_kind == "service" and target not in services:
+                hint = _suggest(target, services)
+                add(f'network_mode refers to undefined service "{target}"{hint}', *svc, "network_mode")
+            if spec.networks is not None:
+                add("network_mode and networks cannot be used together", *svc, "networks", key=True)
+        for index, net in enumerate(service_network_keys(spec)):
+            if net != "default" and net not in top.network_keys:
+                where = index if isinstance(spec.networks, list) else net
+                hint = _suggest(net, top.network_keys)
+                add(
+                    f'service "{name}" refers to undefined network {net}{hint}',
+                    *svc,
+                    "networks",
+                    where,
+                    key=True,
+                )
+        for i, volume in enumerate(spec.volumes):
+            if volume.type == "volume" and volume.source and volume.source not in top.volume_keys:
+                hint = _suggest(volume.source, top.volume_keys)
+                add(f'service "{name}" refers to undefined volume {volume.source}{hint}', *svc, "volumes", i)
+        replicas = spec.deploy.replicas if spec.deploy and spec.deploy.replicas is not None else None
+        if replicas is not None and spec.scale is not None and replicas != spec.scale:
+            add(f"scale ({spec.scale}) and deploy.replicas ({replicas}) disagree", *svc, "scale")
+        count = replicas if replicas is not None else spec.scale if spec.scale is not None else 1
+        if spec.container_name and count > 1:
+            add(f"container_name cannot be set when the service has {count} replicas", *svc, "container_name")
+
+    for cycle in _find_cycles({n: service_dependencies(s) for n, s in top.services.items()}):
+        add("dependency cycle: " + " -> ".join(cycle), "services", cycle[0], "depends_on", key=True)
+    return problems
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f", did you mean {close[0]}?" if close else ""
+
+
+def _check_dependencies(name: str, spec: ServiceSpec, services: set[str], add: Callable[..., None]) -> None:
+    deps = spec.depends_on
+    entries: Iterable[tuple[str | int, str]] = []
+    if isinstance(deps, list):
+        entries = enumerate(deps)
+    elif isinstance(deps, dict):
+        entries = ((k, k) for k in deps)
+    for where, target in entries:
+        if target == name:
+            add(f'service "{name}" depends on itself', "services", name, "depends_on", where, key=True)
+        elif target not in services:
+            add(
+                f'depends on undefined service "{target}"{_suggest(target, services)}',
+                "services",
+                name,
+                "depends_on",
+                where,
+                key=True,
+            )
+
+
+def _find_cycles(graph: dict[str, dict[str, DependsOn]]) -> list[list[str]]:
+    """The cycles closed by DFS back edges (at least one per cyclic group), each once,
+    rotated to start at its least name and closed: ``["db", "web", "db"]``."""
+    cycles: dict[tuple[str, ...], list[str]] = {}
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, {})):
+            if dep == node or dep not in graph:
+                continue  # self-dependency and undefined targets are reported elsewhere
+            if state.get(dep) == 1:
+                cycle = stack[stack.index(dep) :]
+                start = cycle.index(min(cycle))
+                ordered = cycle[start:] + cycle[:start]
+                cycles.setdefault(tuple(ordered), [*ordered, ordered[0]])
+            elif state.get(dep) is None:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return list(cycles.values())

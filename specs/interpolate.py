@@ -1,0 +1,257 @@
+"""Compose variable interpolation and ``.env`` parsing.
+
+Implements the Compose Specification's interpolation: ``$VAR``, ``${VAR}``, the
+``:-`` ``-`` ``:?`` ``?`` ``:+`` ``+`` modifiers, nesting in the modifier's word, and ``$$``
+as an escaped dollar. Words are evaluated lazily, so ``${A:-${B:?}}`` only fails when A is
+unset or empty.
+
+This module is purely computational: it reads no files and no environment on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from .errors import SpecProblem
+from .model import Position
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+# Longest first so ":-" is not read as ":" followed by "-".
+_OPERATORS = (":-", ":?", ":+", "-", "?", "+")
+
+
+class InterpolationError(ValueError):
+    """A template is malformed, or a ``${VAR:?err}`` variable is missing."""
+
+
+@dataclass(frozen=True)
+class _Var:
+    name: str
+    op: str | None = None
+    word: tuple[str | _Var, ...] = ()
+
+
+def interpolate(template: str, environ: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """Substitute variables in ``template``.
+
+    Returns the result and the names of variables that were unset and had no default
+    (each substituted by ""). Raises InterpolationError for malformed templates and for
+    ``:?``/``?`` variables that are missing.
+    """
+    if "$" not in template:
+        return template, ()
+    parts, _ = _parse(template, 0, in_braces=False)
+    missing: list[str] = []
+    return _evaluate(parts, environ, missing), tuple(missing)
+
+
+def _invalid(template: str) -> InterpolationError:
+    return InterpolationError(
+        f'invalid interpolation format in "{template}": you may need to escape any $ with another $'
+    )
+
+
+def _parse(s: str, i: int, *, in_braces: bool) -> tuple[tuple[str | _Var, ...], int]:
+    """Parse from ``s[i]`` up to the end, or up to the closing ``}`` when ``in_braces``."""
+    out: list[str | _Var] = []
+    buf: list[str] = []
+    n = len(s)
+    while i < n:
+        c = s[i]
+        if c == "}" and in_braces:
+            break
+        if c != "$":
+            buf.append(c)
+            i += 1
+            continue
+        nxt = s[i + 1] if i + 1 < n else ""
+        if nxt == "$":
+            buf.append("$")
+            i += 2
+            continue
+        if nxt == "{":
+            m = _NAME_RE.match(s, i + 2)
+            if m is None:
+                raise _invalid(s)
+            i = m.end()
+            op = next((o for o in _OPERATORS if s.startswith(o, i)), None)
+            word: tuple[str | _Var, ...] = ()
+            if op is not None:
+                word, i = _parse(s, i + len(op), in_braces=True)
+            if i >= n or s[i] != "}":
+                raise _invalid(s)
+            i += 1
+            var = _Var(m.group(), op, word)
+        else:
+            m = _NAME_RE.match(s, i + 1)
+            if m is None:
+                raise _invalid(s)
+            i = m.end()
+            var = _Var(m.group())
+        if buf:
+            out.append("".join(buf))
+            buf = []
+        out.append(var)
+    if in_braces and i >= n:
+        raise _invalid(s)
+    if buf:
+        out.append("".join(buf))
+    return tuple(out), i
+
+
+def _evaluate(parts: tuple[str | _Var, ...], environ: Mapping[str, str], missing: list[str]) -> str:
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        value = environ.get(part.name)
+        op = part.op
+        if op is None:
+            if value is None:
+                missing.append(part.name)
+                value = ""
+            out.append(value)
+        elif op == ":-":
+            out.append(value if value else _evaluate(part.word, environ, missing))
+        elif op == "-":
+            out.append(value if value is not None else _evaluate(part.word, environ, missing))
+        elif op in (":?", "?"):
+            if value is None or (op == ":?" and not value):
+                reason = _evaluate(part.word, environ, missing)
+                message = f"required variable {part.name} is missing a value"
+                raise InterpolationError(f"{message}: {reason}" if reason else message)
+            out.append(value)
+        elif op == ":+":
+            out.append(_evaluate(part.word, environ, missing) if value else "")
+        else:  # "+"
+            out.append(_evaluate(part.word, environ, missing) if value is not None else "")
+    return "".join(out)
+
+
+@dataclass
+class EnvFile:
+    """The result of parsing one env file: values in file order, plus what went wrong."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # unset variables used without default
+    problems: list[SpecProblem] = field(default_factory=list)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "$": "$$"}
+
+
+def parse_env_file(text: str, filename: str, environ: Mapping[str, str]) -> EnvFile:
+    """Parse ``.env`` syntax.
+
+    ``KEY=VALUE`` lines, an optional ``export`` prefix, ``#`` comments and blank lines.
+    Single quotes are literal; double quotes understand ``\\n``-style escapes and may span
+    lines. Unquoted and double-quoted values are interpolated, looking names up in
+    ``environ`` first and then in the keys defined earlier in the file. A bare ``KEY``
+    takes its value from ``environ`` and is skipped when unset there.
+    """
+    result = EnvFile()
+    lines = text.splitlines()
+    lineno = 0
+    while lineno < len(lines):
+        raw = lines[lineno]
+        lineno += 1
+        start_line = lineno
+        stripped = raw.lstrip()
+        indent = len(raw) - len(stripped)
+        if not stripped or stripped.startswith("#"):
+            continue
+        body = stripped
+        if body.startswith("export") and body[6:7] in (" ", "\t"):
+            body = body[6:].lstrip()
+        key, sep, rest = body.partition("=")
+        key = key.strip()
+        column = indent + 1 + (len(stripped) - len(body))
+
+        def add_problem(message: str, line: int = start_line, col: int = column) -> None:
+            result.problems.append(SpecProblem(message, "", Position(filename, line, col)))
+
+        if not _ENV_KEY_RE.fullmatch(key):
+            add_problem(f'"{key}" is not a valid variable name' if key else "expected KEY=VALUE")
+            continue
+        if not sep:
+            if key in environ:
+                result.values[key] = environ[key]
+            continue
+        rest = rest.lstrip()
+        quote = rest[:1]
+        if quote in ("'", '"'):
+            chunks: list[str] = []
+            body_rest = rest[1:]
+            closed = False
+            while True:
+                end = _find_closing(body_rest, quote)
+                if end >= 0:
+                    chunks.append(body_rest[:end])
+                    closed = True
+                    break
+                chunks.append(body_rest)
+                if lineno >= len(lines):
+                    break
+                chunks.append("\n")
+                body_rest = lines[lineno]
+                lineno += 1
+            if not closed:
+                add_problem(f"unterminated {quote} quote in the value of {key}")
+                continue
+            value = "".join(chunks)
+            if quote == "'":
+                result.values[key] = value
+                continue
+            value = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), value)
+        else:
+            value = re.split(r"\s#", rest, maxsplit=1)[0].rstrip()
+        lookup = _ChainLookup(environ, result.values)
+        try:
+            value, missing = interpolate(value, lookup)
+        except InterpolationError as exc:
+            add_problem(str(exc))
+            continue
+        result.missing.extend(missing)
+        result.values[key] = value
+    return result
+
+
+def _find_closing(s: str, quote: str) -> int:
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and quote == '"':
+            i += 2
+            continue
+        if c == quote:
+            return i
+        i += 1
+    return -1
+
+
+class _ChainLookup(Mapping[str, str]):
+    """Read-only view of several mappings; the first that has a key wins."""
+
+    def __init__(self, *maps: Mapping[str, str]) -> None:
+        self._maps = maps
+
+    def __getitem__(self, key: str) -> str:
+        for m in self._maps:
+            if key in m:
+                return m[key]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for m in self._maps:
+            for k in m:
+                if k not in seen:
+                    seen.add(k)
+                    yield k
+
+    def __len__(self) -> int:
+        return len(set().union(*self._maps))

@@ -1,0 +1,240 @@
+"""YAML to plain Python values, remembering where every value came from.
+
+PyYAML's constructors drop line numbers, so this module walks the composed node graph
+itself. It resolves plain scalars with YAML 1.2 core-schema rules, as Compose (go-yaml v3)
+does: ``no`` stays a string and ``22:22`` is not the sexagesimal integer 1342. Anchors,
+aliases and ``<<`` merge keys are expanded; duplicate keys are problems.
+
+This module is pure apart from the text it is handed: it reads no files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import SpecProblem
+from .model import Position
+
+# libyaml is several times faster; fall back when PyYAML was built without it.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+Path = tuple[str | int, ...]
+# Called for every string scalar that is a value (never a key); returns the new value.
+StringHook = Callable[[str, Path, Position], str]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# Tags the YAML 1.1 resolver assigns implicitly to plain scalars; these are re-resolved.
+_IMPLICIT_TAGS = frozenset(
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp", "value")
+)
+_MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+
+_INT_RE = re.compile(r"[-+]?[0-9]+")
+_OCT_RE = re.compile(r"0o[0-7]+")
+_HEX_RE = re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT_RE = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_INF_RE = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
+_NAN_RE = re.compile(r"\.(?:nan|NaN|NAN)")
+_SIMPLE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def format_path(path: Path) -> str:
+    """Render a field path the way problems show it: ``services.web.ports[1]``."""
+    out: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _SIMPLE_KEY_RE.fullmatch(part):
+            out.append(f".{part}" if out else part)
+        else:
+            out.append(f'["{part}"]')
+    return "".join(out)
+
+
+@dataclass
+class Document:
+    """A loaded YAML document: plain values plus positions keyed by field path.
+
+    ``values`` holds the position of each value node and ``keys`` the position of the
+    key that introduced it (a service's position is its key's).
+    """
+
+    data: Any
+    values: dict[Path, Position] = field(default_factory=dict)
+    keys: dict[Path, Position] = field(default_factory=dict)
+
+    def locate(self, path: Path, *, prefer_key: bool = False) -> Position | None:
+        """Position of ``path``, else of its nearest ancestor that has one."""
+        first, second = (self.keys, self.values) if prefer_key else (self.values, self.keys)
+        while True:
+            pos = first.get(path) or second.get(path)
+            if pos is not None or not path:
+                return pos
+            path = path[:-1]
+
+
+def resolve_plain_scalar(text: str) -> Any:
+    """Resolve an untagged plain scalar with the YAML 1.2 core schema."""
+    if not text or text in ("~", "null", "Null", "NULL"):
+        return None
+    first = text[0]
+    if first in "tTfF":
+        if text in ("true", "True", "TRUE"):
+            return True
+        if text in ("false", "False", "FALSE"):
+            return False
+        return text
+    if first not in "+-.0123456789":
+        return text
+    if _INT_RE.fullmatch(text):
+        return int(text)
+    if _OCT_RE.fullmatch(text):
+        return int(text[2:], 8)
+    if _HEX_RE.fullmatch(text):
+        return int(text[2:], 16)
+    if _FLOAT_RE.fullmatch(text):
+        return float(text)
+    if _INF_RE.fullmatch(text):
+        return -math.inf if text[0] == "-" else math.inf
+    if _NAN_RE.fullmatch(text):
+        return math.nan
+    return text
+
+
+def load_yaml(
+    text: str, filename: str, on_string: StringHook | None = None
+) -> tuple[Document, list[SpecProblem]]:
+    """Parse one YAML document into plain values with positions.
+
+    Returns every problem found; a parse error is a single problem at the parser's mark.
+    An empty document yields ``Document(None)``.
+    """
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = Position(filename, mark.line + 1, mark.column + 1) if mark else Position(filename, 1, 1)
+        what = exc.problem or "invalid YAML"
+        if exc.context:
+            what = f"{exc.context}, {what}"
+        return Document(None), [SpecProblem(f"invalid YAML: {what}", "", pos)]
+    except yaml.YAMLError as exc:  # e.g. a reader error on control characters
+        return Document(None), [SpecProblem(f"invalid YAML: {exc}", "", Position(filename, 1, 1))]
+    walker = _Walker(filename, on_string)
+    if node is None:
+        return Document(None), []
+    doc = walker.doc
+    doc.data = walker.convert(node, ())
+    return doc, walker.problems
+
+
+class _Walker:
+    def __init__(self, filename: str, on_string: StringHook | None) -> None:
+        self.filename = filename
+        self.on_string = on_string
+        self.doc = Document(None)
+        self.problems: list[SpecProblem] = []
+        self._stack: set[int] = set()
+        self._count = 0
+
+    def position(self, node: yaml.Node) -> Position:
+        mark = node.start_mark
+        return Position(self.filename, mark.line + 1, mark.column + 1)
+
+    def problem(self, message: str, path: Path, node: yaml.Node) -> None:
+        self.problems.append(SpecProblem(message, format_path(path), self.position(node)))
+
+    def convert(self, node: yaml.Node, path: Path) -> Any:
+        self._count += 1
+        if self._count > _MAX_NODES:
+            if self._count == _MAX_NODES + 1:
+                self.problem("document expands to too many values (alias bomb?)", path, node)
+            return None
+        pos = self.position(node)
+        self.doc.values[path] = pos
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path, pos)
+        if id(node) in self._stack:
+            self.problem("recursive alias", path, node)
+            return None
+        self._stack.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            assert isinstance(node, yaml.MappingNode)
+            return self._mapping(node, path)
+        finally:
+            self._stack.discard(id(node))
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path, pos: Position) -> Any:
+        tag = node.tag
+        # libyaml marks plain scalars with style "", pure-Python PyYAML with None.
+        if not node.style and tag in _IMPLICIT_TAGS:
+            value = resolve_plain_scalar(node.value)
+        elif tag in _IMPLICIT_TAGS:
+            value = node.value
+        else:
+            self.problem(f"YAML tag {tag} is not supported", path, node)
+            return node.value
+        if isinstance(value, str) and self.on_string is not None and "$" in value:
+            value = self.on_string(value, path, pos)
+        return value
+
+    def _mapping(
+        self, node: yaml.MappingNode, path: Path, into: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Convert a mapping. With ``into`` (a merge source), keys already there are kept."""
+        merging = into is not None
+        out: dict[str, Any] = {} if into is None else into
+        first_seen: dict[str, yaml.Node] = {}
+        merges: list[yaml.Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problem("mapping keys must be strings", path, key_node)
+                continue
+            key = key_node.value
+            if key in first_seen:
+                if not merging:
+                    line = first_seen[key].start_mark.line + 1
+                    self.problem(
+                        f"duplicate key `{key}` (first defined on line {line})", (*path, key), key_node
+                    )
+                continue
+            first_seen[key] = key_node
+            if merging and key in out:
+                continue
+            child = (*path, key)
+            self.doc.keys[child] = self.position(key_node)
+            out[key] = self.convert(value_node, child)
+        for merge_node in merges:
+            self._merge(out, merge_node, path)
+        return out
+
+    def _merge(self, out: dict[str, Any], merge_node: yaml.Node, path: Path) -> None:
+        """Apply a ``<<`` value: explicit keys win, then earlier merged mappings win.
+
+        Merged values are converted under the destination path, so their positions and
+        interpolation problems name the field where they end up.
+        """
+        sources = merge_node.value if isinstance(merge_node, yaml.SequenceNode) else [merge_node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                self.problem("a merge key `<<` needs a mapping or a list of mappings", path, source)
+                continue
+            if id(source) in self._stack:
+                self.problem("recursive alias", path, source)
+                continue
+            self._stack.add(id(source))
+            try:
+                self._mapping(source, path, into=out)
+            finally:
+                self._stack.discard(id(source))
