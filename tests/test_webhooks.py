@@ -1,0 +1,296 @@
+"""Webhook signatures, push payload parsing, repository matching and the debouncer."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+
+import pytest
+from gitdock.agent.webhooks import (
+    MAX_BODY_BYTES,
+    Debouncer,
+    IgnoredEvent,
+    InvalidWebhook,
+    Provider,
+    PushEvent,
+    matches,
+    parse_push,
+    repository_identity,
+    same_repository,
+    verify,
+    verify_generic,
+    verify_gitea,
+    verify_github,
+    verify_gitlab,
+)
+
+SECRET = b"It's a Secret to Everybody"
+SHA = "1" * 40
+
+# The test vector from GitHub's "Validating webhook deliveries" documentation.
+GITHUB_BODY = b"Hello, World!"
+GITHUB_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+
+def sign(body: bytes, secret: bytes = SECRET) -> str:
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+# --- signatures ----------------------------------------------------------------------------
+
+
+def test_github_signature_matches_documented_vector() -> None:
+    assert verify_github(GITHUB_BODY, GITHUB_SIGNATURE, SECRET)
+
+
+def test_github_signature_rejects_tampering_wrong_key_and_missing_header() -> None:
+    tampered = GITHUB_BODY + b" "
+    assert tampered != GITHUB_BODY
+    assert not verify_github(tampered, GITHUB_SIGNATURE, SECRET)
+    assert not verify_github(GITHUB_BODY, GITHUB_SIGNATURE, b"another secret")
+    assert not verify_github(GITHUB_BODY, None, SECRET)
+    assert not verify_github(GITHUB_BODY, GITHUB_SIGNATURE.removeprefix("sha256="), SECRET)  # prefix required
+    assert not verify_github(GITHUB_BODY, GITHUB_SIGNATURE, b"")  # no secret configured: never valid
+
+
+def test_gitea_signature_is_bare_hex() -> None:
+    body = b'{"ref":"refs/heads/main"}'
+    assert verify_gitea(body, sign(body), SECRET)
+    assert not verify_gitea(body, "sha256=" + sign(body), SECRET)
+    assert not verify_gitea(body + b"x", sign(body), SECRET)
+    assert not verify_gitea(body, None, SECRET)
+
+
+def test_gitlab_token_must_equal() -> None:
+    assert verify_gitlab(b"{}", SECRET.decode(), SECRET)
+    assert not verify_gitlab(b"{}", SECRET.decode() + "x", SECRET)
+    assert not verify_gitlab(b"{}", None, SECRET)
+
+
+def test_generic_signature_prefix_optional() -> None:
+    body = b"{}"
+    assert verify_generic(body, sign(body), SECRET)
+    assert verify_generic(body, "sha256=" + sign(body), SECRET)
+    assert verify_generic(body, "SHA256=" + sign(body).upper(), SECRET)
+    assert not verify_generic(body, "sha256=" + sign(b"[]"), SECRET)
+
+
+def test_verify_dispatches_on_provider_and_custom_header() -> None:
+    body = b"{}"
+    assert verify(Provider.GITHUB, {"x-hub-signature-256": "sha256=" + sign(body)}, body, SECRET)
+    assert verify(Provider.GITEA, {"X-Forgejo-Signature": sign(body)}, body, SECRET)
+    assert verify(Provider.GITLAB, {"X-Gitlab-Token": SECRET.decode()}, body, SECRET)
+    assert verify(Provider.GENERIC, {"X-Signature": sign(body)}, body, SECRET, header_name="X-Signature")
+    assert not verify(Provider.GENERIC, {"X-Signature": sign(body)}, body, SECRET)
+    assert not verify(Provider.GITHUB, {"X-Gitea-Signature": sign(body)}, body, SECRET)
+
+
+def test_max_body_is_one_mebibyte() -> None:
+    assert MAX_BODY_BYTES == 1 << 20
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+GITHUB_PUSH = {
+    "ref": "refs/heads/main",
+    "before": "0" * 40,
+    "after": SHA,
+    "repository": {
+        "full_name": "org/app",
+        "html_url": "https://github.com/org/app",
+        "url": "https://api.github.com/repos/org/app",
+        "clone_url": "https://github.com/org/app.git",
+        "ssh_url": "git@github.com:org/app.git",
+        "git_url": "git://github.com/org/app.git",
+    },
+}
+
+
+def test_parse_github_push() -> None:
+    event = parse_push(Provider.GITHUB, {"X-GitHub-Event": "push"}, json.dumps(GITHUB_PUSH).encode())
+    assert isinstance(event, PushEvent)
+    assert (event.ref, event.after_sha, event.branch, event.tag) == ("refs/heads/main", SHA, "main", None)
+    assert "git@github.com:org/app.git" in event.repo_urls
+    assert "https://api.github.com/repos/org/app" not in event.repo_urls
+    assert matches(event, "ssh://git@github.com/org/app")
+
+
+def test_github_ping_and_other_events_are_ignored() -> None:
+    ping = parse_push(Provider.GITHUB, {"X-GitHub-Event": "ping"}, b'{"zen": "Keep it logically awesome."}')
+    assert isinstance(ping, IgnoredEvent) and ping.event == "ping"
+    assert isinstance(parse_push(Provider.GITHUB, {}, b"{}"), IgnoredEvent)
+
+
+def test_parse_gitea_push_and_tag() -> None:
+    body = {
+        "ref": "refs/tags/v1.2",
+        "after": SHA,
+        "repository": {
+            "clone_url": "https://git.example.org/org/app.git",
+            "ssh_url": "git@git.example.org:org/app.git",
+        },
+    }
+    event = parse_push(Provider.GITEA, {"X-Forgejo-Event": "push"}, json.dumps(body).encode())
+    assert isinstance(event, PushEvent) and event.tag == "v1.2"
+    assert matches(event, "https://GIT.example.org/org/app")
+
+
+def test_parse_gitlab_push_and_non_push() -> None:
+    body = {
+        "object_kind": "push",
+        "ref": "refs/heads/main",
+        "after": SHA,
+        "checkout_sha": SHA,
+        "project": {
+            "git_http_url": "https://gitlab.example.org/group/sub/app.git",
+            "git_ssh_url": "git@gitlab.example.org:group/sub/app.git",
+            "web_url": "https://gitlab.example.org/group/sub/app",
+        },
+        "repository": {"url": "git@gitlab.example.org:group/sub/app.git"},
+    }
+    event = parse_push(Provider.GITLAB, {"X-Gitlab-Event": "Push Hook"}, json.dumps(body).encode())
+    assert isinstance(event, PushEvent)
+    assert matches(event, "ssh://git@gitlab.example.org:2222/group/sub/app.git")
+    issue = parse_push(Provider.GITLAB, {"X-Gitlab-Event": "Issue Hook"}, b"{}")
+    assert isinstance(issue, IgnoredEvent)
+
+
+def test_branch_deletion_is_a_push_with_zero_sha() -> None:
+    body = dict(GITHUB_PUSH, after="0" * 40)
+    event = parse_push(Provider.GITHUB, {"X-GitHub-Event": "push"}, json.dumps(body).encode())
+    assert isinstance(event, PushEvent) and event.is_deletion
+
+
+def test_generic_payloads() -> None:
+    empty = parse_push(Provider.GENERIC, {}, b"")
+    assert empty == PushEvent("", "", frozenset())
+    event = parse_push(
+        Provider.GENERIC, {}, json.dumps({"ref": "main", "sha": SHA, "repo_url": "https://h/x.git"}).encode()
+    )
+    assert isinstance(event, PushEvent) and event.repo_urls == {"https://h/x.git"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"ref": 1, "after": "x"}',
+        b'{"after": "' + SHA.encode() + b'"}',
+        b'{"ref": "r", "after": "zz"}',
+    ],
+)
+def test_malformed_pushes_raise(body: bytes) -> None:
+    with pytest.raises(InvalidWebhook):
+        parse_push(Provider.GITHUB, {"X-GitHub-Event": "push"}, body)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("https://github.com/Org/App.git", "git@github.com:org/app", True),
+        ("ssh://git@github.com:22/org/app.git/", "https://github.com/org/app", True),
+        ("https://token@github.com/org/app", "https://github.com/org/app.git", True),
+        ("https://github.com/org/app", "https://github.com/org/app2", False),
+        ("https://github.com/org/app", "https://gitlab.com/org/app", False),
+    ],
+)
+def test_same_repository(a: str, b: str, same: bool) -> None:
+    assert same_repository(a, b) is same
+
+
+def test_repository_identity_form() -> None:
+    assert repository_identity("git@github.com:org/app.git") == "github.com/org/app"
+
+
+# --- debouncer -----------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.event = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self, key: str, value: int) -> None:
+        with self.lock:
+            self.calls.append((key, value))
+        self.event.set()
+
+
+def test_debouncer_coalesces_a_burst_into_one_call_with_newest_value() -> None:
+    rec = Recorder()
+    deb: Debouncer[str, int] = Debouncer(0.05, rec)
+    for i in range(20):
+        deb.trigger("src", i)
+    assert rec.event.wait(2)
+    time.sleep(0.1)  # nothing else may fire after the window
+    assert rec.calls == [("src", 19)]
+    assert deb.pending() == set()
+
+
+def test_debouncer_keys_are_independent() -> None:
+    rec = Recorder()
+    deb: Debouncer[str, int] = Debouncer(0.03, rec)
+    deb.trigger("a", 1)
+    deb.trigger("b", 2)
+    deadline = time.monotonic() + 2
+    while len(rec.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(rec.calls) == [("a", 1), ("b", 2)]
+
+
+def test_debouncer_restarts_window_on_each_trigger() -> None:
+    rec = Recorder()
+    deb: Debouncer[str, int] = Debouncer(0.4, rec)
+    deb.trigger("a", 1)
+    time.sleep(0.2)
+    deb.trigger("a", 2)  # restarts the 0.4 s window
+    time.sleep(0.3)  # 0.5 s after the first trigger: the first window would have fired by now
+    assert rec.calls == []
+    assert rec.event.wait(2)
+    assert rec.calls == [("a", 2)]
+
+
+def test_debouncer_max_delay_bounds_a_continuous_burst() -> None:
+    rec = Recorder()
+    deb: Debouncer[str, int] = Debouncer(0.1, rec, max_delay=0.15)
+    started = time.monotonic()
+    i = 0
+    while not rec.event.is_set() and time.monotonic() - started < 2:
+        deb.trigger("a", i)
+        i += 1
+        time.sleep(0.02)  # always inside the window: only max_delay can make it fire
+    assert rec.event.is_set()
+    assert time.monotonic() - started < 1
+    deb.close()
+
+
+def test_debouncer_cancel_and_close() -> None:
+    rec = Recorder()
+    deb: Debouncer[str, int] = Debouncer(0.05, rec)
+    deb.trigger("a", 1)
+    assert deb.cancel("a") is True
+    assert deb.cancel("a") is False
+    deb.trigger("b", 1)
+    deb.close()
+    deb.trigger("c", 1)  # ignored after close
+    time.sleep(0.15)
+    assert rec.calls == []
+
+
+def test_debouncer_survives_callback_errors(caplog: pytest.LogCaptureFixture) -> None:
+    done = threading.Event()
+
+    def boom(key: str, value: int) -> None:
+        done.set()
+        raise RuntimeError("reconcile exploded")
+
+    deb: Debouncer[str, int] = Debouncer(0.01, boom)
+    deb.trigger("a", 1)
+    assert done.wait(2)
+    time.sleep(0.05)
+    assert "debounced callback" in caplog.text
