@@ -245,15 +245,21 @@ def parse_simple_signing(payload: bytes) -> SimpleSigningPayload:
     return SimpleSigningPayload(reference, digest, kind, optional if isinstance(optional, dict) else {})
 
 
-def make_simple_signing_payload(docker_reference: str, manifest_digest: str) -> bytes:
-    """The payload `cosign sign` writes: compact JSON, keys in cosign's order."""
+def make_simple_signing_payload(
+    docker_reference: str, manifest_digest: str, *, timestamp: int | None = None
+) -> bytes:
+    """The payload `cosign sign` writes: compact JSON, keys in cosign's order.
+
+    ``timestamp`` fills the format's ``optional.timestamp`` (unix seconds), which cosign leaves
+    null; verifiers ignore it, gitdock records it as the signature's time.
+    """
     doc = {
         "critical": {
             "identity": {"docker-reference": docker_reference},
             "image": {"docker-manifest-digest": manifest_digest},
             "type": COSIGN_SIGNATURE_TYPE,
         },
-        "optional": None,
+        "optional": {"timestamp": timestamp} if timestamp is not None else None,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 

@@ -11,10 +11,12 @@ the next attempt.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .keys import PrivateKey, PublicKey, load_public_key
 from .registry import INDEX_TYPES, OCI_MANIFEST, Descriptor, Manifest, ManifestNotFound, RegistryClient
 from .signature import (
+    BUNDLE_ANNOTATION,
     SIGNATURE_ANNOTATION,
     SIGSTORE_BUNDLE_MEDIA_TYPE,
     SIMPLE_SIGNING_MEDIA_TYPE,
@@ -37,6 +40,8 @@ from .signature import (
     RekorMode,
     SignatureFormatError,
     make_simple_signing_payload,
+    parse_rekor_bundle,
+    parse_simple_signing,
     parse_sigstore_bundle,
     sign_payload,
     verify_bundle,
@@ -164,6 +169,9 @@ class Verification:
     keys: tuple[str, ...] = ()
     signatures: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # When the accepted signature was made (unix seconds): Rekor's integratedTime, else the
+    # simple-signing payload's optional.timestamp; None when the signature says neither.
+    signed_at: int | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -172,6 +180,7 @@ class Verification:
             "status": self.status.value,
             "keys": list(self.keys),
             "signatures": list(self.signatures),
+            "signed_at": self.signed_at,
             "warnings": list(self.warnings),
         }
 
@@ -294,6 +303,25 @@ def _find_legacy(client: RegistryClient, ref: ImageReference, digest: str, searc
         )
 
 
+def _signed_at(candidate: _Candidate) -> int | None:
+    """The time a verified signature claims: its transparency-log entry, else its payload."""
+    if candidate.legacy is not None:
+        rekor = candidate.legacy.annotations.get(BUNDLE_ANNOTATION)
+        if rekor:
+            with contextlib.suppress(SignatureFormatError):
+                return parse_rekor_bundle(rekor).integrated_time
+        with contextlib.suppress(SignatureFormatError):
+            stamp = (parse_simple_signing(candidate.legacy.payload).optional or {}).get("timestamp")
+            return stamp if isinstance(stamp, int) else None
+        return None
+    if candidate.bundle_bytes is not None:
+        with contextlib.suppress(SignatureFormatError):
+            entries = parse_sigstore_bundle(candidate.bundle_bytes).tlog_entries
+            if entries:
+                return max(e.integrated_time for e in entries)
+    return None
+
+
 def _check(
     candidate: _Candidate,
     key: PublicKey,
@@ -383,6 +411,7 @@ def verify_image(
 
     rekor_key = load_public_key(policy.rekor_public_key.encode()) if policy.rekor_public_key else None
     verified_by: dict[str, str] = {}
+    signed_at: int | None = None
     failures: dict[str, list[tuple[str, Check]]] = {}
     for name in rule.keys:
         trust_key = policy.keys[name]
@@ -393,6 +422,8 @@ def verify_image(
             )
             if result.ok:
                 verified_by[name] = candidate.label
+                times = [t for t in (signed_at, _signed_at(candidate)) if t is not None]
+                signed_at = max(times) if times else None
                 break
             failures.setdefault(name, []).append((f"key {name}, {candidate.label}", result))
         if rule.match is KeyMatch.ANY_OF and verified_by:
@@ -407,6 +438,7 @@ def verify_image(
         tuple(verified_by),
         tuple(verified_by.values()),
         tuple(search.notes),
+        signed_at,
     )
     cache.put(cache_key, result_ok)
     return result_ok
@@ -459,6 +491,6 @@ def sign_image(ref: ImageReference, private_key: PrivateKey, registry_client: Re
     `sha256-<hex>.sig` tag, appending to the layers already there.
     """
     digest = registry_client.resolve_digest(ref)
-    payload = make_simple_signing_payload(ref.repository_ref, digest)
+    payload = make_simple_signing_payload(ref.repository_ref, digest, timestamp=int(time.time()))
     attach_signature(ref, digest, payload, sign_payload(private_key, payload), registry_client)
     return digest
