@@ -7,7 +7,9 @@ there is one path from a Project to a converged host.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from gitdock.specs.model import Project
 
@@ -15,6 +17,16 @@ from .docker import DockerClient
 from .execute import ExecEvent, ExecutionReport, Executor
 from .observe import ObservedState, observe
 from .plan import Plan, plan_down, plan_project
+from .resolve import ImageHook, ResolvedImage, TrustContext, known_images, resolve_images
+
+# Instrumentation hooks, so this module stays free of any telemetry library: ``step(name)`` is
+# entered around each step (resolve, observe, plan, execute), ``on_plan`` sees the plan inside
+# the plan step, and ``image_hook`` wraps the resolution of each image.
+StepHook = Callable[[str], AbstractContextManager[Any]]
+
+
+def _no_step(_name: str) -> AbstractContextManager[Any]:
+    return nullcontext()
 
 
 @dataclass
@@ -24,6 +36,7 @@ class Outcome:
     report: ExecutionReport | None  # None for a dry run or an empty plan
     api_calls: int
     mutating_calls: int
+    images: dict[str, ResolvedImage] | None = None  # the lock record, when digests were resolved
 
 
 def _count(docker: DockerClient) -> tuple[int, int]:
@@ -34,20 +47,36 @@ def converge(
     project: Project,
     docker: DockerClient,
     *,
+    trust: TrustContext | None = None,
     dry_run: bool = False,
     concurrency: int = 8,
     wait_timeout: float = 120.0,
     on_event: Callable[[ExecEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    step: StepHook | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
+    image_hook: ImageHook | None = None,
 ) -> Outcome:
     """Observe the host, plan ``project`` against it and, unless ``dry_run``, execute the plan.
 
-    Raises ConflictError/PlanError (nothing changed) or DockerUnavailable. Failures of single
-    operations do not raise: they are in ``Outcome.report``.
+    With ``trust``, every image is first resolved to a digest and checked against the policy;
+    one refused image refuses the whole project before anything changes (ImagesRefused).
+    Raises ConflictError/PlanError (nothing changed), DockerUnavailable or RegistryUnavailable.
+    Failures of single operations do not raise: they are in ``Outcome.report``.
     """
+    step = step or _no_step
     calls0, mut0 = _count(docker)
-    observed = observe(docker)
-    plan = plan_project(project, observed)
+    with step("observe"):
+        observed = observe(docker)
+    images = None
+    if trust is not None:
+        with step("verify"):
+            known = known_images(observed, project.name)
+            images = resolve_images(project, trust, known=known, image_hook=image_hook)
+    with step("plan"):
+        plan = plan_project(project, observed, images)
+        if on_plan is not None:
+            on_plan(plan)
     report = None
     if not dry_run and not plan.is_empty:
         executor = Executor(
@@ -57,9 +86,10 @@ def converge(
             on_event=on_event,
             should_stop=should_stop,
         )
-        report = executor.execute(plan, observed)
+        with step("execute"):
+            report = executor.execute(plan, observed)
     calls1, mut1 = _count(docker)
-    return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0)
+    return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0, images)
 
 
 def tear_down(
@@ -67,14 +97,23 @@ def tear_down(
     docker: DockerClient,
     *,
     remove_volumes: bool = False,
+    concurrency: int = 32,
     on_event: Callable[[ExecEvent], None] | None = None,
+    step: StepHook | None = None,
 ) -> Outcome:
-    """Remove the project's containers and networks (and named volumes when asked)."""
+    """Remove the project's containers and networks (and named volumes when asked).
+
+    Stopping is mostly waiting for processes to exit, so more run at once than in apply.
+    """
+    step = step or _no_step
     calls0, mut0 = _count(docker)
-    observed = observe(docker)
-    plan = plan_down(project_name, observed, remove_volumes=remove_volumes)
+    with step("observe"):
+        observed = observe(docker)
+    with step("plan"):
+        plan = plan_down(project_name, observed, remove_volumes=remove_volumes)
     report = None
     if not plan.is_empty:
-        report = Executor(docker, on_event=on_event).execute(plan, observed)
+        with step("execute"):
+            report = Executor(docker, concurrency=concurrency, on_event=on_event).execute(plan, observed)
     calls1, mut1 = _count(docker)
     return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0)

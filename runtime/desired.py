@@ -15,9 +15,12 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gitdock.specs.model import Mount, Network, Project, Service, Volume
+from gitdock.specs.model import Mount, Network, Project, Service, ServiceFile, Volume
+
+if TYPE_CHECKING:
+    from .resolve import ResolvedImage
 
 LABEL_PREFIX = "io.gitdock."
 LABEL_PROJECT = "io.gitdock.project"
@@ -28,9 +31,24 @@ LABEL_CONFIG_FIELDS = "io.gitdock.config-fields"
 LABEL_IMAGE = "io.gitdock.image"
 LABEL_NETWORK = "io.gitdock.network"
 LABEL_VOLUME = "io.gitdock.volume"
+# The lock record of the image a container runs, when digests are resolved and verified.
+LABEL_IMAGE_DIGEST = "io.gitdock.image.digest"
+LABEL_IMAGE_TRUST = "io.gitdock.image.trust"
 
 # Service fields that do not change the container itself, so they stay out of its hash.
-_UNHASHED_FIELDS = frozenset({"name", "replicas", "depends_on", "position", "container_name"})
+_UNHASHED_FIELDS = frozenset(
+    {
+        "name",
+        "replicas",
+        "depends_on",
+        "position",
+        "container_name",
+        "extra_keys",  # names for the extra fragments, not settings
+        "stop_grace_period",  # hashed through its extra fragment (StopTimeout)
+        "pull_policy",  # decides when to pull, not what the container is
+        "profiles",  # decides whether the service exists, not what it is
+    }
+)
 
 
 def _canonical(value: Any) -> str:
@@ -79,6 +97,9 @@ class DesiredContainer:
     networks: tuple[tuple[str, tuple[str, ...]], ...]
     network_mode_service: str | None  # "service:NAME" resolves to that service's container
     stop_timeout: int = 10
+    # Configs and secrets with inline content: copied in after create, before start.
+    files: tuple[ServiceFile, ...] = ()
+    platform: str | None = None
 
     @property
     def resource(self) -> str:
@@ -123,9 +144,17 @@ def service_field_hashes(service: Service, network_names: dict[str, str]) -> dic
             # The Docker names matter too: renaming a network must recreate its containers.
             value = [[network_names.get(k, k), v] for k, v in value]
         if f.name == "extra":
+            # Grouped under the Compose key the user wrote (cap_add), not the API path.
+            keys = dict(service.extra_keys)
             for path, extra_value in value:
-                top = str(path).split(".", 1)[0]
+                top = keys.get(path) or str(path).split(".", 1)[0]
                 fields[top] = _digest([fields.get(top, ""), path, extra_value])[:12]
+            continue
+        if f.name == "files":
+            # The content's digest is in the hash: a changed config or secret recreates.
+            for file in service.files:
+                entry = [file.name, file.target, file.digest, file.source, file.mode, file.uid, file.gid]
+                fields[file.kind] = _digest([fields.get(file.kind, ""), entry])[:12]
             continue
         if value in (None, [], {}, ""):
             continue  # absent and default hash the same, so adding a default changes nothing
@@ -168,8 +197,14 @@ def _restart_policy(restart: str) -> dict[str, Any]:
     return policy
 
 
-def desired_container(project: Project, service: Service, number: int) -> DesiredContainer:
-    """Everything needed to create container ``number`` of ``service``. Pure."""
+def desired_container(
+    project: Project, service: Service, number: int, image: ResolvedImage | None = None
+) -> DesiredContainer:
+    """Everything needed to create container ``number`` of ``service``. Pure.
+
+    With a resolved ``image`` the container is created from ``<repository>@<digest>``, so
+    nothing can change between verification and pull, and it carries the lock record.
+    """
     network_names = {n.key: n.name for n in project.networks}
     fields = service_field_hashes(service, network_names)
     config_hash = _digest(fields)
@@ -186,8 +221,18 @@ def desired_container(project: Project, service: Service, number: int) -> Desire
             LABEL_IMAGE: service.image,
         }
     )
+    if image is not None:
+        labels[LABEL_IMAGE_DIGEST] = image.digest
+        labels[LABEL_IMAGE_TRUST] = _canonical(
+            {
+                "status": image.status,
+                "keys": list(image.keys),
+                "signed_at": image.signed_at,
+                "policy": image.policy,
+            }
+        )
     config: dict[str, Any] = {
-        "Image": service.image,
+        "Image": image.pinned if image is not None else service.image,
         "Labels": labels,
         "Env": [f"{k}={v}" for k, v in service.environment if v is not None],
     }
@@ -229,6 +274,7 @@ def desired_container(project: Project, service: Service, number: int) -> Desire
     binds = [
         f"{m.source}:{m.target}{':ro' if m.read_only else ''}" for m in service.mounts if m.type == "bind"
     ]
+    binds += [f"{f.source}:{f.target}:ro" for f in service.files if f.source]
     if binds:
         host["Binds"] = binds
     mounts = [_mount_body(project, m) for m in service.mounts if m.type != "bind"]
@@ -252,21 +298,29 @@ def desired_container(project: Project, service: Service, number: int) -> Desire
         _set_path(config if not path.startswith("HostConfig.") else host, path, value)
 
     config["HostConfig"] = host
+    links = host.pop("Links", None) if networks else None
     if networks:
         first, aliases = networks[0]
-        config["NetworkingConfig"] = {"EndpointsConfig": {first: {"Aliases": list(aliases)}}}
+        endpoint: dict[str, Any] = {"Aliases": list(aliases)}
+        if links:
+            # Docker ignores HostConfig.Links on user-defined networks; links live on the endpoint.
+            endpoint["Links"] = links
+        config["NetworkingConfig"] = {"EndpointsConfig": {first: endpoint}}
 
     return DesiredContainer(
         project=project.name,
         service=service.name,
         number=number,
         name=name,
-        image=service.image,
+        image=image.pinned if image is not None else service.image,
         config_hash=config_hash,
         field_hashes=tuple(fields.items()),
         create_body=config,
         networks=tuple(networks),
         network_mode_service=mode_service,
+        stop_timeout=10 if service.stop_grace_period is None else service.stop_grace_period,
+        files=tuple(f for f in service.files if f.content is not None),
+        platform=service.platform,
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
 from gitdock.specs.errors import DockerError, DockerUnavailable
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -135,6 +136,8 @@ class DockerClient:
         *,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
     ) -> httpx.Response:
@@ -146,6 +149,8 @@ class DockerClient:
                 url,
                 params=dict(params or {}),
                 json=body,
+                content=content,
+                headers=headers,
                 timeout=timeout if timeout is not None else self.timeout,
             )
         except httpx.HTTPError as exc:
@@ -207,19 +212,31 @@ class DockerClient:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def create_container(self, name: str, body: JSON) -> str:
-        resp = self._request("POST", "/containers/create", params={"name": name}, body=body)
+    def create_container(self, name: str, body: JSON, *, platform: str | None = None) -> str:
+        params = {"name": name, **({"platform": platform} if platform else {})}
+        resp = self._request("POST", "/containers/create", params=params, body=body)
         return str(resp.json()["Id"])
+
+    def put_archive(self, ident: str, path: str, tar: bytes) -> None:
+        """Extract the tar archive ``tar`` into the container's filesystem at ``path``."""
+        self._request(
+            "PUT",
+            f"/containers/{quote(ident)}/archive",
+            params={"path": path},
+            content=tar,
+            headers={"Content-Type": "application/x-tar"},
+        )
 
     def start_container(self, ident: str) -> None:
         self._request("POST", f"/containers/{quote(ident)}/start", ok=(204, 304))
 
-    def stop_container(self, ident: str, timeout: int = 10) -> None:
+    def stop_container(self, ident: str, timeout: int | None = 10) -> None:
+        """Stop after ``timeout`` seconds; None uses the container's own StopTimeout."""
         self._request(
             "POST",
             f"/containers/{quote(ident)}/stop",
-            params={"t": str(timeout)},
-            timeout=timeout + self.timeout,
+            params={} if timeout is None else {"t": str(timeout)},
+            timeout=(timeout if timeout is not None else 600) + self.timeout,
             ok=(204, 304),
         )
 

@@ -9,6 +9,8 @@ the old one is stopped, so a bad config never leaves a service with nothing runn
 from __future__ import annotations
 
 import contextlib
+import io
+import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from enum import Enum
 from typing import Any
 
 from gitdock.specs.errors import GitdockError, TransientError
+from gitdock.specs.model import ServiceFile
 
 from .desired import DesiredContainer
 from .docker import DockerClient, NotFound
@@ -52,6 +55,8 @@ class ExecEvent:
     phase: str
     seconds: float = 0.0
     error: str | None = None
+    error_type: str | None = None  # the exception's class name, for telemetry
+    container_id: str | None = None  # the container a done create/recreate made
 
 
 @dataclass
@@ -159,15 +164,23 @@ class Executor:
             self.on_event(event)
 
     def _finish(
-        self, op: Operation, status: OpStatus, seconds: float, error: str | None, *, transient: bool = False
+        self,
+        op: Operation,
+        status: OpStatus,
+        seconds: float,
+        error: str | None,
+        *,
+        transient: bool = False,
+        error_type: str | None = None,
+        container_id: str | None = None,
     ) -> OpResult:
-        self._emit(ExecEvent(op, status.value, seconds, error))
+        self._emit(ExecEvent(op, status.value, seconds, error, error_type, container_id))
         return OpResult(op, status, seconds, error, transient)
 
     def _run(self, op: Operation) -> OpResult:
         started = time.monotonic()
         try:
-            self._dispatch(op)
+            container_id = self._dispatch(op)
         except GitdockError as exc:
             return self._finish(
                 op,
@@ -175,10 +188,12 @@ class Executor:
                 time.monotonic() - started,
                 str(exc),
                 transient=isinstance(exc, TransientError),
+                error_type=type(exc).__name__,
             )
-        return self._finish(op, OpStatus.DONE, time.monotonic() - started, None)
+        return self._finish(op, OpStatus.DONE, time.monotonic() - started, None, container_id=container_id)
 
-    def _dispatch(self, op: Operation) -> None:
+    def _dispatch(self, op: Operation) -> str | None:
+        """Run one operation; returns the id of a container it created, if any."""
         d = self.docker
         match op.kind:
             case OpKind.CREATE_NETWORK:
@@ -200,10 +215,10 @@ class Executor:
                 self._pull(op.image)
             case OpKind.CREATE_CONTAINER:
                 assert op.container is not None
-                self._create_and_start(op.container, op.container.name)
+                return self._create_and_start(op.container, op.container.name)
             case OpKind.RECREATE_CONTAINER:
                 assert op.container is not None and op.target is not None
-                self._recreate(op.container, op.target)
+                return self._recreate(op.container, op.target)
             case OpKind.START_CONTAINER:
                 assert op.target is not None
                 d.start_container(op.target)
@@ -216,6 +231,7 @@ class Executor:
             case OpKind.WAIT_COMPLETED:
                 assert op.service is not None
                 self._wait(op.service, healthy=False)
+        return None
 
     def _pull(self, ref: str) -> None:
         name, at, digest = ref.partition("@")
@@ -243,28 +259,32 @@ class Executor:
         return body
 
     def _create_and_start(self, dc: DesiredContainer, name: str) -> str:
-        ident = self.docker.create_container(name, self._body(dc))
+        ident = self.docker.create_container(name, self._body(dc), platform=dc.platform)
         self._attach_and_start(dc, ident)
         return ident
 
     def _attach_and_start(self, dc: DesiredContainer, ident: str) -> None:
+        if dc.files:
+            self.docker.put_archive(ident, "/", tar_files(dc.files))
         for network, aliases in dc.networks[1:]:
             self.docker.connect_network(network, ident, {"Aliases": list(aliases)})
         with self._lock:
             self._ids[(dc.service, dc.number)] = ident
         self.docker.start_container(ident)
 
-    def _recreate(self, dc: DesiredContainer, old: str) -> None:
+    def _recreate(self, dc: DesiredContainer, old: str) -> str:
         # Build the replacement first: if Docker refuses the new config, the old one keeps running.
         temp_name = f"{dc.config_hash[:12]}_{dc.name}"
         with contextlib.suppress(NotFound):  # a leftover from an interrupted run
             self.docker.remove_container(temp_name, force=True)
-        new = self.docker.create_container(temp_name, self._body(dc))
+        new = self.docker.create_container(temp_name, self._body(dc), platform=dc.platform)
         self._remove_container(old, timeout=dc.stop_timeout)
         self.docker.rename_container(new, dc.name)
         self._attach_and_start(dc, new)
+        return new
 
-    def _remove_container(self, ident: str, timeout: int = 10) -> None:
+    def _remove_container(self, ident: str, timeout: int | None = None) -> None:
+        """Stop (by default after the container's own StopTimeout) and remove."""
         try:
             self.docker.stop_container(ident, timeout)
             self.docker.remove_container(ident, force=True)
@@ -300,3 +320,18 @@ class Executor:
                     what = "become healthy" if healthy else "complete"
                     raise StepFailed(f"service {service} did not {what} within {self.wait_timeout:g}s")
                 time.sleep(_POLL)
+
+
+def tar_files(files: tuple[ServiceFile, ...]) -> bytes:
+    """An in-memory tar of configs and secrets, rooted at ``/``; Docker creates missing parents."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for file in files:
+            content = file.content or b""
+            info = tarfile.TarInfo(file.target.lstrip("/"))
+            info.size = len(content)
+            info.mode = file.mode
+            info.uid, info.gid = int(file.uid), int(file.gid)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()

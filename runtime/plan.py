@@ -18,15 +18,17 @@ Rules (from the project's ownership contract):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitdock.specs.errors import ConflictError, PlanError
 from gitdock.specs.model import Condition, Project, Service
 
 from .desired import (
+    LABEL_IMAGE_DIGEST,
     LABEL_NETWORK,
     LABEL_VOLUME,
     DesiredContainer,
@@ -38,6 +40,9 @@ from .desired import (
     desired_volume,
 )
 from .observe import ObservedContainer, ObservedState
+
+if TYPE_CHECKING:
+    from .resolve import ResolvedImage
 
 
 class OpKind(str, Enum):
@@ -102,6 +107,8 @@ class Plan:
     project: str
     operations: tuple[Operation, ...] = ()
     warnings: tuple[str, ...] = ()
+    # service -> the image it runs, when digests were resolved: the plan's lock record.
+    images: tuple[tuple[str, ResolvedImage], ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -113,21 +120,41 @@ class Plan:
             counts[op.kind.value] = counts.get(op.kind.value, 0) + 1
         return dict(sorted(counts.items()))
 
+    def render_images(self) -> list[str]:
+        """One line per service: the digest it runs and who vouched for it."""
+        return [f"image {service}: {_render_image(image)}" for service, image in self.images]
+
     def render(self) -> str:
         lines = [op.render() for op in self.operations]
+        lines += self.render_images()
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "project": self.project,
             "operations": [op.to_dict() for op in self.operations],
             "warnings": list(self.warnings),
             "summary": self.summary(),
         }
+        if self.images:
+            data["images"] = {service: image.to_dict() for service, image in self.images}
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def _render_image(image: ResolvedImage) -> str:
+    text = f"{image.reference} -> {image.digest}"
+    if image.status == "verified":
+        text += f", verified by {', '.join(image.keys)}"
+        if image.signed_at is not None:
+            signed = datetime.fromtimestamp(image.signed_at, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            text += f", signed {signed}"
+    else:
+        text += f", {image.status}"
+    return text
 
 
 def familiar_image(ref: str) -> str:
@@ -223,8 +250,13 @@ def _needs_start(container: ObservedContainer, restart: str) -> str | None:
     return None
 
 
-def plan_project(project: Project, observed: ObservedState) -> Plan:
+def plan_project(
+    project: Project, observed: ObservedState, images: Mapping[str, ResolvedImage] | None = None
+) -> Plan:
     """Compute the plan that converges ``observed`` to ``project``. Pure.
+
+    ``images`` maps image references to their resolved, verified digests; with it, containers
+    are created by digest and a tag that moved is a change (``image changed: tag moved``).
 
     Raises ConflictError when a name gitdock needs is held by an object it does not own,
     and PlanError when the project cannot be converged (an external network is missing).
@@ -281,8 +313,10 @@ def plan_project(project: Project, observed: ObservedState) -> Plan:
 
     # Desired containers and name conflicts ---------------------------------------------
     services = _service_order(project)
+    images = images or {}
     desired: dict[str, list[DesiredContainer]] = {
-        s.name: [desired_container(project, s, n) for n in range(1, s.replicas + 1)] for s in services
+        s.name: [desired_container(project, s, n, images.get(s.image)) for n in range(1, s.replicas + 1)]
+        for s in services
     }
     for containers in desired.values():
         for dc in containers:
@@ -325,17 +359,22 @@ def plan_project(project: Project, observed: ObservedState) -> Plan:
         )
         network_ready[key] = b.add(OpKind.CREATE_NETWORK, dn.resource, "config changed", [remove], network=dn)
 
-    # Images -----------------------------------------------------------------------------
+    # Images: pulled only when a container that needs them is created ----------------------
     image_ready: dict[str, int] = {}
     image_ids: dict[str, str | None] = {}
     for svc in services:
-        if svc.image in image_ids:
-            continue
-        image_ids[svc.image] = find_image_id(observed, svc.image)
-        if image_ids[svc.image] is None:
+        source = images[svc.image].pinned if svc.image in images else svc.image
+        image_ids[svc.image] = find_image_id(observed, source)
+
+    def pull(svc: Service) -> list[int]:
+        if image_ids[svc.image] is not None:
+            return []
+        if svc.image not in image_ready:
+            source = images[svc.image].pinned if svc.image in images else svc.image
             image_ready[svc.image] = b.add(
-                OpKind.PULL_IMAGE, f"image:{svc.image}", "not present locally", image=svc.image
+                OpKind.PULL_IMAGE, f"image:{svc.image}", "not present locally", image=source
             )
+        return [image_ready[svc.image]]
 
     # Containers, in dependency order ----------------------------------------------------
     service_ops: dict[str, list[int]] = {}  # service -> ops that (re)create or start it
@@ -349,8 +388,7 @@ def plan_project(project: Project, observed: ObservedState) -> Plan:
             deps += [
                 volume_ready[m.source] for m in svc.mounts if m.type == "volume" and m.source in volume_ready
             ]
-            if svc.image in image_ready:
-                deps.append(image_ready[svc.image])
+            deps += pull(svc)
             for dep_name, dep in svc.depends_on:
                 if dep.condition is Condition.STARTED:
                     deps += service_ops.get(dep_name, [])
@@ -411,6 +449,9 @@ def plan_project(project: Project, observed: ObservedState) -> Plan:
                     causes.append("image changed")
                 if non_image:
                     causes.append("config changed: " + ", ".join(non_image))
+            elif svc.image in images and primary.labels.get(LABEL_IMAGE_DIGEST):
+                if primary.labels[LABEL_IMAGE_DIGEST] != images[svc.image].digest:
+                    causes.append("image changed: tag moved")
             elif image_ids.get(svc.image) is None:
                 causes.append("image changed: not present locally")
             elif primary.image_id != image_ids[svc.image]:
@@ -480,7 +521,12 @@ def plan_project(project: Project, observed: ObservedState) -> Plan:
                 target=live.id,
                 target_name=live.name,
             )
-    return Plan(project.name, tuple(b.ops), tuple(warnings))
+    for image in images.values():
+        warnings += image.warnings
+    resolved = tuple(
+        (s.name, images[s.image]) for s in sorted(project.services, key=lambda s: s.name) if s.image in images
+    )
+    return Plan(project.name, tuple(b.ops), tuple(warnings), resolved)
 
 
 def plan_down(project_name: str, observed: ObservedState, *, remove_volumes: bool = False) -> Plan:

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+
 from gitdock.specs.errors import PermanentError, RegistryUnavailable, TrustError
 from gitdock.specs.reference import ImageReference, is_digest
 

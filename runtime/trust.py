@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from gitdock.specs.errors import TrustError
 from gitdock.specs.reference import ImageReference
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .keys import PrivateKey, PublicKey, load_public_key
 from .registry import INDEX_TYPES, OCI_MANIFEST, Descriptor, Manifest, ManifestNotFound, RegistryClient
@@ -41,8 +42,8 @@ from .signature import (
     SignatureFormatError,
     make_simple_signing_payload,
     parse_rekor_bundle,
-    parse_simple_signing,
     parse_sigstore_bundle,
+    parse_simple_signing,
     sign_payload,
     verify_bundle,
     verify_legacy_signature,

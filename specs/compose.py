@@ -531,21 +531,208 @@ def _check_deploy_mode(value: str) -> str:
     return value
 
 
+def parse_cpus(value: Any) -> float:
+    """A CPU count: 1.5, "0.5"."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise _fail(f'"{value}" is not a number of CPUs') from None
+    else:
+        raise _fail(f"expected a number of CPUs, got {describe_value(value)}")
+    if number < 0:
+        raise _fail(f"the number of CPUs must not be negative, got {value}")
+    return number
+
+
+Cpus = Annotated[float, PlainValidator(parse_cpus)]
+
+
+class ResourceLimits(_Spec):
+    cpus: Cpus | None = None
+    memory: ByteSize | None = None
+    pids: int | None = None
+
+
+class ResourceReservations(_Spec):
+    UNSUPPORTED = frozenset({"devices", "generic_resources"})
+
+    cpus: Cpus | None = None  # no standalone-Docker equivalent: accepted, has no effect (as in Compose)
+    memory: ByteSize | None = None
+
+
+class Resources(_Spec):
+    limits: ResourceLimits | None = None
+    reservations: ResourceReservations | None = None
+
+
+class RestartPolicySpec(_Spec):
+    condition: Literal["none", "on-failure", "any"] = "any"
+    max_attempts: int | None = Field(default=None, ge=0)
+    delay: Duration | None = None  # Swarm only: accepted, has no effect on a plain Docker host
+    window: Duration | None = None  # Swarm only, likewise
+
+
 class DeploySpec(_Spec):
-    UNSUPPORTED = frozenset(
-        {
-            "endpoint_mode",
-            "labels",
-            "placement",
-            "resources",
-            "restart_policy",
-            "rollback_config",
-            "update_config",
-        }
-    )
+    UNSUPPORTED = frozenset({"endpoint_mode", "labels", "placement", "rollback_config", "update_config"})
 
     mode: Annotated[str, AfterValidator(_check_deploy_mode)] = "replicated"
     replicas: int | None = Field(default=None, ge=0)
+    resources: Resources | None = None
+    restart_policy: RestartPolicySpec | None = None
+
+
+def _str_list(value: Any) -> Any:
+    """A string or a list of strings (dns, dns_search, env_file-like fields) as a list."""
+    return [value] if isinstance(value, str) else value
+
+
+def _str_items(value: Any) -> Any:
+    """List items that may be numbers (expose: [80], group_add: [1000]) as strings."""
+    if isinstance(value, list):
+        return [_scalar_to_str(v) for v in value]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_str_list)]
+LooseStrList = Annotated[list[str], BeforeValidator(_str_items)]
+
+
+class Ulimit(_Spec):
+    soft: int
+    hard: int
+
+
+UlimitSpec = Annotated[
+    Annotated[int, Tag(_SCALAR)] | Annotated[Ulimit, Tag(_MAPPING)],
+    _by_kind("expected a number or a mapping with soft and hard"),
+]
+
+
+class DeviceSpec(_Spec):
+    source: str
+    target: str | None = None
+    permissions: str = "rwm"
+
+
+def parse_device(value: Any) -> DeviceSpec:
+    """Short device syntax: "/dev/x", "/dev/x:/dev/y", "/dev/x:/dev/y:rw"."""
+    if not isinstance(value, str):
+        raise _fail(f"expected a device string or a mapping, got {describe_value(value)}")
+    parts = value.split(":")
+    if not parts[0].startswith("/"):
+        raise _fail(f'"{value}" is not a device path; CDI device names are not supported yet')
+    if len(parts) > 3:
+        raise _fail(f'"{value}" is not a device mapping (HOST[:CONTAINER[:PERMISSIONS]])')
+    perms = parts[2] if len(parts) == 3 else "rwm"
+    if not perms or set(perms) - set("rwm"):
+        raise _fail(f'"{value}": device permissions are a combination of r, w and m')
+    return DeviceSpec(source=parts[0], target=parts[1] if len(parts) > 1 else None, permissions=perms)
+
+
+DeviceEntry = Annotated[
+    Annotated[DeviceSpec, Tag(_MAPPING)]
+    | Annotated[Annotated[DeviceSpec, PlainValidator(parse_device)], Tag(_SCALAR)],
+    _by_kind("expected a device string or a mapping"),
+]
+
+
+def _extra_hosts(value: Any) -> Any:
+    """extra_hosts as a list of "host:ip" (short "host=ip"/"host:ip" or a mapping)."""
+    if isinstance(value, dict):
+        out = []
+        for host, ips in value.items():
+            for ip in ips if isinstance(ips, list) else [ips]:
+                out.append(f"{host}:{ip}")
+        return out
+    if isinstance(value, list):
+        out = []
+        for entry in value:
+            if not isinstance(entry, str):
+                raise _fail(f'expected "HOST:IP" strings, got {describe_value(entry)}')
+            host, sep, ip = entry.partition("=")
+            if not sep:
+                host, sep, ip = entry.partition(":")
+            if not sep or not host or not ip:
+                raise _fail(f'"{entry}" is not an extra host (HOST:IP or HOST=IP)')
+            ip = ip.removeprefix("[").removesuffix("]")
+            _check_ip_text(ip, entry)
+            out.append(f"{host}:{ip}")
+        return out
+    raise _fail(f"expected a list of HOST:IP strings or a mapping, got {describe_value(value)}")
+
+
+def _check_ip_text(ip: str, entry: str) -> None:
+    if ip == "host-gateway":
+        return
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise _fail(f'"{entry}": "{ip}" is not an IP address') from None
+
+
+ExtraHosts = Annotated[list[str], PlainValidator(_extra_hosts)]
+
+
+class LoggingSpec(_Spec):
+    driver: str | None = None
+    options: dict[str, EnvValue] | None = None
+
+
+def _check_pull_policy(value: str) -> str:
+    if value in ("always", "never", "missing", "if_not_present", "daily", "weekly") or re.fullmatch(
+        r"every_[0-9a-z.]+", value
+    ):
+        return value
+    if value == "build":
+        raise _fail("pull_policy build is not supported: gitdock deploys images, it does not build them")
+    raise _fail(f'"{value}" is not a pull policy (always, never, missing, daily, weekly, every_<duration>)')
+
+
+def _check_shared_mode(value: str) -> str:
+    if value.startswith("service:"):
+        raise _fail(f'"{value}": sharing a namespace with a service is not supported yet; use container:NAME')
+    return value
+
+
+def _file_mode(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"0?[0-7]{1,4}|0o[0-7]{1,4}", value):
+        mode = int(value.removeprefix("0o"), 8)
+    else:
+        raise _fail(f"expected a file mode like 0440, got {describe_value(value)}")
+    if not 0 <= mode <= 0o7777:
+        raise _fail(f"{value} is not a file mode")
+    return mode
+
+
+FileMode = Annotated[int, PlainValidator(_file_mode)]
+
+
+class FileRef(_Spec):
+    """A service's long-syntax reference to a config or secret."""
+
+    source: str
+    target: str | None = None
+    uid: Annotated[str | None, BeforeValidator(_scalar_to_str)] = None
+    gid: Annotated[str | None, BeforeValidator(_scalar_to_str)] = None
+    mode: FileMode | None = None
+
+    @model_validator(mode="after")
+    def _check_ids(self) -> FileRef:
+        for what, value in (("uid", self.uid), ("gid", self.gid)):
+            if value is not None and not value.isdigit():
+                raise _fail(f'{what} "{value}" must be numeric')
+        return self
+
+
+FileRefEntry = Annotated[
+    Annotated[str, Tag(_SCALAR)] | Annotated[FileRef, Tag(_MAPPING)],
+    _by_kind("expected a name or a mapping with source"),
+]
 
 
 class ServiceSpec(_Spec):
@@ -569,6 +756,59 @@ class ServiceSpec(_Spec):
     container_name: Annotated[str | None, AfterValidator(_check_name)] = None
     scale: int | None = Field(default=None, ge=0)
     deploy: DeploySpec | None = None
+    # --- issue 3: plain Docker settings (become Service.extra fragments) ---
+    annotations: KeyValues | None = None
+    cap_add: list[str] = []
+    cap_drop: list[str] = []
+    cgroup: Literal["host", "private"] | None = None
+    cgroup_parent: str | None = None
+    cpu_period: int | None = None
+    cpu_quota: int | None = None
+    cpu_shares: int | None = None
+    cpus: Cpus | None = None
+    cpuset: str | None = None
+    device_cgroup_rules: list[str] = []
+    devices: list[DeviceEntry] = []
+    dns: StrList = []
+    dns_opt: list[str] = []
+    dns_search: StrList = []
+    domainname: str | None = None
+    expose: LooseStrList = []
+    extra_hosts: ExtraHosts = []
+    group_add: LooseStrList = []
+    init: bool | None = None
+    ipc: Annotated[str, AfterValidator(_check_shared_mode)] | None = None
+    links: list[str] = []
+    logging: LoggingSpec | None = None
+    mac_address: str | None = None
+    mem_limit: ByteSize | None = None
+    mem_reservation: ByteSize | None = None
+    mem_swappiness: int | None = Field(default=None, ge=0, le=100)
+    memswap_limit: ByteSize | None = None
+    oom_kill_disable: bool | None = None
+    oom_score_adj: int | None = Field(default=None, ge=-1000, le=1000)
+    pid: Annotated[str, AfterValidator(_check_shared_mode)] | None = None
+    pids_limit: int | None = None
+    platform: str | None = None
+    privileged: bool | None = None
+    profiles: list[str] = []
+    pull_policy: Annotated[str, AfterValidator(_check_pull_policy)] = "missing"
+    read_only: bool | None = None
+    runtime: str | None = None
+    security_opt: list[str] = []
+    shm_size: ByteSize | None = None
+    stdin_open: bool | None = None
+    stop_grace_period: Duration | None = None
+    stop_signal: str | None = None
+    storage_opt: dict[str, str] = {}
+    sysctls: KeyValues | None = None
+    tty: bool | None = None
+    ulimits: dict[str, UlimitSpec] = {}
+    userns_mode: str | None = None
+    uts: str | None = None
+    volumes_from: list[str] = []
+    configs: list[FileRefEntry] = []
+    secrets: list[FileRefEntry] = []
 
 
 ServiceSpec.UNSUPPORTED = COMPOSE_SERVICE_KEYS - set(ServiceSpec.model_fields)
@@ -631,14 +871,44 @@ class VolumeSpec(_Spec):
         return self
 
 
+class FileObjectSpec(_Spec):
+    """A top-level config or secret: exactly one of file, environment, content (configs only)."""
+
+    UNSUPPORTED = frozenset({"external", "labels", "driver", "driver_opts", "template_driver"})
+    KIND: ClassVar[str] = "config"
+
+    file: str | None = None
+    environment: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_source(self) -> FileObjectSpec:
+        given = sorted(self.model_fields_set & {"file", "environment", "content"})
+        if len(given) != 1:
+            sources = "file, environment or content" if self.KIND == "config" else "file or environment"
+            found = f" (found {', '.join(given)})" if given else ""
+            raise _fail(f"a {self.KIND} needs exactly one of {sources}{found}")
+        return self
+
+
+class SecretSpec(FileObjectSpec):
+    KIND = "secret"
+
+
+class ConfigSpec(FileObjectSpec):
+    content: str | None = None
+
+
 class ComposeFile(_Spec):
-    UNSUPPORTED = frozenset({"include", "configs", "secrets", "models"})
+    UNSUPPORTED = frozenset({"models"})
 
     name: str | None = None
     version: str | None = None  # obsolete in the Compose Specification; accepted and ignored
     services: dict[str, ServiceSpec] = {}
     networks: dict[str, NetworkSpec | None] = {}
     volumes: dict[str, VolumeSpec | None] = {}
+    configs: dict[str, ConfigSpec] = {}
+    secrets: dict[str, SecretSpec] = {}
 
 
 # --- the three passes together -------------------------------------------------------
@@ -740,6 +1010,10 @@ class Validated:
     service_names: tuple[str, ...] = ()
     network_keys: tuple[str, ...] = ()
     volume_keys: tuple[str, ...] = ()
+    configs: dict[str, ConfigSpec] = field(default_factory=dict)
+    secrets: dict[str, SecretSpec] = field(default_factory=dict)
+    config_keys: tuple[str, ...] = ()
+    secret_keys: tuple[str, ...] = ()
 
 
 def validate_compose(data: Any, doc: Document) -> tuple[Validated, list[SpecProblem]]:
@@ -763,6 +1037,10 @@ def validate_compose(data: Any, doc: Document) -> tuple[Validated, list[SpecProb
             tuple(top.services),
             tuple(top.networks),
             tuple(top.volumes),
+            dict(top.configs),
+            dict(top.secrets),
+            tuple(top.configs),
+            tuple(top.secrets),
         ),
         [],
     )
@@ -788,6 +1066,8 @@ def _validate_parts(data: dict[str, Any], errors: list[Any]) -> Validated:
         service_names=tuple(_section(data, "services")),
         network_keys=tuple(_section(data, "networks")),
         volume_keys=tuple(_section(data, "volumes")),
+        config_keys=tuple(_section(data, "configs")),
+        secret_keys=tuple(_section(data, "secrets")),
     )
     name = data.get("name")
     out.name = name if isinstance(name, str) else None
@@ -804,6 +1084,12 @@ def _validate_parts(data: dict[str, Any], errors: list[Any]) -> Validated:
     for key, raw in _section(data, "volumes").items():
         with contextlib.suppress(ValidationError):
             out.volumes[key] = VolumeSpec.model_validate(raw or {})
+    for key, raw in _section(data, "configs").items():
+        with contextlib.suppress(ValidationError):
+            out.configs[key] = ConfigSpec.model_validate(raw or {})
+    for key, raw in _section(data, "secrets").items():
+        with contextlib.suppress(ValidationError):
+            out.secrets[key] = SecretSpec.model_validate(raw or {})
     return out
 
 
@@ -882,7 +1168,28 @@ def service_dependencies(spec: ServiceSpec) -> dict[str, DependsOn]:
         deps = {k: v or DependsOn() for k, v in spec.depends_on.items()}
     if spec.network_mode and spec.network_mode.startswith("service:"):
         deps.setdefault(spec.network_mode.partition(":")[2], DependsOn())
+    for target in volumes_from_services(spec):
+        deps.setdefault(target, DependsOn())
+    for link in spec.links:
+        deps.setdefault(link.partition(":")[0], DependsOn())
     return deps
+
+
+def volumes_from_services(spec: ServiceSpec) -> list[str]:
+    """Services named by ``volumes_from`` (``container:NAME`` entries name containers)."""
+    return [entry.split(":")[0] for entry in spec.volumes_from if not entry.startswith("container:")]
+
+
+def file_ref(kind: str, entry: str | FileRef) -> tuple[str, str]:
+    """(source, absolute target) of a service's config or secret reference."""
+    source, target = (entry, None) if isinstance(entry, str) else (entry.source, entry.target)
+    if kind == "secrets":
+        if not target:
+            return source, f"/run/secrets/{source}"
+        return source, target if target.startswith("/") else f"/run/secrets/{target}"
+    if not target:
+        return source, f"/{source}"
+    return source, target if target.startswith("/") else f"/{target}"
 
 
 def service_network_keys(spec: ServiceSpec) -> list[str]:
@@ -935,6 +1242,7 @@ def check_semantics(top: Validated, doc: Document) -> list[SpecProblem]:
             if volume.type == "volume" and volume.source and volume.source not in top.volume_keys:
                 hint = _suggest(volume.source, top.volume_keys)
                 add(f'service "{name}" refers to undefined volume {volume.source}{hint}', *svc, "volumes", i)
+        _check_service_refs(name, spec, services, top, add)
         replicas = spec.deploy.replicas if spec.deploy and spec.deploy.replicas is not None else None
         if replicas is not None and spec.scale is not None and replicas != spec.scale:
             add(f"scale ({spec.scale}) and deploy.replicas ({replicas}) disagree", *svc, "scale")
@@ -945,6 +1253,59 @@ def check_semantics(top: Validated, doc: Document) -> list[SpecProblem]:
     for cycle in _find_cycles({n: service_dependencies(s) for n, s in top.services.items()}):
         add("dependency cycle: " + " -> ".join(cycle), "services", cycle[0], "depends_on", key=True)
     return problems
+
+
+def _check_service_refs(
+    name: str, spec: ServiceSpec, services: set[str], top: Validated, add: Callable[..., None]
+) -> None:
+    """volumes_from, links, configs, secrets and duplicated resource settings."""
+    svc = ("services", name)
+    for i, target in enumerate(volumes_from_services(spec)):
+        if target not in services:
+            add(
+                f'volumes_from refers to undefined service "{target}"{_suggest(target, services)}',
+                *svc,
+                "volumes_from",
+                i,
+            )
+    for i, link in enumerate(spec.links):
+        target = link.partition(":")[0]
+        if target not in services:
+            add(f'links refers to undefined service "{target}"{_suggest(target, services)}', *svc, "links", i)
+    for kind, keys in (("configs", top.config_keys), ("secrets", top.secret_keys)):
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(getattr(spec, kind)):
+            source, target = file_ref(kind, entry)
+            if source not in keys:
+                add(
+                    f'service "{name}" refers to undefined {kind[:-1]} {source}{_suggest(source, keys)}',
+                    *svc,
+                    kind,
+                    i,
+                )
+            if target in seen:
+                add(f"{target} is already the target of {kind}[{seen[target]}]", *svc, kind, i)
+            seen.setdefault(target, i)
+    resources = spec.deploy.resources if spec.deploy else None
+    limits = resources.limits if resources else None
+    reservations = resources.reservations if resources else None
+    for legacy, value, deploy_key, deploy_value in (
+        ("mem_limit", spec.mem_limit, "limits.memory", limits.memory if limits else None),
+        ("cpus", spec.cpus, "limits.cpus", limits.cpus if limits else None),
+        ("pids_limit", spec.pids_limit, "limits.pids", limits.pids if limits else None),
+        (
+            "mem_reservation",
+            spec.mem_reservation,
+            "reservations.memory",
+            reservations.memory if reservations else None,
+        ),
+    ):
+        if value is not None and deploy_value is not None and value != deploy_value:
+            add(
+                f"{legacy} ({value}) and deploy.resources.{deploy_key} ({deploy_value}) disagree",
+                *svc,
+                legacy,
+            )
 
 
 def _suggest(name: str, candidates: Iterable[str]) -> str:

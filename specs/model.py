@@ -86,6 +86,26 @@ class Dependency:
 
 
 @dataclass(frozen=True)
+class ServiceFile:
+    """A config or secret the service sees as a file (Compose's non-Swarm semantics).
+
+    With ``source`` the host file is bind-mounted read-only; otherwise ``content`` is copied
+    into the container before it starts, owned by ``uid``:``gid`` with ``mode``. ``digest``
+    is the SHA-256 of the content either way, so a content change recreates the container.
+    """
+
+    kind: str  # "configs" or "secrets": the Compose key that asked for it
+    name: str  # the project-level config or secret key
+    target: str  # absolute path in the container
+    digest: str
+    content: bytes | None = field(default=None, repr=False)
+    source: str = ""
+    mode: int = 0o444
+    uid: str = "0"
+    gid: str = "0"
+
+
+@dataclass(frozen=True)
 class Service:
     """One service of the project, normalised.
 
@@ -121,6 +141,14 @@ class Service:
     # Docker API fragments, e.g. {"HostConfig": {"CapAdd": [...]}}. Kept as a sorted tuple of
     # (dotted path, JSON value) so the class stays hashable.
     extra: tuple[tuple[str, Any], ...] = ()
+    # The Compose key each ``extra`` path came from (dotted path -> key), so a plan says
+    # "config changed: cap_add", not "HostConfig".
+    extra_keys: tuple[tuple[str, str], ...] = ()
+    files: tuple[ServiceFile, ...] = ()
+    stop_grace_period: int | None = None  # seconds; None is Docker's default (10)
+    platform: str | None = None
+    pull_policy: str = "missing"
+    profiles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -57,26 +57,100 @@ def format_path(path: Path) -> str:
     return "".join(out)
 
 
+class PDict(dict[str, Any]):
+    """A YAML mapping that remembers its own position and where each key and value was."""
+
+    __slots__ = ("kpos", "pos", "vpos")
+
+    def __init__(self, pos: Position | None = None) -> None:
+        super().__init__()
+        self.pos = pos
+        self.kpos: dict[str, Position] = {}
+        self.vpos: dict[str, Position] = {}
+
+    def put(self, key: str, value: Any, kpos: Position | None, vpos: Position | None) -> None:
+        self[key] = value
+        if kpos is not None:
+            self.kpos[key] = kpos
+        if vpos is not None:
+            self.vpos[key] = vpos
+
+
+class PList(list[Any]):
+    """A YAML sequence that remembers its own position and where each item was."""
+
+    __slots__ = ("pos", "vpos")
+
+    def __init__(self, pos: Position | None = None) -> None:
+        super().__init__()
+        self.pos = pos
+        self.vpos: list[Position | None] = []
+
+    def add(self, value: Any, vpos: Position | None) -> None:
+        self.append(value)
+        self.vpos.append(vpos)
+
+
+@dataclass(frozen=True)
+class Reset:
+    """``!reset``: when files are merged, the key is removed from what came before."""
+
+
+@dataclass(frozen=True)
+class Override:
+    """``!override``: when files are merged, ``value`` replaces what came before wholesale."""
+
+    value: Any
+
+
+RESET = Reset()
+
+
+def position_of(container: Any, part: str | int, *, key: bool = False) -> Position | None:
+    """Where ``container[part]`` (or, with ``key``, its key) was written, when known."""
+    if isinstance(container, PDict) and isinstance(part, str):
+        return (container.kpos if key else container.vpos).get(part)
+    if isinstance(container, PList) and isinstance(part, int) and 0 <= part < len(container.vpos):
+        return container.vpos[part]
+    return None
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, dict) and isinstance(part, str):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
+
+
 @dataclass
 class Document:
-    """A loaded YAML document: plain values plus positions keyed by field path.
+    """A loaded YAML document: plain values whose mappings and lists carry positions.
 
-    ``values`` holds the position of each value node and ``keys`` the position of the
-    key that introduced it (a service's position is its key's).
+    Positions travel with the data (``PDict``/``PList``), so they stay right when files are
+    merged, services extended and lists appended. ``root`` is the document's own position.
     """
 
     data: Any
-    values: dict[Path, Position] = field(default_factory=dict)
-    keys: dict[Path, Position] = field(default_factory=dict)
+    root: Position | None = None
 
     def locate(self, path: Path, *, prefer_key: bool = False) -> Position | None:
-        """Position of ``path``, else of its nearest ancestor that has one."""
-        first, second = (self.keys, self.values) if prefer_key else (self.values, self.keys)
-        while True:
-            pos = first.get(path) or second.get(path)
-            if pos is not None or not path:
-                return pos
-            path = path[:-1]
+        """Position of ``path`` (its value, or its key with ``prefer_key``), else of its
+        nearest ancestor that has one."""
+        found: list[tuple[Position | None, Position | None]] = [(None, self.root)]
+        node = self.data
+        for part in path:
+            kpos = position_of(node, part, key=True)
+            vpos = position_of(node, part)
+            node = _child(node, part)
+            if kpos is None and vpos is None and node is None:
+                break
+            found.append((kpos, vpos))
+        for kpos, vpos in reversed(found):
+            first, second = (kpos, vpos) if prefer_key else (vpos, kpos)
+            if first is not None or second is not None:
+                return first or second
+        return None
 
 
 def resolve_plain_scalar(text: str) -> Any:
@@ -93,6 +167,13 @@ def resolve_plain_scalar(text: str) -> Any:
     if first not in "+-.0123456789":
         return text
     if _INT_RE.fullmatch(text):
+        digits = text.lstrip("+-")
+        if len(digits) > 1 and digits[0] == "0":
+            # go-yaml v3 (Compose) reads a leading 0 as octal, as in file modes: 0440.
+            try:
+                return int(text[: len(text) - len(digits)] + "0o" + digits[1:], 8)
+            except ValueError:
+                return float(text)
         return int(text)
     if _OCT_RE.fullmatch(text):
         return int(text[2:], 8)
@@ -107,13 +188,17 @@ def resolve_plain_scalar(text: str) -> Any:
     return text
 
 
+_RESET_TAG, _OVERRIDE_TAG = "!reset", "!override"
+
+
 def load_yaml(
     text: str, filename: str, on_string: StringHook | None = None
 ) -> tuple[Document, list[SpecProblem]]:
     """Parse one YAML document into plain values with positions.
 
     Returns every problem found; a parse error is a single problem at the parser's mark.
-    An empty document yields ``Document(None)``.
+    An empty document yields ``Document(None)``. ``!reset`` and ``!override`` become
+    ``Reset``/``Override`` markers for the merge of several files to act on.
     """
     try:
         node = yaml.compose(text, Loader=_Loader)
@@ -129,16 +214,14 @@ def load_yaml(
     walker = _Walker(filename, on_string)
     if node is None:
         return Document(None), []
-    doc = walker.doc
-    doc.data = walker.convert(node, ())
-    return doc, walker.problems
+    data = walker.convert(node, ())
+    return Document(data, walker.position(node)), walker.problems
 
 
 class _Walker:
     def __init__(self, filename: str, on_string: StringHook | None) -> None:
         self.filename = filename
         self.on_string = on_string
-        self.doc = Document(None)
         self.problems: list[SpecProblem] = []
         self._stack: set[int] = set()
         self._count = 0
@@ -156,23 +239,30 @@ class _Walker:
             if self._count == _MAX_NODES + 1:
                 self.problem("document expands to too many values (alias bomb?)", path, node)
             return None
-        pos = self.position(node)
-        self.doc.values[path] = pos
+        tag = node.tag
+        if tag == _RESET_TAG:
+            return RESET
+        if tag == _OVERRIDE_TAG:
+            node = _retag(node)
+            return Override(self.convert(node, path))
         if isinstance(node, yaml.ScalarNode):
-            return self._scalar(node, path, pos)
+            return self._scalar(node, path)
         if id(node) in self._stack:
             self.problem("recursive alias", path, node)
             return None
         self._stack.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
-                return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+                out = PList(self.position(node))
+                for i, item in enumerate(node.value):
+                    out.add(self.convert(item, (*path, i)), self.position(item))
+                return out
             assert isinstance(node, yaml.MappingNode)
             return self._mapping(node, path)
         finally:
             self._stack.discard(id(node))
 
-    def _scalar(self, node: yaml.ScalarNode, path: Path, pos: Position) -> Any:
+    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
         tag = node.tag
         # libyaml marks plain scalars with style "", pure-Python PyYAML with None.
         if not node.style and tag in _IMPLICIT_TAGS:
@@ -183,15 +273,13 @@ class _Walker:
             self.problem(f"YAML tag {tag} is not supported", path, node)
             return node.value
         if isinstance(value, str) and self.on_string is not None and "$" in value:
-            value = self.on_string(value, path, pos)
+            value = self.on_string(value, path, self.position(node))
         return value
 
-    def _mapping(
-        self, node: yaml.MappingNode, path: Path, into: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def _mapping(self, node: yaml.MappingNode, path: Path, into: PDict | None = None) -> PDict:
         """Convert a mapping. With ``into`` (a merge source), keys already there are kept."""
         merging = into is not None
-        out: dict[str, Any] = {} if into is None else into
+        out = PDict(self.position(node)) if into is None else into
         first_seen: dict[str, yaml.Node] = {}
         merges: list[yaml.Node] = []
         for key_node, value_node in node.value:
@@ -212,18 +300,21 @@ class _Walker:
             first_seen[key] = key_node
             if merging and key in out:
                 continue
-            child = (*path, key)
-            self.doc.keys[child] = self.position(key_node)
-            out[key] = self.convert(value_node, child)
+            out.put(
+                key,
+                self.convert(value_node, (*path, key)),
+                self.position(key_node),
+                self.position(value_node),
+            )
         for merge_node in merges:
             self._merge(out, merge_node, path)
         return out
 
-    def _merge(self, out: dict[str, Any], merge_node: yaml.Node, path: Path) -> None:
+    def _merge(self, out: PDict, merge_node: yaml.Node, path: Path) -> None:
         """Apply a ``<<`` value: explicit keys win, then earlier merged mappings win.
 
-        Merged values are converted under the destination path, so their positions and
-        interpolation problems name the field where they end up.
+        Merged values are converted under the destination path, so their interpolation
+        problems name the field where they end up.
         """
         sources = merge_node.value if isinstance(merge_node, yaml.SequenceNode) else [merge_node]
         for source in sources:
@@ -238,3 +329,18 @@ class _Walker:
                 self._mapping(source, path, into=out)
             finally:
                 self._stack.discard(id(source))
+
+
+def _retag(node: yaml.Node) -> yaml.Node:
+    """The node without its ``!override`` tag, resolved as if it were untagged."""
+    if isinstance(node, yaml.ScalarNode):
+        tag = "tag:yaml.org,2002:str" if node.style else "tag:yaml.org,2002:value"
+        return yaml.ScalarNode(tag, node.value, node.start_mark, node.end_mark, node.style)
+    if isinstance(node, yaml.SequenceNode):
+        return yaml.SequenceNode(
+            "tag:yaml.org,2002:seq", node.value, node.start_mark, node.end_mark, node.flow_style
+        )
+    assert isinstance(node, yaml.MappingNode)
+    return yaml.MappingNode(
+        "tag:yaml.org,2002:map", node.value, node.start_mark, node.end_mark, node.flow_style
+    )

@@ -10,18 +10,20 @@ import time
 from pathlib import Path
 
 import pytest
-from support.docker import TEST_IMAGE, TEST_IMAGE_2, docker_cli, docker_events, write_compose
 
 from gitdock.runtime.converge import converge
 from gitdock.runtime.docker import DockerClient
 from gitdock.specs import load_project
+from support.docker import TEST_IMAGE, TEST_IMAGE_2, docker_cli, docker_events, write_compose
 
 pytestmark = pytest.mark.docker
 
 LOOP = "trap 'exit 0' TERM; while :; do sleep 1; done"
 
 
-def gitdock(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def gitdock(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gitdock.agent.cli", *args],
         capture_output=True,
@@ -33,7 +35,9 @@ def gitdock(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
     return result.stdout
 
 
@@ -42,7 +46,9 @@ def inspect(name: str) -> dict:  # type: ignore[type-arg]
 
 
 def ids(project: str) -> dict[str, str]:
-    out = docker_cli("ps", "-a", "--filter", f"label=io.gitdock.project={project}", "--format", "{{.Names}} {{.ID}}")
+    out = docker_cli(
+        "ps", "-a", "--filter", f"label=io.gitdock.project={project}", "--format", "{{.Names}} {{.ID}}"
+    )
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
@@ -68,7 +74,7 @@ def two_services(env_value: str = "1", extra: str = "") -> str:
 def test_cold_apply_creates_networks_volumes_and_containers(tmp_path: Path, project_name: str) -> None:
     f = write_compose(tmp_path, two_services())
     plan = ok(gitdock("plan", "-f", str(f), "-p", project_name))
-    assert f"[] -> #1 network:default, CreateNetwork, not found" in plan
+    assert "[] -> #1 network:default, CreateNetwork, not found" in plan
     assert "service:web:1, CreateContainer, not found" in plan
     ok(gitdock("apply", "-f", str(f), "-p", project_name))
     assert set(ids(project_name)) == {f"{project_name}-web-1", f"{project_name}-worker-1"}
@@ -145,16 +151,18 @@ def test_removed_service_is_pruned_and_volume_data_survives(tmp_path: Path, proj
     assert "warning: volume:data: no longer in the project; kept" in plan
     ok(gitdock("apply", "-f", str(f), "-p", project_name))
     assert set(ids(project_name)) == {f"{project_name}-worker-1"}
-    out = docker_cli(
-        "run", "--rm", "-v", f"{project_name}_data:/data", TEST_IMAGE, "cat", "/data/file"
-    )
+    out = docker_cli("run", "--rm", "-v", f"{project_name}_data:/data", TEST_IMAGE, "cat", "/data/file")
     assert out.strip() == "precious"
 
 
 def test_image_change_recreates_the_container(tmp_path: Path, project_name: str) -> None:
-    f = write_compose(tmp_path, f"services:\n  app:\n    image: {TEST_IMAGE}\n    command: [sh, -c, \"{LOOP}\"]\n")
+    f = write_compose(
+        tmp_path, f'services:\n  app:\n    image: {TEST_IMAGE}\n    command: [sh, -c, "{LOOP}"]\n'
+    )
     ok(gitdock("apply", "-f", str(f), "-p", project_name))
-    write_compose(tmp_path, f"services:\n  app:\n    image: {TEST_IMAGE_2}\n    command: [sh, -c, \"{LOOP}\"]\n")
+    write_compose(
+        tmp_path, f'services:\n  app:\n    image: {TEST_IMAGE_2}\n    command: [sh, -c, "{LOOP}"]\n'
+    )
     assert ok(gitdock("plan", "-f", str(f), "-p", project_name)).strip() == (
         "[] -> #1 service:app:1, RecreateContainer, image changed"
     )
@@ -192,7 +200,7 @@ def test_a_second_project_is_untouched_by_the_first(tmp_path: Path, project_name
         ok(gitdock("apply", "-f", str(fb), "-p", other))
         before = ids(other)
         ok(gitdock("apply", "-f", str(fa), "-p", project_name))
-        write_compose(a, f"services:\n  solo:\n    image: {TEST_IMAGE}\n    command: [sh, -c, \"{LOOP}\"]\n")
+        write_compose(a, f'services:\n  solo:\n    image: {TEST_IMAGE}\n    command: [sh, -c, "{LOOP}"]\n')
         ok(gitdock("apply", "-f", str(fa), "-p", project_name))  # prunes web and worker of project A only
         ok(gitdock("down", "-p", project_name, "--volumes"))
         assert ids(other) == before
@@ -226,9 +234,7 @@ def test_service_healthy_waits_for_health(tmp_path: Path, project_name: str) -> 
     db = inspect(f"{project_name}-db-1")
     web = inspect(f"{project_name}-web-1")
     assert db["State"]["Health"]["Status"] == "healthy"
-    healthy_at = min(
-        entry["End"] for entry in db["State"]["Health"]["Log"] if entry["ExitCode"] == 0
-    )
+    healthy_at = min(entry["End"] for entry in db["State"]["Health"]["Log"] if entry["ExitCode"] == 0)
     # Docker's timestamps are RFC 3339 with nanoseconds; lexical order is time order (same zone).
     assert web["State"]["StartedAt"] > healthy_at[:26]
 
@@ -279,7 +285,9 @@ def test_host_and_none_network_modes(tmp_path: Path, project_name: str) -> None:
     links = docker_cli("exec", f"{project_name}-sealed-1", "ls", "/sys/class/net").split()
     assert links == ["lo"]
     assert docker_cli("network", "ls", "-q", "--filter", f"label=io.gitdock.project={project_name}") == ""
-    assert ok(gitdock("plan", "-f", str(f), "-p", project_name)).startswith(f"project {project_name} is up to date")
+    assert ok(gitdock("plan", "-f", str(f), "-p", project_name)).startswith(
+        f"project {project_name} is up to date"
+    )
 
 
 def test_bind_mount_shows_host_files(tmp_path: Path, project_name: str) -> None:
@@ -311,7 +319,10 @@ def test_published_ports_and_dns_between_services(tmp_path: Path, project_name: 
         services:
           web:
             image: {TEST_IMAGE}
-            command: ["sh", "-c", "trap 'exit 0' TERM; mkdir /w; echo pong > /w/index.html; httpd -f -p 80 -h /w & wait"]
+            command:
+              - sh
+              - -c
+              - trap 'exit 0' TERM; mkdir /w; echo pong > /w/index.html; httpd -f -p 80 -h /w & wait
             ports:
               - "127.0.0.1::80"
           client:
@@ -336,10 +347,16 @@ def test_down_keeps_named_volumes_unless_asked(tmp_path: Path, project_name: str
     ok(gitdock("apply", "-f", str(f), "-p", project_name))
     down = gitdock("down", "-p", project_name)
     ok(down)
-    assert f"warning: volume:data: kept ({project_name}_data); use --volumes to remove named volumes" in down.stderr
+    assert (
+        f"warning: volume:data: kept ({project_name}_data); use --volumes to remove named volumes"
+        in down.stderr
+    )
     assert ids(project_name) == {}
     assert docker_cli("network", "ls", "-q", "--filter", f"label=io.gitdock.project={project_name}") == ""
-    assert docker_cli("volume", "ls", "-q", "--filter", f"name={project_name}_data").strip() == f"{project_name}_data"
+    assert (
+        docker_cli("volume", "ls", "-q", "--filter", f"name={project_name}_data").strip()
+        == f"{project_name}_data"
+    )
     assert "nothing to remove" in ok(gitdock("down", "-p", project_name))
     ok(gitdock("down", "-p", project_name, "--volumes"))
     assert docker_cli("volume", "ls", "-q", "--filter", f"name={project_name}_data").strip() == ""
@@ -352,14 +369,20 @@ def test_ps_and_logs(tmp_path: Path, project_name: str) -> None:
         services:
           talker:
             image: {TEST_IMAGE}
-            command: ["sh", "-c", "trap 'exit 0' TERM; echo hello-out; echo hello-err >&2; while :; do sleep 1; done"]
+            command:
+              - sh
+              - -c
+              - trap 'exit 0' TERM; echo hello-out; echo hello-err >&2; while :; do sleep 1; done
             deploy:
               replicas: 2
         """,
     )
     ok(gitdock("apply", "-f", str(f), "-p", project_name))
     rows = json.loads(ok(gitdock("ps", "-p", project_name, "--output", "json")))
-    assert [(r["service"], r["number"], r["state"]) for r in rows] == [("talker", 1, "running"), ("talker", 2, "running")]
+    assert [(r["service"], r["number"], r["state"]) for r in rows] == [
+        ("talker", 1, "running"),
+        ("talker", 2, "running"),
+    ]
     table = ok(gitdock("ps", "-p", project_name))
     assert table.splitlines()[0].split() == ["NAME", "SERVICE", "STATE", "HEALTH", "STATUS", "PORTS"]
     time.sleep(0.5)

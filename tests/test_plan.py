@@ -45,7 +45,9 @@ def svc(name: str, **kw: object) -> Service:
     return Service(name=name, image=IMAGE, **kw)  # type: ignore[arg-type]
 
 
-def project(*services: Service, volumes: tuple[Volume, ...] = (), networks: tuple[Network, ...] = ()) -> Project:
+def project(
+    *services: Service, volumes: tuple[Volume, ...] = (), networks: tuple[Network, ...] = ()
+) -> Project:
     nets = networks or (Network(key="default", name="demo_default"),)
     return Project(name="demo", services=services, networks=nets, volumes=volumes)
 
@@ -137,7 +139,9 @@ def test_plan_recreates_when_the_image_reference_changes() -> None:
         applied(before),
         images=(*images(), ObservedImage("sha256:" + "2" * 64, ("gitdock-test/busybox:2",), ())),
     )
-    assert plan_project(after, observed).render() == "[] -> #1 service:web:1, RecreateContainer, image changed"
+    assert (
+        plan_project(after, observed).render() == "[] -> #1 service:web:1, RecreateContainer, image changed"
+    )
 
 
 def test_plan_recreates_when_the_tag_points_at_another_image() -> None:
@@ -195,7 +199,9 @@ def test_plan_never_removes_a_volume_that_left_the_project() -> None:
 
 def test_plan_reports_a_changed_volume_instead_of_recreating_it() -> None:
     before = project(svc("web"), volumes=(Volume(key="data", name="demo_data"),))
-    after = project(svc("web"), volumes=(Volume(key="data", name="demo_data", driver_opts=(("o", "size=1m"),)),))
+    after = project(
+        svc("web"), volumes=(Volume(key="data", name="demo_data", driver_opts=(("o", "size=1m"),)),)
+    )
     plan = plan_project(after, applied(before))
     assert plan.is_empty
     assert plan.warnings[0].startswith("volume:data: config changed (driver_opts); not recreated")
@@ -227,7 +233,9 @@ def test_plan_leaves_other_projects_alone() -> None:
     theirs = dataclasses.replace(theirs, networks=(Network(key="default", name="other_default"),))
     both = applied(theirs)
     plan = plan_project(mine, both)
-    assert all(op.kind is OpKind.CREATE_CONTAINER or op.kind is OpKind.CREATE_NETWORK for op in plan.operations)
+    assert all(
+        op.kind is OpKind.CREATE_CONTAINER or op.kind is OpKind.CREATE_NETWORK for op in plan.operations
+    )
     assert [op.resource for op in plan.operations] == ["network:default", "service:web:1"]
 
 
@@ -303,8 +311,12 @@ def test_plan_recreates_a_changed_network_with_its_containers() -> None:
 
 
 def test_plan_recreates_a_service_sharing_the_network_of_a_recreated_one() -> None:
-    before = project(svc("vpn", environment=(("V", "1"),)), svc("app", networks=(), network_mode="service:vpn"))
-    after = project(svc("vpn", environment=(("V", "2"),)), svc("app", networks=(), network_mode="service:vpn"))
+    before = project(
+        svc("vpn", environment=(("V", "1"),)), svc("app", networks=(), network_mode="service:vpn")
+    )
+    after = project(
+        svc("vpn", environment=(("V", "2"),)), svc("app", networks=(), network_mode="service:vpn")
+    )
     assert plan_project(after, applied(before)).render() == "\n".join(
         [
             "[] -> #1 service:vpn:1, RecreateContainer, config changed: environment",

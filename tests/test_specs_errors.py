@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from gitdock.specs import SpecError, SpecProblem, load_project
 from gitdock.specs.errors import PermanentError
 
@@ -104,19 +105,21 @@ def test_unknown_nested_key(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("key", ["cap_add", "secrets", "profiles", "extends", "logging", "privileged"])
+@pytest.mark.parametrize(
+    "key", ["gpus", "develop", "credential_spec", "blkio_config", "post_start", "use_api_socket"]
+)
 def test_unsupported_service_key(tmp_path: Path, key: str) -> None:
     text = f"services:\n  web:\n    image: nginx\n    {key}: []\n"
     assert one(tmp_path, text) == f"4:5: services.web.{key}: `{key}` is not supported yet"
 
 
 def test_unsupported_nested_key(tmp_path: Path) -> None:
-    text = "services:\n  web:\n    image: nginx\n    deploy:\n      resources: {limits: {cpus: '1'}}\n"
-    assert one(tmp_path, text) == "5:7: services.web.deploy.resources: `resources` is not supported yet"
+    text = "services:\n  web:\n    image: nginx\n    deploy:\n      placement: {constraints: []}\n"
+    assert one(tmp_path, text) == "5:7: services.web.deploy.placement: `placement` is not supported yet"
 
 
 def test_unsupported_top_level_key(tmp_path: Path) -> None:
-    assert one(tmp_path, "services: {}\nconfigs: {}\n") == "2:1: configs: `configs` is not supported yet"
+    assert one(tmp_path, "services: {}\nmodels: {}\n") == "2:1: models: `models` is not supported yet"
 
 
 def test_build_is_refused_with_its_own_message(tmp_path: Path) -> None:
@@ -358,7 +361,7 @@ def test_ten_errors_give_ten_problems(tmp_path: Path) -> None:
       web:
         image: nginx
         enviroment: {}
-        cap_add: [ALL]
+        gpus: all
         ports: ["80:80:80"]
         restart: sometimes
         depends_on: [nope]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gitdock.specs import InterpolationError, interpolate, parse_env_file
 
 ENV = {"SET": "value", "EMPTY": "", "OTHER": "other"}

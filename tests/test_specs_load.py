@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from gitdock.specs import SpecError, load_project, load_project_with_warnings, normalise_project_name
 from gitdock.specs.model import (
     Condition,
