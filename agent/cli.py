@@ -19,7 +19,9 @@ from gitdock.runtime.converge import Outcome, converge, tear_down
 from gitdock.runtime.docker import DockerClient, NotFound
 from gitdock.runtime.execute import ExecutionFailed, OpStatus
 from gitdock.runtime.observe import observe
+from gitdock.runtime.resolve import TrustContext
 from gitdock.specs.errors import GitdockError, SpecError
+from gitdock.specs.load import normalise_project_name
 from gitdock.specs.model import Project
 
 from .progress import Progress
@@ -46,7 +48,13 @@ class UsageError(GitdockError):
 def load(args: argparse.Namespace) -> Project:
     from gitdock.specs import load_project
 
-    return load_project(_files(args), project_name=args.project_name, env_file=args.env_file)
+    return load_project(
+        _files(args),
+        project_name=args.project_name,
+        env_file=args.env_file,
+        profiles=getattr(args, "profile", None) or None,
+        ignore_build=getattr(args, "ignore_build", False),
+    )
 
 
 def project_name(args: argparse.Namespace) -> str:
@@ -63,17 +71,28 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
+def trust_context(args: argparse.Namespace) -> TrustContext | None:
+    """The trust policy from --trust-policy or GITDOCK_TRUST_POLICY, if any."""
+    path = args.trust_policy or os.environ.get("GITDOCK_TRUST_POLICY")
+    if not path:
+        return None
+    from .policy import load_trust_config
+
+    return load_trust_config(path).context(Path(path).resolve().parent)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     project = load(args)
+    trust = trust_context(args)
     with _docker(args) as docker:
-        outcome = converge(project, docker, dry_run=True)
+        outcome = converge(project, docker, trust=trust, dry_run=True)
     plan = outcome.plan
     if args.output == "json":
         _print_json(plan.to_dict())
     elif plan.is_empty:
         print(f"project {project.name} is up to date: nothing to change")
-        for warning in plan.warnings:
-            print(f"warning: {warning}")
+        if plan.render():
+            print(plan.render())
     else:
         print(plan.render())
     if args.exit_code and not plan.is_empty:
@@ -83,6 +102,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _report(outcome: Outcome, verb: str, name: str) -> int:
     plan = outcome.plan
+    for line in plan.render_images():
+        print(line)
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if outcome.report is None:
@@ -100,17 +121,32 @@ def _report(outcome: Outcome, verb: str, name: str) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    project = load(args)
-    progress = Progress()
-    with _docker(args) as docker:
-        outcome = converge(
-            project,
-            docker,
-            concurrency=args.parallel,
-            wait_timeout=args.wait_timeout,
-            on_event=progress,
-        )
-    return _report(outcome, "change", project.name)
+    """Apply as one ``SYNC <project>`` trace, exported when the OTEL_* variables ask for it."""
+    from . import telemetry as tm
+
+    tm.setup_telemetry()
+    guess = args.project_name or normalise_project_name(Path(_files(args)[0]).resolve().parent.name)
+    with tm.sync_span(guess or "default") as sync:
+        sync.span.set_attribute("gitdock.trigger", "cli")
+        with tm.step_span(tm.Step.LOAD):
+            project = load(args)
+        if project.name != guess:  # the file's own `name:` decides
+            sync.span.update_name(f"SYNC {project.name}")
+            sync.span.set_attribute(tm.CICD_PIPELINE_NAME, project.name)
+            sync.project = project.name
+        trust = trust_context(args)
+        with _docker(args) as docker:
+            outcome = converge(
+                project,
+                docker,
+                trust=trust,
+                concurrency=args.parallel,
+                wait_timeout=args.wait_timeout,
+                **tm.converge_hooks(then=Progress()),
+            )
+        if outcome.report is not None and not outcome.report.ok:
+            sync.set_result("error" if outcome.report.transient else "failure")
+        return _report(outcome, "change", project.name)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -189,8 +225,27 @@ def _add_project_args(p: argparse.ArgumentParser, *, files: bool = True) -> None
         p.add_argument(
             "--env-file", help="file of variables for interpolation (default: .env beside the file)"
         )
+        p.add_argument(
+            "--profile",
+            action="append",
+            help="enable services of this profile (repeatable; default: $COMPOSE_PROFILES)",
+        )
+        p.add_argument(
+            "--ignore-build",
+            action="store_true",
+            help="deploy services that have both build: and image: from the image, ignoring build:",
+        )
     p.add_argument(
         "-p", "--project-name", help="project name (default: name: in the file, else its directory)"
+    )
+
+
+def _add_trust_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-policy",
+        metavar="FILE",
+        help="resolve every image to a digest and verify its signature by this policy "
+        "(default: $GITDOCK_TRUST_POLICY; without one, images are used as tagged)",
     )
 
 
@@ -204,12 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="show what apply would change, and why")
     _add_project_args(p)
+    _add_trust_args(p)
     p.add_argument("--output", choices=["text", "json"], default="text")
     p.add_argument("--exit-code", action="store_true", help="exit 2 when the plan is not empty")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="converge the Docker host to the Compose files")
     _add_project_args(p)
+    _add_trust_args(p)
     p.add_argument("--parallel", type=int, default=8, help="operations run at once (default 8)")
     p.add_argument(
         "--wait-timeout",
@@ -242,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_trust_commands(sub)
+    from .cli_agent import add_agent_commands  # agent, status, reconcile, suspend, resume, history
+
+    add_agent_commands(sub)
     return parser
 
 

@@ -45,11 +45,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pygit2
 import pygit2.callbacks as _pygit2_callbacks
-from gitdock.specs.errors import GitdockError, PermanentError, SourceUnavailable
 from pygit2.enums import CredentialType, FetchPrune, FileMode
 from pygit2.ffi import C as _C
 from pygit2.ffi import ffi as _ffi
 from pygit2.utils import StrArray as _StrArray
+
+from gitdock.specs.errors import GitdockError, PermanentError, SourceUnavailable
 
 __all__ = [
     "AmbiguousRef",
@@ -220,7 +221,7 @@ class GitRemote:
 
     def __post_init__(self) -> None:
         _parse_url(self.url)
-        _classify_ref(self.ref, self.url)
+        classify_ref(self.ref, self.url)
 
     @property
     def cache_key(self) -> str:
@@ -320,7 +321,7 @@ def normalise_url(url: str) -> str:
     return f"{u.scheme}://{host}{port}{path}"
 
 
-def _classify_ref(ref: str, url: str) -> tuple[RefKind | None, str]:
+def classify_ref(ref: str, url: str) -> tuple[RefKind | None, str]:
     """(kind, name). kind None means a short name that may be a branch or a tag."""
     if _SHA_RE.match(ref):
         return RefKind.COMMIT, ref
@@ -691,7 +692,7 @@ class GitCache:
         change. Raises RefNotFound/CommitNotFound/AmbiguousRef, SourceAuthError/HostKeyError,
         RepositoryNotFound, or SourceUnavailable (unreachable, timed out).
         """
-        kind, _ = _classify_ref(remote.ref, remote.url)
+        kind, _ = classify_ref(remote.ref, remote.url)
         slot = self._slot(remote)
         if kind is RefKind.COMMIT and slot.path.exists():
             try:
@@ -844,7 +845,7 @@ class GitCache:
 
     def _resolve(self, slot: _Slot, remote: GitRemote) -> Revision:
         shown = display_url(remote.url)
-        kind, name = _classify_ref(remote.ref, remote.url)
+        kind, name = classify_ref(remote.ref, remote.url)
         try:
             repo = pygit2.Repository(str(slot.path))
         except pygit2.GitError as exc:

@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import pytest
+
 from support.docker import (
     GITDOCK_PROJECT_LABEL,
     TEST_IMAGE,

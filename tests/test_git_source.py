@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pygit2
 import pytest
+
 from gitdock.agent.git import (
     AmbiguousRef,
     BasicAuth,

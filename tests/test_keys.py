@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
 from gitdock.runtime.keys import (
     KeyFileError,
     encrypt_private_key,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gitdock.specs.reference import ImageReference, is_digest, parse_reference
 
 DIGEST = "sha256:" + "a" * 64

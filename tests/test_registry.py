@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from gitdock.runtime.keys import public_key_pem
 from gitdock.runtime.registry import (
     DOCKER_MANIFEST,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
 from gitdock.runtime.keys import PrivateKey, PublicKey, load_public_key
 from gitdock.runtime.signature import (
     BUNDLE_ANNOTATION,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from gitdock.agent.state import (
     MIGRATIONS,
     ImageLock,

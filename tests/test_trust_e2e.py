@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from gitdock.agent.cli_trust import add_trust_commands
 from gitdock.runtime.keys import public_key_pem
 from gitdock.runtime.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 from gitdock.agent.webhooks import (
     MAX_BODY_BYTES,
     Debouncer,

@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `support`
 
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from gitdock.runtime.keys import public_key_pem
 from gitdock.runtime.registry import RegistryClient
 from gitdock.runtime.trust import (

@@ -1,0 +1,472 @@
+"""The agent's configuration file (``agent.yaml``): what to watch, where, and with which secrets.
+
+Loaded with ``specs.yamlpos`` so every problem names ``file:line:column`` and the field, and
+validated with pydantic; all problems are reported together as one ConfigError.
+
+Secrets are never written in the file: a secret is ``{file: PATH}`` or ``{env: NAME}`` and is
+read when it is used, so no value can reach a log line, an error, the status API, history
+or a ``repr``. A URL with an embedded password is refused for the same reason.
+
+Environment overrides (they win over the file):
+
+    GITDOCK_LISTEN           listen address, HOST:PORT
+    GITDOCK_STATE_DIR        state directory
+    GITDOCK_DOCKER_HOST      Docker engine (unix:///path or tcp://host:port)
+    GITDOCK_API_TOKEN_FILE   file holding the API token for control endpoints
+    GITDOCK_INTERVAL         default poll interval (``30s``, ``5m``, seconds as a number)
+
+Interpolation: a source's Compose files see only its ``variables`` (plus a ``.env`` file next
+to the first Compose file in the repository) and the agent variables named in ``pass_env``.
+The agent's own environment is not passed by default, so the agent's secrets never leak into
+a deployment and what is deployed depends on git and this file only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gitdock.specs.errors import PermanentError
+from gitdock.specs.yamlpos import load_yaml
+
+from .git import (
+    Auth,
+    BasicAuth,
+    GitRemote,
+    InvalidRemote,
+    SecretRef,
+    SshKeyAuth,
+    TokenAuth,
+    display_url,
+)
+from .policy import TrustConfig
+from .telemetry import TelemetryConfig
+from .webhooks import Provider
+from .yamlconfig import validation_problems
+
+__all__ = [
+    "ENV_OVERRIDES",
+    "AgentConfig",
+    "ConfigError",
+    "DriftPolicy",
+    "Secret",
+    "SourceConfig",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_LISTEN: Final = "127.0.0.1:9000"
+DEFAULT_STATE_DIR: Final = "/var/lib/gitdock"
+
+ENV_OVERRIDES: Final = {
+    "GITDOCK_LISTEN": "listen",
+    "GITDOCK_STATE_DIR": "state_dir",
+    "GITDOCK_DOCKER_HOST": "docker_host",
+    "GITDOCK_API_TOKEN_FILE": "api_token",
+    "GITDOCK_INTERVAL": "defaults.interval",
+}
+
+_DURATION_RE = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h))+")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class ConfigError(PermanentError):
+    """The agent configuration is invalid or cannot be read. Lists every problem."""
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like ``30s``, ``5m``, ``1h30m``, ``500ms``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION_RE.fullmatch(value.strip()):
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART_RE.findall(value.strip()))
+    else:
+        raise ValueError(f"{str(value)[:40]!r} is not a duration (use 30s, 5m, 1h or seconds)")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Secret(_Model):
+    """Where a secret lives: ``{file: PATH}`` or ``{env: NAME}``. Never the value itself."""
+
+    file: Path | None = None
+    env: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            # The value is deliberately not echoed: it may be the secret itself.
+            raise ValueError("a secret must be {file: PATH} or {env: NAME}, not written inline")
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Secret:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("a secret needs exactly one of `file` or `env`")
+        if self.env is not None and not _ENV_NAME_RE.fullmatch(self.env):
+            raise ValueError(f"{self.env!r} is not an environment variable name")
+        return self
+
+    def ref(self) -> SecretRef:
+        """The git seam's SecretRef (read lazily, at use)."""
+        return SecretRef(file=self.file, env=self.env)
+
+    def read(self) -> str:
+        """The secret now. Raises SourceAuthError (a PermanentError) naming where it was looked for."""
+        return self.ref().read()
+
+
+class TokenAuthConfig(_Model):
+    token: Secret
+    username: str = "x-access-token"
+
+
+class BasicAuthConfig(_Model):
+    username: str
+    password: Secret
+
+
+class SshAuthConfig(_Model):
+    private_key: Path
+    passphrase: Secret | None = None
+    username: str | None = None
+    known_hosts: Path | None = None
+    insecure_skip_host_key_check: bool = False
+
+
+class AuthConfig(_Model):
+    """One of ``token``, ``basic`` or ``ssh``."""
+
+    token: TokenAuthConfig | None = None
+    basic: BasicAuthConfig | None = None
+    ssh: SshAuthConfig | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AuthConfig:
+        if sum(x is not None for x in (self.token, self.basic, self.ssh)) != 1:
+            raise ValueError("auth needs exactly one of `token`, `basic` or `ssh`")
+        return self
+
+    def to_auth(self) -> Auth:
+        if self.token is not None:
+            return TokenAuth(self.token.token.ref(), self.token.username)
+        if self.basic is not None:
+            return BasicAuth(self.basic.username, self.basic.password.ref())
+        assert self.ssh is not None
+        s = self.ssh
+        return SshKeyAuth(
+            s.private_key,
+            s.passphrase.ref() if s.passphrase else None,
+            s.username,
+            s.known_hosts,
+            s.insecure_skip_host_key_check,
+        )
+
+
+class WebhookConfig(_Model):
+    """The shared secret of one provider's webhooks (and, for ``generic``, the header it comes in)."""
+
+    secret: Secret
+    header: str | None = None
+
+
+class DriftPolicy(str, Enum):
+    """What to do when the live state drifts from git (placeholder: not acted on yet)."""
+
+    REPORT = "report"
+    HEAL = "heal"
+
+
+class Defaults(_Model):
+    interval: Duration = 60.0
+    jitter: Duration | None = None  # default: 10 % of the interval, at most 30 s
+    timeout: Duration = 120.0  # git fetch timeout
+    wait_timeout: Duration = 120.0  # service_healthy / completed waits in converge
+    debounce: Duration = 0.2  # webhook burst window
+
+
+class SourceConfig(_Model):
+    """One git source deployed as one Compose project."""
+
+    name: str
+    url: str
+    ref: str = "main"
+    path: str = ""
+    files: tuple[str, ...] = ("compose.yaml",)
+    project: str | None = None
+    interval: Duration | None = None
+    jitter: Duration | None = None
+    variables: dict[str, str] = Field(default_factory=dict, repr=False)  # may hold passwords
+    pass_env: tuple[str, ...] = ()
+    auth: AuthConfig | None = None
+    drift: DriftPolicy = DriftPolicy.HEAL
+    # Image trust for this source; replaces the agent-wide `trust:` when set.
+    trust: TrustConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a valid name (lower-case letters, digits, '-' and '_')")
+        return v
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a valid project name (lower-case letters, digits, '-' and '_')")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if "://" in v:
+            rest = v.split("://", 1)[1].split("/", 1)[0]
+            if "@" in rest and ":" in rest.split("@", 1)[0]:
+                raise ValueError(
+                    f"{display_url(v)}: credentials in the URL are not allowed; use auth.basic or auth.token"
+                )
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        parts = [p for p in v.strip("/").split("/") if p and p != "."]
+        if v.startswith("/") or ".." in parts:
+            raise ValueError(f"{v!r}: the path must be relative to the repository root, without '..'")
+        return "/".join(parts)
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one Compose file is needed")
+        for f in v:
+            if f.startswith("/") or ".." in f.split("/"):
+                raise ValueError(f"{f!r}: files are relative to the source path, without '..'")
+        return v
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {
+                str(k): ("" if x is None else str(x).lower() if isinstance(x, bool) else str(x))
+                for k, x in v.items()
+            }
+        return v
+
+    @field_validator("pass_env")
+    @classmethod
+    def _pass_env(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not _ENV_NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return v
+
+    @model_validator(mode="after")
+    def _remote(self) -> SourceConfig:
+        try:
+            self.remote()
+        except InvalidRemote as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def project_name(self) -> str:
+        return self.project or self.name
+
+    @property
+    def display_url(self) -> str:
+        return display_url(self.url)
+
+    def remote(self) -> GitRemote:
+        """The git seam's view of this source. Raises InvalidRemote."""
+        return GitRemote(self.url, self.ref, self.auth.to_auth() if self.auth else None)
+
+    def environ(self, agent_env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Variables for interpolation: the passed-through agent variables, then ``variables``."""
+        env = os.environ if agent_env is None else agent_env
+        out = {name: env[name] for name in self.pass_env if name in env}
+        out.update(self.variables)
+        return out
+
+
+class AgentConfig(_Model):
+    """The whole agent: where it keeps state, where it listens, and its sources."""
+
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    listen: str = DEFAULT_LISTEN
+    docker_host: str | None = None
+    api_token: Secret | None = None
+    defaults: Defaults = Field(default_factory=Defaults)
+    webhooks: dict[Provider, WebhookConfig] = Field(default_factory=dict)
+    # Resolve every image to a digest and verify its signature (see agent/policy.py); None: use tags.
+    trust: TrustConfig | None = None
+    # Traces and metrics (OTLP); the standard OTEL_* variables fill what this leaves unset.
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    sources: tuple[SourceConfig, ...] = ()
+    # Where relative paths in the file (trust keys) are resolved; set by the loader.
+    base_dir: Path = Path(".")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{v!r} is not HOST:PORT")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> AgentConfig:
+        seen: dict[str, str] = {}
+        projects: dict[str, str] = {}
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"source name {s.name!r} is used twice")
+            seen[s.name] = s.name
+            if s.project_name in projects:
+                raise ValueError(
+                    f"sources {projects[s.project_name]!r} and {s.name!r} both deploy project "
+                    f"{s.project_name!r}; they would undo each other"
+                )
+            projects[s.project_name] = s.name
+        return self
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    def interval(self, source: SourceConfig) -> float:
+        return source.interval or self.defaults.interval
+
+    def jitter(self, source: SourceConfig) -> float:
+        value = source.jitter if source.jitter is not None else self.defaults.jitter
+        if value is None:
+            value = min(self.interval(source) * 0.1, 30.0)
+        return value
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, key in ENV_OVERRIDES.items():
+        value = environ.get(name)
+        if not value:
+            continue
+        if key == "api_token":
+            data["api_token"] = {"file": value}
+        elif key == "defaults.interval":
+            defaults = data.get("defaults")
+            data["defaults"] = {**(defaults if isinstance(defaults, dict) else {}), "interval": value}
+        else:
+            data[key] = value
+
+
+def parse_config(text: str, filename: str, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Validate config text. Raises ConfigError listing every problem as ``file:line:col: field: why``.
+
+    Relative paths (state_dir, secret files, keys) are taken relative to the file's directory.
+    """
+    env = os.environ if environ is None else environ
+    doc, problems = load_yaml(text, filename)
+    if problems:
+        raise ConfigError("\n".join(str(p) for p in problems))
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{filename}:1:1: the configuration must be a mapping")
+    data = dict(data)
+    overridden = {key.split(".")[0]: name for name, key in ENV_OVERRIDES.items() if env.get(name)}
+    _apply_env(data, env)
+    try:
+        config = AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = validation_problems(exc, doc, filename, overridden)
+        raise ConfigError("\n".join(lines)) from None
+    return _resolve_paths(config, Path(filename).resolve().parent)
+
+
+def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    def fix_secret(s: Secret | None) -> Secret | None:
+        if s is None or s.file is None:
+            return s
+        return s.model_copy(update={"file": fix(s.file)})
+
+    sources = []
+    for s in config.sources:
+        auth = s.auth
+        if auth is not None:
+            if auth.token is not None:
+                auth = auth.model_copy(
+                    update={"token": auth.token.model_copy(update={"token": fix_secret(auth.token.token)})}
+                )
+            elif auth.basic is not None:
+                basic = auth.basic.model_copy(update={"password": fix_secret(auth.basic.password)})
+                auth = auth.model_copy(update={"basic": basic})
+            elif auth.ssh is not None:
+                ssh = auth.ssh
+                ssh = ssh.model_copy(
+                    update={
+                        "private_key": fix(ssh.private_key),
+                        "passphrase": fix_secret(ssh.passphrase),
+                        "known_hosts": fix(ssh.known_hosts) if ssh.known_hosts else None,
+                    }
+                )
+                auth = auth.model_copy(update={"ssh": ssh})
+        url = s.url
+        if url.startswith("file://") and not url.startswith("file:///"):
+            url = f"file://{fix(Path(url[len('file://') :]))}"
+        sources.append(s.model_copy(update={"auth": auth, "url": url}))
+    hooks = {p: h.model_copy(update={"secret": fix_secret(h.secret)}) for p, h in config.webhooks.items()}
+    return config.model_copy(
+        update={
+            "state_dir": fix(config.state_dir),
+            "api_token": fix_secret(config.api_token),
+            "webhooks": hooks,
+            "sources": tuple(sources),
+            "base_dir": base,
+        }
+    )
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read and validate ``path``. Raises ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{path}: cannot read the agent configuration: {reason}") from None
+    return parse_config(text, str(path), environ)
