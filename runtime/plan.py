@@ -28,6 +28,8 @@ from gitdock.specs.errors import ConflictError, PlanError
 from gitdock.specs.model import Condition, Project, Service
 
 from .desired import (
+    LABEL_CONFIG_FIELDS,
+    LABEL_CONFIG_HASH,
     LABEL_IMAGE_DIGEST,
     LABEL_NETWORK,
     LABEL_VOLUME,
@@ -269,7 +271,7 @@ def plan_project(
 
     # Networks ---------------------------------------------------------------------------
     network_ready: dict[str, int] = {}  # network key -> op the containers must wait for
-    recreated_networks: dict[str, tuple[int, int]] = {}  # key -> (remove op, create op)
+    recreated_networks: set[str] = set()  # keys of live networks whose config changed
     for network in sorted(project.networks, key=lambda n: n.key):
         dn = desired_network(project, network)
         live = observed.network_named(dn.name)
@@ -281,8 +283,8 @@ def plan_project(
             network_ready[dn.key] = b.add(OpKind.CREATE_NETWORK, dn.resource, "not found", network=dn)
         elif live.project != project.name or live.labels.get(LABEL_NETWORK) != dn.key:
             conflicts.append(f"network {dn.name!r} exists and {_owner_text(live.labels)}")
-        elif live.labels.get("io.gitdock.config-hash") != dn.config_hash:
-            recreated_networks[dn.key] = (0, 0)
+        elif live.labels.get(LABEL_CONFIG_HASH) != dn.config_hash:
+            recreated_networks.add(dn.key)
     # Volumes ----------------------------------------------------------------------------
     volume_ready: dict[str, int] = {}
     for volume in sorted(project.volumes, key=lambda v: v.key):
@@ -296,8 +298,8 @@ def plan_project(
             volume_ready[dv.key] = b.add(OpKind.CREATE_VOLUME, dv.resource, "not found", volume=dv)
         elif live_volume.project != project.name or live_volume.labels.get(LABEL_VOLUME) != dv.key:
             conflicts.append(f"volume {dv.name!r} exists and {_owner_text(live_volume.labels)}")
-        elif live_volume.labels.get("io.gitdock.config-hash") != dv.config_hash:
-            fields = changed_fields(dv.fields, live_volume.labels.get("io.gitdock.config-fields"))
+        elif live_volume.labels.get(LABEL_CONFIG_HASH) != dv.config_hash:
+            fields = changed_fields(dv.fields, live_volume.labels.get(LABEL_CONFIG_FIELDS))
             warnings.append(
                 f"volume:{dv.key}: config changed ({', '.join(fields)}); not recreated, because "
                 f"recreating a volume destroys its data. Remove {dv.name!r} by hand to apply it"

@@ -36,7 +36,7 @@ from gitdock.runtime.trust import (
 from gitdock.specs.errors import RegistryUnavailable
 from gitdock.specs.reference import parse_reference
 from support.docker import TEST_IMAGE
-from support.registry import LocalRegistry, has_registry_binary, push_image, run_registry
+from support.registry import CountingTransport, LocalRegistry, has_registry_binary, push_image, run_registry
 
 
 def sha(data: bytes) -> str:
@@ -49,21 +49,6 @@ def registry() -> Iterator[LocalRegistry]:
         pytest.skip("docker-registry binary is not installed (Debian package docker-registry)")
     with run_registry() as running:
         yield running
-
-
-class CountingTransport(httpx.BaseTransport):
-    """Real HTTP, with a log of requests made."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.requests: list[str] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(f"{request.method} {request.url.path}")
-        return self.inner.handle_request(request)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 # --- the real registry ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -22,7 +21,7 @@ from gitdock.runtime.trust import TrustKey, TrustPolicy, TrustRule, sign_image
 from gitdock.specs import load_project
 from gitdock.specs.reference import parse_reference
 from support.docker import TEST_IMAGE, TEST_IMAGE_2, docker_cli, write_compose
-from support.registry import LocalRegistry, has_registry_binary, push_image, run_registry
+from support.registry import CountingTransport, LocalRegistry, has_registry_binary, push_image, run_registry
 
 pytestmark = pytest.mark.docker
 
@@ -145,21 +144,6 @@ def test_a_moved_tag_is_an_image_change_in_the_plan(
     container = inspect(f"{project_name}-app-1")
     assert container["Config"]["Labels"]["io.gitdock.image.digest"] == second
     assert docker_cli("exec", f"{project_name}-app-1", "cat", "/etc/gitdock-test-version").strip() == "2"
-
-
-class CountingTransport(httpx.BaseTransport):
-    """The real HTTP transport, counting requests: proof that none were made."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.requests: list[str] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(f"{request.method} {request.url.path}")
-        return self.inner.handle_request(request)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_unchanged_pinned_services_make_no_registry_request(

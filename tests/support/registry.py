@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 
 
@@ -86,3 +88,18 @@ def push_image(source: str, target: str) -> None:
         docker_cli("push", "--quiet", target, timeout=120)
     finally:
         docker_cli("rmi", target)
+
+
+class CountingTransport(httpx.BaseTransport):
+    """The real HTTP transport, logging every request: proof of what was (not) asked."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.requests: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(f"{request.method} {request.url.path}")
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
