@@ -24,6 +24,7 @@ from gitdock.specs.errors import GitdockError, SpecError
 from gitdock.specs.load import normalise_project_name
 from gitdock.specs.model import Project
 
+from .applied_store import default_state_dir, store_applied
 from .progress import Progress
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -144,9 +145,27 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 wait_timeout=args.wait_timeout,
                 **tm.converge_hooks(then=Progress()),
             )
+            if outcome.report is None or outcome.report.ok:
+                _store_applied(args, project, docker, outcome)
         if outcome.report is not None and not outcome.report.ok:
             sync.set_result("error" if outcome.report.transient else "failure")
         return _report(outcome, "change", project.name)
+
+
+def _store_applied(
+    args: argparse.Namespace, project: Project, docker: DockerClient, outcome: Outcome
+) -> None:
+    """Record what `gitdock drift` compares the host against later. A failure here is a warning:
+    the apply itself succeeded."""
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    try:
+        store_applied(project, docker, outcome, state_dir)
+    except (GitdockError, OSError) as exc:
+        print(
+            f"warning: could not record the applied state in {state_dir}: {exc}; "
+            "gitdock drift will not know this apply (set --state-dir or GITDOCK_STATE_DIR)",
+            file=sys.stderr,
+        )
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -269,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_args(p)
     p.add_argument("--parallel", type=int, default=8, help="operations run at once (default 8)")
     p.add_argument(
+        "--state-dir",
+        help="where the applied state is recorded for `gitdock drift` (default: $GITDOCK_STATE_DIR, "
+        "else /var/lib/gitdock as root, else $XDG_STATE_HOME/gitdock)",
+    )
+    p.add_argument(
         "--wait-timeout",
         type=float,
         default=120.0,
@@ -299,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_trust_commands(sub)
+    from .cli_drift import add_drift_commands  # drift
+
+    add_drift_commands(sub)
     from .cli_agent import add_agent_commands  # agent, status, reconcile, suspend, resume, history
 
     add_agent_commands(sub)

@@ -199,7 +199,7 @@ class WebhookConfig(_Model):
 
 
 class DriftPolicy(str, Enum):
-    """What to do when the live state drifts from git (placeholder: not acted on yet)."""
+    """What to do when the live state drifts from the applied revision: heal it, or only report it."""
 
     REPORT = "report"
     HEAL = "heal"

@@ -20,20 +20,25 @@ cannot be read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
+from gitdock.runtime.applied import AppliedRecord
 from gitdock.runtime.converge import Outcome, converge
 from gitdock.runtime.docker import DockerClient
+from gitdock.runtime.drift import DriftReport
+from gitdock.runtime.events import EventWatcher, check_drift
 from gitdock.runtime.execute import OpStatus
 from gitdock.runtime.resolve import TrustContext
 from gitdock.specs.errors import GitdockError, PermanentError, SpecError, TransientError
@@ -41,8 +46,10 @@ from gitdock.specs.load import load_project
 from gitdock.specs.model import Project
 
 from . import telemetry as tm
+from .applied_store import AppliedStore, store_applied
 from .config import AgentConfig, SourceConfig
 from .git import GitCache, Revision
+from .healing import Healer, HealMode, HealPolicy, heal_project
 from .metrics import get_metrics
 from .state import ImageLock, Result, SourceState, StateStore, Trigger
 
@@ -78,6 +85,9 @@ class Reason(str, Enum):
     KNOWN_BAD = "KnownBadCommit"
     INTERRUPTED = "Interrupted"
     EXECUTION_FAILED = "ExecutionFailed"
+    DRIFT_DETECTED = "DriftDetected"  # policy report: drift is reported, not healed
+    DRIFT_HEALED = "DriftHealed"
+    FLAPPING = "Flapping"  # healed too often in the window: left alone, reported
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ class _Memo:
     last_checked: datetime | None = None
     last_duration: float = 0.0
     last_plan: dict[str, Any] | None = field(default=None)
+    drift: DriftReport | None = None
 
 
 def _reason(exc: BaseException) -> str:
@@ -164,9 +175,106 @@ class Reconciler:
         self.work_root = config.state_dir / "work"
         self._memo: dict[str, _Memo] = {}
         self._trust_contexts: dict[str, TrustContext] = {}
+        self.applied = AppliedStore(store)
+        self._healers: dict[str, Healer] = {}
+        # Set by the agent: paused around gitdock's own changes, so they are not taken for drift.
+        self.watcher: EventWatcher | None = None
         self.metrics = get_metrics()
         self.telemetry_environment = config.telemetry.environment
         self._memo_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _paused(self, project: str) -> Iterator[None]:
+        if self.watcher is None:
+            yield
+            return
+        self.watcher.pause(project)
+        try:
+            yield
+        finally:
+            self.watcher.resume(project)
+
+    def _handle_drift(
+        self,
+        source: SourceConfig,
+        trigger: Trigger,
+        revision: Revision,
+        project: Project,
+        record: AppliedRecord,
+        memo: _Memo,
+    ) -> ReconcileResult | None:
+        """Check drift against the applied record; heal or report it by the source's policy.
+
+        Returns the result when drift decided the reconcile, None to converge as usual (no
+        drift: converge still runs, so a moved image tag is picked up).
+        """
+        report = check_drift(self.docker, record, previous=memo.drift, secret_names=set(source.variables))
+        memo.drift = report if report.items else None
+        self.metrics.set_drift(project.name, len(report.items))
+        span = trace.get_current_span()
+        for item in report.items:
+            span.add_event(
+                "drift.item",
+                {
+                    "resource": item.resource,
+                    "field": item.field.value,
+                    "kind": item.kind.value,
+                    "what": item.what,
+                },
+            )
+        if not report.items:
+            return None
+        summary = "; ".join(
+            f"{i.resource} {i.field.value}: {i.what or i.kind.value}" for i in report.items[:5]
+        )
+        if len(report.items) > 5:
+            summary += f" (and {len(report.items) - 5} more)"
+        healer = self._healers.setdefault(source.name, Healer(HealPolicy(HealMode(source.drift.value))))
+        heal, flapping = healer.should_heal(project.name, report.items, report.checked_at)
+        if not heal:
+            reason = Reason.FLAPPING if flapping else Reason.DRIFT_DETECTED
+            why = (
+                f"flapping, not healed again: {', '.join(flapping)}"
+                if flapping
+                else "policy report: not healed"
+            )
+            return ReconcileResult(
+                source.name,
+                trigger,
+                Result.SUCCESS,
+                reason.value,
+                _short(f"{len(report.items)} drift item(s), {why}: {summary}"),
+                revision.sha,
+            )
+        with self._paused(project.name):
+            outcome, actions = heal_project(
+                project,
+                self.docker,
+                report,
+                record,
+                trust=self._trust(source),
+                wait_timeout=self.config.defaults.wait_timeout,
+                should_stop=self.should_stop,
+                **tm.converge_hooks(metrics=self.metrics),
+            )
+            store_applied(project, self.docker, outcome, self.applied, revision=revision.sha)
+        memo.drift = None
+        self.metrics.set_drift(project.name, 0)
+        judged = self._judge(source, trigger, revision, outcome)
+        if judged.result is not Result.SUCCESS:
+            return judged
+        return ReconcileResult(
+            source.name,
+            trigger,
+            Result.SUCCESS,
+            Reason.DRIFT_HEALED.value,
+            _short(
+                f"healed {len(report.items)} drift item(s) ({', '.join(actions) or 'converged'}): {summary}"
+            ),
+            revision.sha,
+            judged.plan,
+            outcome.mutating_calls,
+        )
 
     def close(self) -> None:
         """Close the registry connections of the trust contexts built so far."""
@@ -246,18 +354,32 @@ class Reconciler:
                 raise _Interrupted("shutting down before converging")
             if state.attempted_sha != revision.sha:
                 self.store.record_attempt(source.name, revision.sha)
-            outcome = converge(
-                project,
-                self.docker,
-                trust=self._trust(source),
-                wait_timeout=self.config.defaults.wait_timeout,
-                should_stop=self.should_stop,
-                **tm.converge_hooks(metrics=self.metrics),
-            )
-            if outcome.report is None or outcome.report.ok:
-                self.metrics.set_last_apply(project.name, time.time())
+            record = self.applied.load(project.name)
+            drift_result = None
+            if record is not None and record.revision == revision.sha and state.applied_sha == revision.sha:
+                # Git has not moved: what differs now happened behind its back.
+                drift_result = self._handle_drift(source, trigger, revision, project, record, memo)
+            if drift_result is not None:
+                result = drift_result
+            else:
+                with self._paused(project.name):
+                    outcome = converge(
+                        project,
+                        self.docker,
+                        trust=self._trust(source),
+                        wait_timeout=self.config.defaults.wait_timeout,
+                        should_stop=self.should_stop,
+                        **tm.converge_hooks(metrics=self.metrics),
+                    )
+                    changed = outcome.report is not None or record is None or record.revision != revision.sha
+                    if changed and (outcome.report is None or outcome.report.ok):
+                        store_applied(project, self.docker, outcome, self.applied, revision=revision.sha)
+                        memo.drift = None
+                        self.metrics.set_drift(project.name, 0)
+                if outcome.report is None or outcome.report.ok:
+                    self.metrics.set_last_apply(project.name, time.time())
+                result = self._judge(source, trigger, revision, outcome)
             self._docker_status(True)
-            result = self._judge(source, trigger, revision, outcome)
         except _Interrupted as exc:
             result = ReconcileResult(
                 source.name, trigger, Result.ERROR, Reason.INTERRUPTED.value, str(exc), _sha(revision)
@@ -391,6 +513,9 @@ class Reconciler:
             and result.reason == Reason.UP_TO_DATE.value
             and state.result is Result.SUCCESS
             and state.applied_sha == result.revision
+        ) or (  # the same drift, reported again: once in history is enough
+            result.reason in (Reason.DRIFT_DETECTED.value, Reason.FLAPPING.value)
+            and (state.reason, state.message) == (result.reason, result.message)
         )
         if result.trigger is Trigger.SCHEDULE and (known_bad or unchanged):
             return
@@ -398,14 +523,6 @@ class Reconciler:
             if result.result is not Result.SKIP:  # a skip keeps the recorded failure
                 self.store.record_result(
                     source.name, result.revision, result.result, result.reason, result.message
-                )
-            if result.result is Result.SUCCESS and outcome is not None:
-                self.store.set_project_desired(
-                    source.project_name,
-                    {"source": source.name, "services": sorted(s.name for s in memo.loaded.project.services)}
-                    if memo.loaded is not None
-                    else None,
-                    result.revision,
                 )
             if result.result is Result.SUCCESS and outcome is not None and outcome.images:
                 self.store.set_image_locks(

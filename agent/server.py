@@ -37,10 +37,12 @@ from urllib.parse import parse_qs, urlsplit
 from opentelemetry.trace import SpanContext
 
 from gitdock.runtime.docker import DockerClient
+from gitdock.runtime.drift import DockerEvent
+from gitdock.runtime.events import EventWatcher, check_drift
 from gitdock.specs.errors import GitdockError
 
 from . import telemetry as tm
-from .config import AgentConfig, DriftPolicy, SourceConfig
+from .config import AgentConfig, SourceConfig
 from .git import GitCache, RefKind, classify_ref
 from .metrics import PROMETHEUS_CONTENT_TYPE, render_prometheus
 from .reconcile import ConditionType, Reconciler, ReconcileResult, source_conditions
@@ -96,6 +98,7 @@ class Agent:
         self.debouncer: Debouncer[str, str] = Debouncer(
             config.defaults.debounce, self._webhook_fire, max_delay=max(2.0, config.defaults.debounce)
         )
+        self.drift_debouncer: Debouncer[str, str] = Debouncer(0.1, self._drift_fire, max_delay=0.5)
         self.counters: dict[tuple[str, str], int] = {}
         self.webhooks: dict[tuple[str, str], int] = {}
         self._counters_lock = threading.Lock()
@@ -103,13 +106,21 @@ class Agent:
         self._transitions_lock = threading.Lock()
         self._links: dict[str, list[SpanContext]] = {}
         self._links_lock = threading.Lock()
-        for s in config.sources:
-            if s.drift is DriftPolicy.REPORT:
-                log.warning("source %s: drift: report is not implemented yet; drift is healed", s.name)
+        # Drift: the events stream tells when to look again (level-based: the reconcile decides).
+        self._source_of = {s.project_name: s.name for s in config.sources}
+        self.watcher = EventWatcher(
+            self.docker,
+            list(self._source_of),
+            on_event=self._on_docker_event,
+            resource_names=self._resource_names,
+            on_reconnect=self._on_docker_reconnect,
+        )
+        self.reconciler.watcher = self.watcher
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.watcher.start()
         self.check_docker()
         self.scheduler.add_job(self.check_docker, DOCKER_CHECK_INTERVAL, "docker-ping")
         self.scheduler.start()
@@ -117,7 +128,9 @@ class Agent:
     def stop(self, grace: float = SHUTDOWN_GRACE) -> bool:
         """Stop taking work, let running reconciles stop between operations. True if all finished."""
         self._stop.set()
+        self.watcher.stop()
         self.debouncer.close()
+        self.drift_debouncer.close()
         finished = self.scheduler.stop(grace)
         if finished:
             self.reconciler.close()
@@ -165,6 +178,39 @@ class Agent:
             key = (project, result.result.value)
             self.counters[key] = self.counters.get(key, 0) + 1
         # The reconcile's duration and result are recorded by its SYNC span (telemetry.sync_span).
+
+    def _on_docker_event(self, event: DockerEvent) -> None:
+        name = self._source_of.get(event.project or "")
+        if name is not None and not self._stop.is_set():
+            # kill, die and stop arrive together: one drift reconcile for the burst.
+            self.drift_debouncer.trigger(name, f"{event.type} {event.action} {event.name}")
+
+    def _on_docker_reconnect(self, since: float) -> None:
+        log.info("docker events stream is back (since %.0f): checking every source", since)
+        for source in self.config.sources:
+            self.scheduler.request(source.name, Trigger.DRIFT)
+
+    def _drift_fire(self, name: str, what: str) -> None:
+        log.info("source %s: docker event (%s), checking drift", name, what)
+        self.scheduler.request(name, Trigger.DRIFT)
+
+    def _resource_names(self) -> dict[str, str]:
+        """Docker network and volume names -> project, from the applied records."""
+        names: dict[str, str] = {}
+        for project in self._source_of:
+            record = self.reconciler.applied.load(project)
+            if record is not None:
+                names.update({n.name: project for n in record.networks})
+                names.update({v.name: project for v in record.volumes})
+        return names
+
+    def drift(self, source: SourceConfig, *, deep: bool = False) -> dict[str, Any]:
+        """The source's drift, checked now against its applied record."""
+        record = self.reconciler.applied.load(source.project_name)
+        if record is None:
+            return {"source": source.name, "project": source.project_name, "applied": False, "items": []}
+        report = check_drift(self.docker, record, deep=deep, secret_names=set(source.variables))
+        return {"source": source.name, "applied": True, **report.to_dict()}
 
     def _webhook_fire(self, name: str, sha: str) -> None:
         log.info("source %s: webhook push (%s), reconciling", name, sha[:12] or "-")
@@ -444,6 +490,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "source": source.name,
                 "history": [_history_dict(e) for e in agent.store.history(source.name, limit=limit)],
             }
+        if method == "GET" and rest[1:] == ["drift"]:
+            return HTTPStatus.OK, agent.drift(source, deep=query.get("deep", ["0"])[0] in ("1", "true"))
         if method == "POST" and len(rest) == 2 and rest[1] in ("reconcile", "suspend", "resume"):
             self._authorise()
             self._drain()

@@ -65,6 +65,7 @@ class Trigger(str, Enum):
     WEBHOOK = "webhook"
     MANUAL = "manual"
     STARTUP = "startup"
+    DRIFT = "drift"  # the Docker events stream saw a change to the project
 
 
 Migration = Callable[[sqlite3.Connection], None]

@@ -17,6 +17,14 @@ import pytest
 from support.docker import docker_host, is_docker_required, ping_docker, remove_project
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Applies made by tests record their state in a throwaway directory, never the host's."""
+    import os
+    import tempfile
+
+    os.environ["GITDOCK_STATE_DIR"] = tempfile.mkdtemp(prefix="gitdock-test-state-")
+
+
 @pytest.fixture(scope="session")
 def docker_unavailable_reason() -> str | None:
     """None when dockerd answers /_ping, else why not (asked once per session)."""

@@ -34,7 +34,9 @@ class AgentProcess:
         self.config = config
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, **(env or {})}
+        # The config names the state dir; the suite's GITDOCK_STATE_DIR (for CLI applies) must
+        # not override it, or agents of different tests would share one state.
+        self.env = {k: v for k, v in os.environ.items() if k != "GITDOCK_STATE_DIR"} | dict(env or {})
         self.log_path = config.with_suffix(f".{port}.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
