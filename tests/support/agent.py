@@ -43,6 +43,8 @@ class AgentProcess:
     # -- lifecycle --
 
     def start(self, timeout: float = 15.0) -> AgentProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("this agent is already running; a second start would orphan it")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gitdock.agent.cli", "agent", "--config", str(self.config)],
