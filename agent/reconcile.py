@@ -76,6 +76,9 @@ def backoff_delay(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOF
     return float(min(cap, base * 2 ** min(failures - 1, 30)))
 
 
+DEEP_CHECK_EVERY: Final = 10
+
+
 class Reason(str, Enum):
     """Short machine-readable reasons (Flux-style) recorded with a result."""
 
@@ -139,6 +142,7 @@ class _Memo:
     last_duration: float = 0.0
     last_plan: dict[str, Any] | None = field(default=None)
     drift: DriftReport | None = None
+    drift_checks: int = 0
 
 
 def _reason(exc: BaseException) -> str:
@@ -208,7 +212,13 @@ class Reconciler:
         Returns the result when drift decided the reconcile, None to converge as usual (no
         drift: converge still runs, so a moved image tag is picked up).
         """
-        report = check_drift(self.docker, record, previous=memo.drift, secret_names=set(source.variables))
+        # Settings only `docker inspect` shows (resources, restart policy) are compared for the
+        # containers Docker events name; every DEEP_CHECK_EVERY-th scheduled check inspects all.
+        memo.drift_checks += 1
+        deep = trigger is Trigger.SCHEDULE and memo.drift_checks % DEEP_CHECK_EVERY == 1
+        report = check_drift(
+            self.docker, record, deep=deep, previous=memo.drift, secret_names=set(source.variables)
+        )
         memo.drift = report if report.items else None
         self.metrics.set_drift(project.name, len(report.items))
         span = trace.get_current_span()

@@ -60,10 +60,19 @@ class DockerClient:
     and then to the standard socket. No request is sent until the first call.
     """
 
-    def __init__(self, host: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """``transport`` replaces the socket, for protocol edge cases in tests only."""
         self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         self.timeout = timeout
-        if self.host.startswith("unix://"):
+        if transport is not None:
+            base_url = "http://docker"
+        elif self.host.startswith("unix://"):
             transport = httpx.HTTPTransport(uds=self.host[len("unix://") :])
             base_url = "http://docker"
         elif self.host.startswith(("tcp://", "http://")):
@@ -171,10 +180,6 @@ class DockerClient:
         if status == 409:
             return Conflict(text, status)
         return DockerError(text, status)
-
-    @property
-    def host_label(self) -> str:
-        return self.host
 
     def ping(self) -> bool:
         """True when dockerd answers ``/_ping``; raises DockerUnavailable otherwise."""
