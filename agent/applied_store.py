@@ -10,16 +10,18 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitdock.runtime.applied import AppliedRecord, applied_record
 from gitdock.runtime.converge import Outcome
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.drift import DriftReport
 from gitdock.runtime.observe import observe
 from gitdock.specs.model import Project
 
 from .state import StateError, StateStore
+
+if TYPE_CHECKING:
+    from gitdock.runtime.drift import DriftReport
 
 __all__ = ["STATE_DB", "AppliedStore", "default_state_dir", "store_applied"]
 
@@ -102,6 +104,8 @@ class AppliedStore:
         if not data:
             return None
         try:
+            from gitdock.runtime.drift import DriftReport
+
             return DriftReport.from_dict(data)
         except (KeyError, ValueError):
             return None  # an unreadable old report only loses first_seen

@@ -11,21 +11,22 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitdock.runtime.converge import Outcome, converge, tear_down
 from gitdock.runtime.docker import DockerClient, NotFound
 from gitdock.runtime.execute import ExecutionFailed, OpStatus
 from gitdock.runtime.observe import observe
-from gitdock.runtime.resolve import TrustContext
 from gitdock.specs.errors import GitdockError, SpecError
-from gitdock.specs.load import normalise_project_name
 from gitdock.specs.model import Project
 
 from .applied_store import default_state_dir, store_applied
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from gitdock.runtime.resolve import TrustContext
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -47,10 +48,13 @@ class UsageError(GitdockError):
 
 
 def load(args: argparse.Namespace) -> Project:
-    from gitdock.specs import load_project
+    """Load the Compose files, reusing the last validated load while none of them changed."""
+    from gitdock.specs.cache import load_project_cached
 
-    return load_project(
+    state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else default_state_dir()
+    return load_project_cached(
         _files(args),
+        state_dir / "load-cache",
         project_name=args.project_name,
         env_file=args.env_file,
         profiles=getattr(args, "profile", None) or None,
@@ -121,11 +125,26 @@ def _report(outcome: Outcome, verb: str, name: str) -> int:
     return EXIT_OK
 
 
+def _tracing_requested() -> bool:
+    """True when any OTEL_* variable is set (and the SDK is not disabled)."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    return any(name.startswith("OTEL_") for name in os.environ)
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
-    """Apply as one ``SYNC <project>`` trace, exported when the OTEL_* variables ask for it."""
+    """Apply; with OTEL_* variables set, as one exported ``SYNC <project>`` trace.
+
+    Without them the OpenTelemetry SDK is not even imported: a no-op apply is a short command.
+    """
+    if not _tracing_requested():
+        project = load(args)
+        return _apply(args, project, {"on_event": Progress()}, None)
     from . import telemetry as tm
 
     tm.setup_telemetry()
+    from gitdock.specs.load import normalise_project_name
+
     guess = args.project_name or normalise_project_name(Path(_files(args)[0]).resolve().parent.name)
     with tm.sync_span(guess or "default") as sync:
         sync.span.set_attribute("gitdock.trigger", "cli")
@@ -135,21 +154,30 @@ def cmd_apply(args: argparse.Namespace) -> int:
             sync.span.update_name(f"SYNC {project.name}")
             sync.span.set_attribute(tm.CICD_PIPELINE_NAME, project.name)
             sync.project = project.name
-        trust = trust_context(args)
-        with _docker(args) as docker:
-            outcome = converge(
-                project,
-                docker,
-                trust=trust,
-                concurrency=args.parallel,
-                wait_timeout=args.wait_timeout,
-                **tm.converge_hooks(then=Progress()),
-            )
-            if outcome.report is None or outcome.report.ok:
-                _store_applied(args, project, docker, outcome)
-        if outcome.report is not None and not outcome.report.ok:
-            sync.set_result("error" if outcome.report.transient else "failure")
-        return _report(outcome, "change", project.name)
+        return _apply(args, project, tm.converge_hooks(then=Progress()), sync.set_result)
+
+
+def _apply(
+    args: argparse.Namespace,
+    project: Project,
+    hooks: dict[str, Any],
+    set_result: Callable[[str], None] | None,
+) -> int:
+    trust = trust_context(args)
+    with _docker(args) as docker:
+        outcome = converge(
+            project,
+            docker,
+            trust=trust,
+            concurrency=args.parallel,
+            wait_timeout=args.wait_timeout,
+            **hooks,
+        )
+        if outcome.report is None or outcome.report.ok:
+            _store_applied(args, project, docker, outcome)
+    if set_result is not None and outcome.report is not None and not outcome.report.ok:
+        set_result("error" if outcome.report.transient else "failure")
+    return _report(outcome, "change", project.name)
 
 
 def _store_applied(
@@ -268,7 +296,12 @@ def _add_trust_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+CORE_COMMANDS = frozenset({"plan", "apply", "down", "ps", "logs"})
+
+
+def build_parser(*, core_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; ``core_only`` leaves out the agent, trust and drift commands,
+    whose modules are slower to import, when the command run is not one of them."""
     parser = argparse.ArgumentParser(
         prog="gitdock", description="Declarative GitOps deployment of Compose projects to Docker."
     )
@@ -317,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep streaming")
     p.set_defaults(func=cmd_logs)
 
+    if core_only:
+        return parser
     try:
         from .cli_trust import add_trust_commands
     except ImportError:  # the trust commands ship with the registry module
@@ -333,7 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    # `--host X` takes a value that is not the command; only take the shortcut when it is plain.
+    plain = command in CORE_COMMANDS and "--host" not in words[: words.index(command)]
+    parser = build_parser(core_only=plain)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

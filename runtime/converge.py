@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitdock.specs.model import Project
 
@@ -17,7 +17,9 @@ from .docker import DockerClient
 from .execute import ExecEvent, ExecutionReport, Executor
 from .observe import ObservedState, observe
 from .plan import Plan, plan_down, plan_project
-from .resolve import ImageHook, ResolvedImage, TrustContext, known_images, resolve_images
+
+if TYPE_CHECKING:  # the trust machinery (cryptography, registry) loads only when a policy is used
+    from .resolve import ImageHook, ResolvedImage, TrustContext
 
 # Instrumentation hooks, so this module stays free of any telemetry library: ``step(name)`` is
 # entered around each step (resolve, observe, plan, execute), ``on_plan`` sees the plan inside
@@ -70,6 +72,8 @@ def converge(
         observed = observe(docker)
     images = None
     if trust is not None:
+        from .resolve import known_images, resolve_images
+
         with step("verify"):
             known = known_images(observed, project.name)
             images = resolve_images(project, trust, known=known, image_hook=image_hook)

@@ -9,8 +9,6 @@ the old one is stopped, so a bad config never leaves a service with nothing runn
 from __future__ import annotations
 
 import contextlib
-import io
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -324,6 +322,9 @@ class Executor:
 
 def tar_files(files: tuple[ServiceFile, ...]) -> bytes:
     """An in-memory tar of configs and secrets, rooted at ``/``; Docker creates missing parents."""
+    import io
+    import tarfile
+
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for file in files:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from .cache import input_digest
 from .compose import (
     FileObjectSpec,
     FileRef,
@@ -133,6 +134,27 @@ def load_project_with_warnings(
     None reads ``COMPOSE_PROFILES``. ``ignore_build`` drops ``build:`` from services that
     also name an ``image:`` instead of refusing them.
     """
+    project, warnings, _inputs = load_project_with_inputs(
+        files,
+        project_name=project_name,
+        environ=environ,
+        env_file=env_file,
+        profiles=profiles,
+        ignore_build=ignore_build,
+    )
+    return project, warnings
+
+
+def load_project_with_inputs(
+    files: Sequence[StrPath],
+    *,
+    project_name: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_file: StrPath | None = None,
+    profiles: Sequence[str] | None = None,
+    ignore_build: bool = False,
+) -> tuple[Project, list[str], dict[str, str]]:
+    """Like ``load_project_with_warnings``, plus every file the result depends on (see cache.py)."""
     if not files:
         raise SpecError([SpecProblem("no Compose file given")])
     loader = _Loader(
@@ -140,11 +162,12 @@ def load_project_with_warnings(
         os.environ if environ is None else environ,
         ignore_build=ignore_build,
     )
-    return loader.run(
+    project, warnings = loader.run(
         project_name,
         None if env_file is None else os.path.abspath(os.fspath(env_file)),
         None if profiles is None else list(profiles),
     )
+    return project, warnings, loader.inputs
 
 
 class _Loader:
@@ -152,6 +175,9 @@ class _Loader:
         self.paths = paths
         self.working_dir = os.path.dirname(paths[0])
         self.environ = environ
+        # Every file the result depends on: path -> digest of its bytes, "file" or "absent"
+        # (existence checked only). What specs.cache compares to reuse a load.
+        self.inputs: dict[str, str] = {}
         self.ignore_build = ignore_build
         self.env: dict[str, str] = dict(environ)
         self.problems: list[SpecProblem] = []
@@ -199,12 +225,19 @@ class _Loader:
         )
         return None
 
+    def _isfile(self, path: str) -> bool:
+        found = os.path.isfile(path)
+        self.inputs.setdefault(path, "file" if found else "absent")
+        return found
+
     def _read_bytes(
         self, path: str, what: str, *, where: Path = (), position: Position | None = None
     ) -> bytes | None:
         try:
             with open(path, "rb") as fh:
-                return fh.read()
+                data = fh.read()
+            self.inputs[path] = input_digest(data)
+            return data
         except FileNotFoundError:
             reason = "not found"
         except IsADirectoryError:
@@ -220,7 +253,7 @@ class _Loader:
 
     def _load_dotenv(self, env_file: str | None) -> None:
         path = env_file or os.path.join(self.working_dir, ".env")
-        if env_file is None and not os.path.isfile(path):
+        if env_file is None and not self._isfile(path):
             return
         text = self._read(path, "env file")
         if text is None:
@@ -386,7 +419,7 @@ class _Loader:
             else os.path.dirname(abs_paths[0])
         )
         abs_env = [os.path.normpath(os.path.join(directory, p)) for p in env_files]
-        if not env_files and os.path.isfile(os.path.join(directory, ".env")):
+        if not env_files and self._isfile(os.path.join(directory, ".env")):
             abs_env = [os.path.join(directory, ".env")]
         return abs_paths, directory, abs_env
 
@@ -456,7 +489,7 @@ class _Loader:
 
     def _extends_services(self, path: str, where: Path, position: Position | None) -> Any:
         if path not in self._extends_files:
-            if not os.path.isfile(path):
+            if not self._isfile(path):
                 self.problems.append(
                     SpecProblem(f"extends file {path}: not found", format_path(where), position)
                 )

@@ -179,6 +179,9 @@ class Tool:
             timeout=COMMAND_TIMEOUT,
             env={**os.environ, **(env or {})},
             check=False,
+            # docker-compose 1.29 was seen to hang half-way through `up` with an inherited
+            # stdin that is not a terminal; neither tool needs one.
+            stdin=subprocess.DEVNULL,
         )
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
@@ -339,7 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op runs; the median is reported (3)")
     parser.add_argument("--no-count", action="store_true", help="skip the API-counting no-op run")
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "converge.json")
+    parser.add_argument(
+        "--gitdock",
+        type=Path,
+        default=GITDOCK,
+        help="the gitdock command to time (default .venv/bin/gitdock; a `pip install .` venv "
+        "without the dev tools starts faster, because httpx then skips its own CLI's imports)",
+    )
     args = parser.parse_args(argv)
+    global GITDOCK
+    GITDOCK = args.gitdock
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     tools = [TOOLS[t] for t in args.tools.split(",") if t]

@@ -1,0 +1,139 @@
+"""Reuse a validated load while nothing it depends on has changed.
+
+Loading validates every file with pydantic, and importing that machinery alone costs a short
+command (``gitdock apply`` with nothing to do) most of its time. A successful load is stored
+with the digest of every file it read and every file whose existence it checked; the next
+load with the same arguments and the same environment reuses it when all of those still
+match, and never imports the validator.
+
+The entry lives in gitdock's own state directory (created 0700). It is a pickle, so it is read
+only from a file owned by this user that nobody else can write; anything else, or any error,
+is a miss and the files are loaded again. Only successful loads are stored: a bad spec is
+always reported afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import stat
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .model import Project
+
+log = logging.getLogger("gitdock.specs")
+
+FORMAT = 1  # bump when the model or this file's layout changes
+
+
+def _key(
+    files: Sequence[str],
+    environ: Mapping[str, str],
+    options: Mapping[str, object],
+) -> str:
+    from gitdock.specs import model
+
+    h = hashlib.sha256()
+    # The model's source is part of the key: a new gitdock never reads an old entry wrongly.
+    h.update(Path(model.__file__).read_bytes())
+    h.update(repr((FORMAT, sys.version_info[:2], list(files), sorted(options.items()))).encode())
+    h.update(repr(sorted(environ.items())).encode())
+    return h.hexdigest()
+
+
+def input_digest(data: bytes) -> str:
+    """How the loader records a file it read."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _unchanged(inputs: Mapping[str, str]) -> bool:
+    for path, expected in inputs.items():
+        if expected in ("file", "absent"):
+            if os.path.isfile(path) != (expected == "file"):
+                return False
+            continue
+        try:
+            with open(path, "rb") as fh:
+                if input_digest(fh.read()) != expected:
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def _trusted(path: Path) -> bool:
+    info = path.stat()
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+MAX_ENTRIES = 64
+
+
+def _prune(cache_dir: Path) -> None:
+    """Keep the newest MAX_ENTRIES entries: every environment gets its own."""
+    entries = sorted(cache_dir.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[MAX_ENTRIES:]:
+        old.unlink(missing_ok=True)
+
+
+def load_project_cached(
+    files: Sequence[str | os.PathLike[str]],
+    cache_dir: Path,
+    *,
+    project_name: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | None = None,
+    profiles: Sequence[str] | None = None,
+    ignore_build: bool = False,
+) -> Project:
+    """``load_project`` that reuses the last successful load of the same inputs.
+
+    Same arguments, result and errors as ``load_project``; warnings are logged either way.
+    """
+    env = os.environ if environ is None else environ
+    paths = [os.path.abspath(os.fspath(f)) for f in files]
+    options = {
+        "project_name": project_name,
+        "env_file": None if env_file is None else os.path.abspath(os.fspath(env_file)),
+        "profiles": None if profiles is None else tuple(profiles),
+        "ignore_build": ignore_build,
+    }
+    entry = cache_dir / f"{_key(paths, env, options)}.pickle"
+    try:
+        if entry.is_file() and _trusted(entry):
+            with entry.open("rb") as fh:
+                inputs, project, warnings = pickle.load(fh)  # noqa: S301 - our own 0600 file, checked above
+            if isinstance(project, Project) and _unchanged(inputs):
+                for warning in warnings:
+                    log.warning("%s", warning)
+                return project
+    except Exception:  # a broken or stale entry is only a miss
+        log.debug("load cache: ignoring %s", entry, exc_info=True)
+
+    from .load import load_project_with_inputs
+
+    project, warnings, inputs = load_project_with_inputs(
+        paths,
+        project_name=project_name,
+        environ=env,
+        env_file=env_file,
+        profiles=profiles,
+        ignore_build=ignore_build,
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    try:
+        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump((inputs, project, warnings), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, entry)
+        _prune(cache_dir)
+    except OSError:
+        log.debug("load cache: cannot write %s", entry, exc_info=True)
+    return project
