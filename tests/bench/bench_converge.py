@@ -209,12 +209,13 @@ class Compose(Tool):
 class Gitdock(Tool):
     name = "gitdock"
     label = GITDOCK_PROJECT_LABEL
+    command: Path = GITDOCK  # --gitdock replaces it
 
     def up_argv(self) -> list[str]:
-        return [str(GITDOCK), "apply", "-f", str(self.file), "-p", self.project]
+        return [str(self.command), "apply", "-f", str(self.file), "-p", self.project]
 
     def down_argv(self) -> list[str]:
-        return [str(GITDOCK), "down", "-p", self.project, "--volumes"]
+        return [str(self.command), "down", "-p", self.project, "--volumes"]
 
 
 TOOLS: dict[str, type[Tool]] = {"compose": Compose, "gitdock": Gitdock}
@@ -350,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "without the dev tools starts faster, because httpx then skips its own CLI's imports)",
     )
     args = parser.parse_args(argv)
-    global GITDOCK
-    GITDOCK = args.gitdock
+    Gitdock.command = args.gitdock
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     tools = [TOOLS[t] for t in args.tools.split(",") if t]
