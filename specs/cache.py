@@ -39,8 +39,9 @@ def _key(
     from gitdock.specs import model
 
     h = hashlib.sha256()
-    # The model's source is part of the key: a new gitdock never reads an old entry wrongly.
-    h.update(Path(model.__file__).read_bytes())
+    # The loader's own source is part of the key: a changed gitdock never reuses an old load.
+    for source in sorted(Path(model.__file__).parent.glob("*.py")):
+        h.update(source.read_bytes())
     h.update(repr((FORMAT, sys.version_info[:2], list(files), sorted(options.items()))).encode())
     h.update(repr(sorted(environ.items())).encode())
     return h.hexdigest()
