@@ -12,7 +12,6 @@ The policy is pure logic with in-memory history (the clock is passed in) and thr
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -22,9 +21,8 @@ from typing import Any
 
 from gitdock.runtime.applied import AppliedRecord
 from gitdock.runtime.converge import Outcome, converge
-from gitdock.runtime.docker import DockerClient, NotFound
+from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.drift import DriftItem, DriftReport, plan_blind_spots
-from gitdock.runtime.observe import observe
 from gitdock.specs.model import Project
 
 __all__ = ["HealDecision", "HealMode", "HealPolicy", "Healer", "heal_project"]
@@ -111,24 +109,19 @@ def heal_project(
     record: AppliedRecord,
     **converge_args: Any,
 ) -> tuple[Outcome, list[str]]:
-    """Heal drift: repair what the planner cannot see, then converge. Returns (outcome, actions).
+    """Heal drift with one converge. Returns (outcome, actions).
 
-    A container stopped by hand that the planner would take for a finished job is started;
-    one whose settings were changed in place is removed, so the converge recreates it. Only
-    containers carrying the project's label are touched. Raises what ``converge`` raises.
+    What labels cannot show is handed to the planner: a container stopped by hand that would
+    pass for a finished job is started, one whose settings were changed in place is recreated
+    (replacement first, as every recreate). Raises what ``converge`` raises.
     """
     start, recreate = plan_blind_spots(report, record)
-    live = {c.name: c for c in observe(docker).project_containers(project.name)} if start or recreate else {}
-    actions: list[str] = []
-    for name in recreate:
-        if name in live:
-            with contextlib.suppress(NotFound):
-                docker.remove_container(live[name].id, force=True)
-            actions.append(f"recreate {name}")
-    outcome = converge(project, docker, **converge_args)
-    for name in start:
-        if name in live:
-            with contextlib.suppress(NotFound):
-                docker.start_container(live[name].id)
-            actions.append(f"start {name}")
+    outcome = converge(
+        project,
+        docker,
+        force_recreate={name: "drift: changed by hand" for name in recreate},
+        force_start={name: "drift: stopped by hand" for name in start},
+        **converge_args,
+    )
+    actions = [f"recreate {name}" for name in recreate] + [f"start {name}" for name in start]
     return outcome, actions

@@ -6,7 +6,7 @@ there is one path from a Project to a converged host.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,8 @@ def converge(
     step: StepHook | None = None,
     on_plan: Callable[[Plan], None] | None = None,
     image_hook: ImageHook | None = None,
+    force_recreate: Mapping[str, str] | None = None,
+    force_start: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Observe the host, plan ``project`` against it and, unless ``dry_run``, execute the plan.
 
@@ -78,7 +80,7 @@ def converge(
             known = known_images(observed, project.name)
             images = resolve_images(project, trust, known=known, image_hook=image_hook)
     with step("plan"):
-        plan = plan_project(project, observed, images)
+        plan = plan_project(project, observed, images, force_recreate=force_recreate, force_start=force_start)
         if on_plan is not None:
             on_plan(plan)
     report = None

@@ -253,12 +253,19 @@ def _needs_start(container: ObservedContainer, restart: str) -> str | None:
 
 
 def plan_project(
-    project: Project, observed: ObservedState, images: Mapping[str, ResolvedImage] | None = None
+    project: Project,
+    observed: ObservedState,
+    images: Mapping[str, ResolvedImage] | None = None,
+    *,
+    force_recreate: Mapping[str, str] | None = None,
+    force_start: Mapping[str, str] | None = None,
 ) -> Plan:
     """Compute the plan that converges ``observed`` to ``project``. Pure.
 
     ``images`` maps image references to their resolved, verified digests; with it, containers
     are created by digest and a tag that moved is a change (``image changed: tag moved``).
+    ``force_recreate`` / ``force_start`` map container names to a cause, for drift that labels
+    cannot show (a setting changed in place, a finished-looking container stopped by hand).
 
     Raises ConflictError when a name gitdock needs is held by an object it does not own,
     and PlanError when the project cannot be converged (an external network is missing).
@@ -464,6 +471,8 @@ def plan_project(
                 causes.append("container dead")
             if forced:
                 causes.append(forced)
+            if primary.name in (force_recreate or {}):
+                causes.append((force_recreate or {})[primary.name])
             if causes:
                 ops.append(
                     b.add(
@@ -479,6 +488,8 @@ def plan_project(
                 service_replaced.add(svc.name)
                 continue
             start_cause = _needs_start(primary, svc.restart)
+            if start_cause is None and primary.state in ("exited", "created"):
+                start_cause = (force_start or {}).get(primary.name)
             if start_cause:
                 ops.append(
                     b.add(

@@ -375,3 +375,22 @@ def test_container_labels_carry_ownership_and_hashes() -> None:
 )
 def test_familiar_image_matches_repo_tags(ref: str, familiar: str) -> None:
     assert familiar_image(ref) == familiar
+
+
+def test_plan_recreates_a_container_changed_in_place_when_told() -> None:
+    p = project(svc("web"))
+    plan = plan_project(p, applied(p), force_recreate={"demo-web-1": "drift: changed by hand"})
+    assert plan.render() == "[] -> #1 service:web:1, RecreateContainer, drift: changed by hand"
+
+
+def test_plan_starts_a_finished_looking_container_stopped_by_hand_when_told() -> None:
+    p = project(svc("migrate"))
+    observed = with_container(applied(p), "demo-migrate-1", state="exited", status="Exited (0) 1 minute ago")
+    assert plan_project(p, observed).is_empty
+    forced = plan_project(p, observed, force_start={"demo-migrate-1": "drift: stopped by hand"})
+    assert forced.render() == "[] -> #1 service:migrate:1, StartContainer, drift: stopped by hand"
+
+
+def test_plan_does_not_start_a_running_container_it_was_told_to_start() -> None:
+    p = project(svc("web"))
+    assert plan_project(p, applied(p), force_start={"demo-web-1": "drift: stopped by hand"}).is_empty
