@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from gitdock.specs.errors import GitdockError, TransientError
+from gitdock.specs.errors import DockerError, GitdockError, TransientError
 from gitdock.specs.model import ServiceFile
 
 from .desired import DesiredContainer
@@ -28,6 +28,7 @@ from .plan import Operation, OpKind, Plan
 DEFAULT_CONCURRENCY = 8
 DEFAULT_WAIT_TIMEOUT = 120.0
 _POLL = 0.2
+NETWORK_RELEASE_WAIT = 5.0  # seconds
 
 
 class OpStatus(str, Enum):
@@ -199,8 +200,7 @@ class Executor:
                 d.create_network(op.network.create_body)
             case OpKind.REMOVE_NETWORK:
                 assert op.target is not None
-                with contextlib.suppress(NotFound):  # already gone: the goal is met
-                    d.remove_network(op.target)
+                self._remove_network(op.target)
             case OpKind.CREATE_VOLUME:
                 assert op.volume is not None
                 d.create_volume(op.volume.create_body)
@@ -280,6 +280,21 @@ class Executor:
         self.docker.rename_container(new, dc.name)
         self._attach_and_start(dc, new)
         return new
+
+    def _remove_network(self, ident: str) -> None:
+        """Remove a network; dockerd releases a removed container's endpoint a moment after the
+        container is gone, so "has active endpoints" is retried briefly before it is an error."""
+        deadline = time.monotonic() + NETWORK_RELEASE_WAIT
+        while True:
+            try:
+                self.docker.remove_network(ident)
+                return
+            except NotFound:
+                return  # already gone: the goal is met
+            except DockerError as exc:
+                if "active endpoints" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(_POLL)
 
     def _remove_container(self, ident: str, timeout: int | None = None) -> None:
         """Stop (by default after the container's own StopTimeout) and remove."""
