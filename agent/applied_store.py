@@ -12,16 +12,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gitdock.runtime.applied import AppliedRecord, applied_record
+from gitdock.agent.state import StateError, StateStore
 from gitdock.runtime.converge import Outcome
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.observe import observe
+from gitdock.runtime.record import AppliedRecord, applied_record
 from gitdock.specs.model import Project
 
-from .state import StateError, StateStore
-
 if TYPE_CHECKING:
-    from gitdock.runtime.drift import DriftReport
+    from gitdock.runtime.drift.detect import DriftReport
 
 __all__ = ["STATE_DB", "AppliedStore", "default_state_dir", "store_applied"]
 
@@ -104,7 +103,7 @@ class AppliedStore:
         if not data:
             return None
         try:
-            from gitdock.runtime.drift import DriftReport
+            from gitdock.runtime.drift.detect import DriftReport
 
             return DriftReport.from_dict(data)
         except (KeyError, ValueError):

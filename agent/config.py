@@ -40,10 +40,7 @@ from pydantic import (
     model_validator,
 )
 
-from gitdock.specs.errors import PermanentError
-from gitdock.specs.yamlpos import load_yaml
-
-from .git import (
+from gitdock.agent.git import (
     Auth,
     BasicAuth,
     GitRemote,
@@ -53,10 +50,12 @@ from .git import (
     TokenAuth,
     display_url,
 )
-from .policy import TrustConfig
-from .telemetry import TelemetryConfig
-from .webhooks import Provider
-from .yamlconfig import validation_problems
+from gitdock.agent.policy import TrustConfig
+from gitdock.agent.telemetry import TelemetryConfig
+from gitdock.agent.webhooks import Provider
+from gitdock.agent.yamlconfig import validation_problems
+from gitdock.specs.errors import PermanentError
+from gitdock.specs.yamlpos import load_yaml
 
 __all__ = [
     "ENV_OVERRIDES",

@@ -50,7 +50,7 @@ from pygit2.ffi import C as _C
 from pygit2.ffi import ffi as _ffi
 from pygit2.utils import StrArray as _StrArray
 
-from gitdock.specs.errors import GitdockError, PermanentError, SourceUnavailable
+from gitdock.specs.errors import GitdockError, PermanentError, TransientError
 
 __all__ = [
     "AmbiguousRef",
@@ -83,6 +83,10 @@ _DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
 
 
 # --- errors --------------------------------------------------------------------------------
+
+
+class SourceUnavailable(TransientError):
+    """A git remote could not be reached."""
 
 
 class InvalidRemote(PermanentError):

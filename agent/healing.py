@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from gitdock.runtime.applied import AppliedRecord
 from gitdock.runtime.converge import Outcome, converge
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.drift import DriftItem, DriftReport, plan_blind_spots
+from gitdock.runtime.drift.detect import DriftItem, DriftReport, plan_blind_spots
+from gitdock.runtime.record import AppliedRecord
 from gitdock.specs.model import Project
 
 __all__ = ["HealDecision", "HealMode", "HealPolicy", "Healer", "heal_project"]

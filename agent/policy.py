@@ -25,14 +25,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gitdock.runtime.registry import RegistryClient
-from gitdock.runtime.resolve import TrustContext
-from gitdock.runtime.signature import IdentityMode, RekorMode
-from gitdock.runtime.trust import DefaultAction, KeyMatch, TrustKey, TrustPolicy, TrustRule
+from gitdock.agent.yamlconfig import validation_problems
+from gitdock.runtime.trust.policy import DefaultAction, KeyMatch, TrustKey, TrustPolicy, TrustRule
+from gitdock.runtime.trust.registry import RegistryClient
+from gitdock.runtime.trust.resolve import TrustContext
+from gitdock.runtime.trust.signature import IdentityMode, RekorMode
 from gitdock.specs.errors import PermanentError
 from gitdock.specs.yamlpos import load_yaml
-
-from .yamlconfig import validation_problems
 
 
 class PolicyError(PermanentError):

@@ -34,24 +34,23 @@ from typing import Any, Final
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
-from gitdock.runtime.applied import AppliedRecord
+from gitdock.agent import telemetry as tm
+from gitdock.agent.applied_store import AppliedStore, store_applied
+from gitdock.agent.config import AgentConfig, SourceConfig
+from gitdock.agent.git import GitCache, Revision
+from gitdock.agent.healing import Healer, HealMode, HealPolicy, heal_project
+from gitdock.agent.metrics import get_metrics
+from gitdock.agent.state import ImageLock, Result, SourceState, StateStore, Trigger
 from gitdock.runtime.converge import Outcome, converge
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.drift import DriftReport
-from gitdock.runtime.events import EventWatcher, check_drift
+from gitdock.runtime.drift.detect import DriftReport
+from gitdock.runtime.drift.watch import EventWatcher, check_drift
 from gitdock.runtime.execute import OpStatus
-from gitdock.runtime.resolve import TrustContext
+from gitdock.runtime.record import AppliedRecord
+from gitdock.runtime.trust.resolve import TrustContext
 from gitdock.specs.errors import GitdockError, PermanentError, SpecError, TransientError
 from gitdock.specs.load import load_project
 from gitdock.specs.model import Project
-
-from . import telemetry as tm
-from .applied_store import AppliedStore, store_applied
-from .config import AgentConfig, SourceConfig
-from .git import GitCache, Revision
-from .healing import Healer, HealMode, HealPolicy, heal_project
-from .metrics import get_metrics
-from .state import ImageLock, Result, SourceState, StateStore, Trigger
 
 __all__ = [
     "BACKOFF_CAP",

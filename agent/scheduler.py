@@ -30,8 +30,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .reconcile import ReconcileResult, backoff_delay
-from .state import Result, Trigger
+from gitdock.agent.reconcile import ReconcileResult, backoff_delay
+from gitdock.agent.state import Result, Trigger
 
 __all__ = ["Schedule", "SourceScheduler", "Ticket"]
 

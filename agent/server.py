@@ -36,19 +36,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from opentelemetry.trace import SpanContext
 
-from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.drift import DockerEvent
-from gitdock.runtime.events import EventWatcher, check_drift
-from gitdock.specs.errors import GitdockError
-
-from . import telemetry as tm
-from .config import AgentConfig, SourceConfig
-from .git import GitCache, RefKind, classify_ref
-from .metrics import PROMETHEUS_CONTENT_TYPE, render_prometheus
-from .reconcile import ConditionType, Reconciler, ReconcileResult, source_conditions
-from .scheduler import Schedule, SourceScheduler
-from .state import HistoryEntry, Result, StateStore, Trigger
-from .webhooks import (
+from gitdock.agent import telemetry as tm
+from gitdock.agent.config import AgentConfig, SourceConfig
+from gitdock.agent.git import GitCache, RefKind, classify_ref
+from gitdock.agent.metrics import PROMETHEUS_CONTENT_TYPE, render_prometheus
+from gitdock.agent.reconcile import ConditionType, Reconciler, ReconcileResult, source_conditions
+from gitdock.agent.scheduler import Schedule, SourceScheduler
+from gitdock.agent.state import HistoryEntry, Result, StateStore, Trigger
+from gitdock.agent.webhooks import (
     MAX_BODY_BYTES,
     Debouncer,
     IgnoredEvent,
@@ -59,6 +54,10 @@ from .webhooks import (
     parse_push,
     verify,
 )
+from gitdock.runtime.docker import DockerClient
+from gitdock.runtime.drift.detect import DockerEvent
+from gitdock.runtime.drift.watch import EventWatcher, check_drift
+from gitdock.specs.errors import GitdockError
 
 __all__ = ["Agent", "render_metrics", "run_agent"]
 

@@ -44,9 +44,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 from pydantic import BaseModel, ConfigDict, Field
 
+from gitdock.agent.metrics import Metrics, get_metrics, set_metrics
 from gitdock.specs.errors import PermanentError
-
-from .metrics import Metrics, get_metrics, set_metrics
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
@@ -448,7 +447,7 @@ def _build(config: TelemetryConfig) -> Telemetry:
     meter_provider: MeterProvider | None = None
     metrics = Metrics.noop()
     if config.metrics:
-        from .metrics import create_metrics
+        from gitdock.agent.metrics import create_metrics
 
         push = None
         if config.metrics_exporter is not ExporterKind.NONE:

@@ -11,15 +11,14 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gitdock.runtime.docker import DockerClient
+from gitdock.runtime.execute import ExecEvent, ExecutionReport, Executor
+from gitdock.runtime.observe import ObservedState, observe
+from gitdock.runtime.plan import Plan, plan_down, plan_project
 from gitdock.specs.model import Project
 
-from .docker import DockerClient
-from .execute import ExecEvent, ExecutionReport, Executor
-from .observe import ObservedState, observe
-from .plan import Plan, plan_down, plan_project
-
 if TYPE_CHECKING:  # the trust machinery (cryptography, registry) loads only when a policy is used
-    from .resolve import ImageHook, ResolvedImage, TrustContext
+    from gitdock.runtime.trust.resolve import ImageHook, ResolvedImage, TrustContext
 
 # Instrumentation hooks, so this module stays free of any telemetry library: ``step(name)`` is
 # entered around each step (resolve, observe, plan, execute), ``on_plan`` sees the plan inside
@@ -74,7 +73,7 @@ def converge(
         observed = observe(docker)
     images = None
     if trust is not None:
-        from .resolve import known_images, resolve_images
+        from gitdock.runtime.trust.resolve import known_images, resolve_images
 
         with step("verify"):
             known = known_images(observed, project.name)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gitdock.specs.model import Mount, Network, Project, Service, ServiceFile, Volume
 
 if TYPE_CHECKING:
-    from .resolve import ResolvedImage
+    from gitdock.runtime.trust.resolve import ResolvedImage
 
 LABEL_PREFIX = "io.gitdock."
 LABEL_PROJECT = "io.gitdock.project"

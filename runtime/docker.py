@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
-from gitdock.specs.errors import DockerError, DockerUnavailable
+from gitdock.specs.errors import GitdockError, TransientError
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 # The newest API version this client knows how to speak. The version actually used is the
@@ -34,6 +34,18 @@ MIN_API_VERSION = (1, 41)
 MUTATING_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 JSON = dict[str, Any]
+
+
+class DockerError(GitdockError):
+    """Docker answered with an error for one call."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DockerUnavailable(TransientError):
+    """dockerd could not be reached at all."""
 
 
 class NotFound(DockerError):

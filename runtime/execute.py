@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from gitdock.specs.errors import DockerError, GitdockError, TransientError
+from gitdock.runtime.desired import DesiredContainer
+from gitdock.runtime.docker import DockerClient, DockerError, NotFound
+from gitdock.runtime.observe import ObservedState
+from gitdock.runtime.plan import Operation, OpKind, Plan
+from gitdock.specs.errors import GitdockError, TransientError
 from gitdock.specs.model import ServiceFile
-
-from .desired import DesiredContainer
-from .docker import DockerClient, NotFound
-from .observe import ObservedState
-from .plan import Operation, OpKind, Plan
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_WAIT_TIMEOUT = 120.0

@@ -11,10 +11,16 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .desired import LABEL_CONFIG_FIELDS, LABEL_CONFIG_HASH, LABEL_NUMBER, LABEL_PROJECT, LABEL_SERVICE
+from gitdock.runtime.desired import (
+    LABEL_CONFIG_FIELDS,
+    LABEL_CONFIG_HASH,
+    LABEL_NUMBER,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+)
 
 if TYPE_CHECKING:
-    from .docker import DockerClient
+    from gitdock.runtime.docker import DockerClient
 
 _EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import SpecError, SpecProblem
+from gitdock.specs.errors import SpecError, SpecProblem
 
 # Eager: cheap, and the function `interpolate` must shadow the submodule of the same name.
-from .interpolate import InterpolationError, interpolate, parse_env_file
+from gitdock.specs.interpolate import InterpolationError, interpolate, parse_env_file
 
 if TYPE_CHECKING:
-    from .load import load_project, load_project_with_warnings, normalise_project_name
+    from gitdock.specs.load import load_project, load_project_with_warnings, normalise_project_name
 
 __all__ = [
     "InterpolationError",

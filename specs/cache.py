@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .model import Project
+from gitdock.specs.model import Project
 
 log = logging.getLogger("gitdock.specs")
 
@@ -116,7 +116,7 @@ def load_project_cached(
     except Exception:  # a broken or stale entry is only a miss
         log.debug("load cache: ignoring %s", entry, exc_info=True)
 
-    from .load import load_project_with_inputs
+    from gitdock.specs.load import load_project_with_inputs
 
     project, warnings, inputs = load_project_with_inputs(
         paths,

@@ -40,9 +40,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .errors import SpecProblem
-from .model import Condition, PortMapping
-from .yamlpos import Document, Path, format_path
+from gitdock.specs.errors import SpecProblem
+from gitdock.specs.model import Condition, PortMapping
+from gitdock.specs.yamlpos import Document, Path, format_path
 
 # Every service key of the Compose Specification (compose-spec schema, 2025). A word list
 # reads better than 90 quoted strings, hence the noqa.

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import Position
+from gitdock.specs.model import Position
 
 
 class GitdockError(Exception):
@@ -74,35 +74,3 @@ class SpecError(PermanentError):
         lines = [f"{len(self.problems)} problems in the Compose files:"]
         lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
-
-
-class ConflictError(PermanentError):
-    """A resource gitdock wants to create exists and is not owned by this project."""
-
-
-class PlanError(PermanentError):
-    """The spec is valid but the host cannot be converged to it as it stands."""
-
-
-class TrustError(PermanentError):
-    """An image was refused by signature policy."""
-
-
-class DockerError(GitdockError):
-    """Docker answered with an error for one call."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class DockerUnavailable(TransientError):
-    """dockerd could not be reached at all."""
-
-
-class RegistryUnavailable(TransientError):
-    """A registry could not be reached."""
-
-
-class SourceUnavailable(TransientError):
-    """A git remote could not be reached."""

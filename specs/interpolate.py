@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .errors import SpecProblem
-from .model import Position
+from gitdock.specs.errors import SpecProblem
+from gitdock.specs.model import Position
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")

@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .cache import input_digest
-from .compose import (
+from gitdock.specs.cache import input_digest
+from gitdock.specs.compose import (
     FileObjectSpec,
     FileRef,
     KeyValues,
@@ -29,10 +29,10 @@ from .compose import (
     parse_tmpfs,
     service_dependencies,
 )
-from .errors import SpecError, SpecProblem
-from .interpolate import InterpolationError, interpolate, parse_env_file
-from .merge import merge_documents, merge_service, resolve_markers
-from .model import (
+from gitdock.specs.errors import SpecError, SpecProblem
+from gitdock.specs.interpolate import InterpolationError, interpolate, parse_env_file
+from gitdock.specs.merge import merge_documents, merge_service, resolve_markers
+from gitdock.specs.model import (
     Dependency,
     Healthcheck,
     Mount,
@@ -45,7 +45,7 @@ from .model import (
     ServiceFile,
     Volume,
 )
-from .yamlpos import Document, Path, PDict, format_path, load_yaml, position_of
+from gitdock.specs.yamlpos import Document, Path, PDict, format_path, load_yaml, position_of
 
 log = logging.getLogger("gitdock.specs")
 

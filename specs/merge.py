@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .yamlpos import Override, PDict, PList, Reset
+from gitdock.specs.yamlpos import Override, PDict, PList, Reset
 
 _REPLACED = frozenset({"command", "entrypoint"})
 _BY_KEY = frozenset({"environment", "labels", "annotations", "extra_hosts", "sysctls"})

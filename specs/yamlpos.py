@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecProblem
-from .model import Position
+from gitdock.specs.errors import SpecProblem
+from gitdock.specs.model import Position
 
 # libyaml is several times faster; fall back when PyYAML was built without it.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -1,6 +1,6 @@
 """The agent as a real process: real git repositories (file:// and HTTP), real dockerd, real signals.
 
-Each test starts `python -m gitdock.agent.cli agent` on a random loopback port with its own
+Each test starts `python -m gitdock.agent.cli.main agent` on a random loopback port with its own
 state directory; `AgentProcess` kills it whatever happens, and `project_name` removes the
 project's containers, networks and volumes by label.
 """
@@ -92,7 +92,7 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def gitdock(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gitdock.agent.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "gitdock.agent.cli.main", *args], capture_output=True, text=True, timeout=120
     )
 
 

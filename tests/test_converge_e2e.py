@@ -25,7 +25,7 @@ def gitdock(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gitdock.agent.cli", *args],
+        [sys.executable, "-m", "gitdock.agent.cli.main", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

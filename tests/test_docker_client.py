@@ -7,8 +7,7 @@ import json
 import httpx
 import pytest
 
-from gitdock.runtime.docker import Conflict, DockerClient, NotFound
-from gitdock.specs.errors import DockerError, DockerUnavailable
+from gitdock.runtime.docker import Conflict, DockerClient, DockerError, DockerUnavailable, NotFound
 
 
 def engine(api_version: str, routes: dict[str, httpx.Response]) -> tuple[DockerClient, list[str]]:

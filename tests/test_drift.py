@@ -9,16 +9,7 @@ from typing import Any
 import pytest
 
 from gitdock.agent.healing import Healer, HealMode, HealPolicy
-from gitdock.runtime.applied import (
-    AppliedContainer,
-    AppliedNetwork,
-    AppliedRecord,
-    AppliedVolume,
-    ExpectedState,
-    applied_record,
-    mount_keys,
-)
-from gitdock.runtime.drift import (
+from gitdock.runtime.drift.detect import (
     DockerEvent,
     DriftField,
     DriftReport,
@@ -27,6 +18,15 @@ from gitdock.runtime.drift import (
     is_secret_name,
 )
 from gitdock.runtime.observe import ObservedContainer, ObservedNetwork, ObservedState, ObservedVolume
+from gitdock.runtime.record import (
+    AppliedContainer,
+    AppliedNetwork,
+    AppliedRecord,
+    AppliedVolume,
+    ExpectedState,
+    applied_record,
+    mount_keys,
+)
 from gitdock.specs.model import Mount, Network, NetworkAttachment, PortMapping, Project, Service, Volume
 
 P = "shop"

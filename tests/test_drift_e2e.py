@@ -20,8 +20,8 @@ from gitdock.agent.applied_store import AppliedStore, store_applied
 from gitdock.agent.healing import Healer, HealMode, HealPolicy, heal_project
 from gitdock.runtime.converge import converge
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.drift import DriftReport
-from gitdock.runtime.events import check_drift
+from gitdock.runtime.drift.detect import DriftReport
+from gitdock.runtime.drift.watch import check_drift
 from gitdock.specs import load_project
 from gitdock.specs.model import Project
 from support.docker import TEST_IMAGE, docker_cli, write_compose
@@ -99,7 +99,7 @@ class Applied:
 
 def gitdock(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gitdock.agent.cli", *args],
+        [sys.executable, "-m", "gitdock.agent.cli.main", *args],
         capture_output=True,
         text=True,
         env=dict(os.environ),

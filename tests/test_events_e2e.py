@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gitdock.runtime.applied import applied_record
 from gitdock.runtime.converge import converge
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.drift import DockerEvent, DriftField
-from gitdock.runtime.events import EventWatcher, check_drift
+from gitdock.runtime.drift.detect import DockerEvent, DriftField
+from gitdock.runtime.drift.watch import EventWatcher, check_drift
 from gitdock.runtime.observe import observe
+from gitdock.runtime.record import applied_record
 from gitdock.specs import load_project
 from gitdock.specs.model import Project
 from support.docker import TEST_IMAGE, docker_cli, write_compose

@@ -25,6 +25,7 @@ from gitdock.agent.git import (
     RepositoryNotFound,
     SecretRef,
     SourceAuthError,
+    SourceUnavailable,
     SshKeyAuth,
     TokenAuth,
     check_host_key,
@@ -33,7 +34,7 @@ from gitdock.agent.git import (
     normalise_url,
     parse_known_hosts,
 )
-from gitdock.specs.errors import PermanentError, SourceUnavailable
+from gitdock.specs.errors import PermanentError
 from support.gitserver import (
     Exec,
     Link,

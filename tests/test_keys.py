@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gitdock.runtime.keys import (
+from gitdock.runtime.trust.keys import (
     KeyFileError,
     encrypt_private_key,
     generate_key_pair,

@@ -21,8 +21,7 @@ from gitdock.runtime.observe import (
     ObservedState,
     ObservedVolume,
 )
-from gitdock.runtime.plan import OpKind, familiar_image, plan_down, plan_project
-from gitdock.specs.errors import ConflictError, PlanError
+from gitdock.runtime.plan import ConflictError, OpKind, PlanError, familiar_image, plan_down, plan_project
 from gitdock.specs.model import (
     Condition,
     Dependency,

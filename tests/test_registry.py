@@ -12,19 +12,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gitdock.runtime.keys import public_key_pem
-from gitdock.runtime.registry import (
-    DOCKER_MANIFEST,
-    MANIFEST_ACCEPT,
-    OCI_INDEX,
-    ManifestNotFound,
-    RegistryAuthError,
-    RegistryClient,
-    RegistryIntegrityError,
-    select_platform_digest,
-)
-from gitdock.runtime.signature import SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, Reason
-from gitdock.runtime.trust import (
+from gitdock.runtime.trust.keys import public_key_pem
+from gitdock.runtime.trust.policy import (
     MAX_SIGNATURE_LAYERS,
     ImageRefused,
     TrustKey,
@@ -33,7 +22,18 @@ from gitdock.runtime.trust import (
     VerificationCache,
     verify_image,
 )
-from gitdock.specs.errors import RegistryUnavailable
+from gitdock.runtime.trust.registry import (
+    DOCKER_MANIFEST,
+    MANIFEST_ACCEPT,
+    OCI_INDEX,
+    ManifestNotFound,
+    RegistryAuthError,
+    RegistryClient,
+    RegistryIntegrityError,
+    RegistryUnavailable,
+    select_platform_digest,
+)
+from gitdock.runtime.trust.signature import SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, Reason
 from gitdock.specs.reference import parse_reference
 from support.docker import TEST_IMAGE
 from support.registry import CountingTransport, LocalRegistry, has_registry_binary, push_image, run_registry

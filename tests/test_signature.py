@@ -14,8 +14,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gitdock.runtime.keys import PrivateKey, PublicKey, load_public_key
-from gitdock.runtime.signature import (
+from gitdock.runtime.trust.keys import PrivateKey, PublicKey, load_public_key
+from gitdock.runtime.trust.signature import (
     BUNDLE_ANNOTATION,
     SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING_MEDIA_TYPE,

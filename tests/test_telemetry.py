@@ -43,9 +43,10 @@ from gitdock.agent.telemetry import (
     sync_span,
     webhook_span,
 )
+from gitdock.runtime.docker import DockerUnavailable
 from gitdock.runtime.execute import ExecEvent
 from gitdock.runtime.plan import Operation, OpKind
-from gitdock.specs.errors import DockerUnavailable, TrustError
+from gitdock.runtime.trust.errors import TrustError
 from support.otlp_receiver import STATUS_ERROR, OTLPReceiver
 from support.spans import capture_spans, find_span, render_tree, span_tree
 

@@ -18,9 +18,9 @@ from gitdock.agent.git import GitCache
 from gitdock.agent.reconcile import Reconciler
 from gitdock.agent.state import Result, StateStore, Trigger
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.keys import public_key_pem
-from gitdock.runtime.registry import RegistryClient
-from gitdock.runtime.trust import sign_image
+from gitdock.runtime.trust.keys import public_key_pem
+from gitdock.runtime.trust.policy import sign_image
+from gitdock.runtime.trust.registry import RegistryClient
 from gitdock.specs.reference import parse_reference
 from support.agent import AgentProcess, github_push
 from support.docker import TEST_IMAGE, TEST_IMAGE_2

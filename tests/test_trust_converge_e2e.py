@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gitdock.runtime.converge import converge
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.keys import public_key_pem
-from gitdock.runtime.registry import RegistryClient
-from gitdock.runtime.resolve import TrustContext
-from gitdock.runtime.trust import TrustKey, TrustPolicy, TrustRule, sign_image
+from gitdock.runtime.trust.keys import public_key_pem
+from gitdock.runtime.trust.policy import TrustKey, TrustPolicy, TrustRule, sign_image
+from gitdock.runtime.trust.registry import RegistryClient
+from gitdock.runtime.trust.resolve import TrustContext
 from gitdock.specs import load_project
 from gitdock.specs.reference import parse_reference
 from support.docker import TEST_IMAGE, TEST_IMAGE_2, docker_cli, write_compose
@@ -70,7 +70,7 @@ def service(name: str, image: str) -> str:
 
 def gitdock(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gitdock.agent.cli", *args],
+        [sys.executable, "-m", "gitdock.agent.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=180,

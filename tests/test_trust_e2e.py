@@ -11,18 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gitdock.agent.cli_trust import add_trust_commands
-from gitdock.runtime.keys import public_key_pem
-from gitdock.runtime.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
-from gitdock.runtime.signature import (
-    SIGSTORE_BUNDLE_MEDIA_TYPE,
-    IdentityMode,
-    Reason,
-    dsse_pae,
-    make_simple_signing_payload,
-    sign_payload,
-)
-from gitdock.runtime.trust import (
+from gitdock.agent.cli.trust import add_trust_commands
+from gitdock.runtime.trust.keys import public_key_pem
+from gitdock.runtime.trust.policy import (
     DefaultAction,
     ImageRefused,
     KeyMatch,
@@ -35,6 +26,15 @@ from gitdock.runtime.trust import (
     legacy_signature_tag,
     sign_image,
     verify_image,
+)
+from gitdock.runtime.trust.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from gitdock.runtime.trust.signature import (
+    SIGSTORE_BUNDLE_MEDIA_TYPE,
+    IdentityMode,
+    Reason,
+    dsse_pae,
+    make_simple_signing_payload,
+    sign_payload,
 )
 from gitdock.specs.reference import ImageReference, parse_reference
 from support.docker import TEST_IMAGE

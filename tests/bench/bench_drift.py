@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from gitdock.agent.healing import heal_project  # noqa: E402
-from gitdock.runtime.applied import applied_record  # noqa: E402
 from gitdock.runtime.converge import converge  # noqa: E402
 from gitdock.runtime.docker import DockerClient  # noqa: E402
-from gitdock.runtime.drift import DockerEvent, detect_drift  # noqa: E402
-from gitdock.runtime.events import EventWatcher, check_drift  # noqa: E402
+from gitdock.runtime.drift.detect import DockerEvent, detect_drift  # noqa: E402
+from gitdock.runtime.drift.watch import EventWatcher, check_drift  # noqa: E402
 from gitdock.runtime.observe import observe  # noqa: E402
+from gitdock.runtime.record import applied_record  # noqa: E402
 from gitdock.specs import load_project  # noqa: E402
 from support.docker import TEST_IMAGE, docker_cli, remove_project  # noqa: E402  (tests/ on sys.path first)
 

@@ -16,9 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `support`
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gitdock.runtime.keys import public_key_pem
-from gitdock.runtime.registry import RegistryClient
-from gitdock.runtime.trust import (
+from gitdock.runtime.trust.keys import public_key_pem
+from gitdock.runtime.trust.policy import (
     TrustKey,
     TrustPolicy,
     TrustRule,
@@ -26,6 +25,7 @@ from gitdock.runtime.trust import (
     sign_image,
     verify_image,
 )
+from gitdock.runtime.trust.registry import RegistryClient
 from gitdock.specs.reference import parse_reference
 from support.docker import TEST_IMAGE
 from support.registry import push_image, run_registry

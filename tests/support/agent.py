@@ -1,4 +1,4 @@
-"""Run the gitdock agent as a real process for tests: `python -m gitdock.agent.cli agent`.
+"""Run the gitdock agent as a real process for tests: `python -m gitdock.agent.cli.main agent`.
 
 `AgentProcess` writes nothing itself: the caller hands it a config file. It starts the agent
 with stdout/stderr in a log file, waits for /healthz, offers small HTTP helpers, and always
@@ -47,7 +47,7 @@ class AgentProcess:
             raise RuntimeError("this agent is already running; a second start would orphan it")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gitdock.agent.cli", "agent", "--config", str(self.config)],
+            [sys.executable, "-m", "gitdock.agent.cli.main", "agent", "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

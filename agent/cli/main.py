@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gitdock.agent.applied_store import default_state_dir, store_applied
+from gitdock.agent.cli.progress import Progress
 from gitdock.runtime.converge import Outcome, converge, tear_down
 from gitdock.runtime.docker import DockerClient, NotFound
 from gitdock.runtime.execute import ExecutionFailed, OpStatus
@@ -22,11 +24,8 @@ from gitdock.runtime.observe import observe
 from gitdock.specs.errors import GitdockError, SpecError
 from gitdock.specs.model import Project
 
-from .applied_store import default_state_dir, store_applied
-from .progress import Progress
-
 if TYPE_CHECKING:
-    from gitdock.runtime.resolve import TrustContext
+    from gitdock.runtime.trust.resolve import TrustContext
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -81,7 +80,7 @@ def trust_context(args: argparse.Namespace) -> TrustContext | None:
     path = args.trust_policy or os.environ.get("GITDOCK_TRUST_POLICY")
     if not path:
         return None
-    from .policy import load_trust_config
+    from gitdock.agent.policy import load_trust_config
 
     return load_trust_config(path).context(Path(path).resolve().parent)
 
@@ -140,7 +139,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not _tracing_requested():
         project = load(args)
         return _apply(args, project, {"on_event": Progress()}, None)
-    from . import telemetry as tm
+    from gitdock.agent import telemetry as tm
 
     tm.setup_telemetry()
     from gitdock.specs.load import normalise_project_name
@@ -353,15 +352,17 @@ def build_parser(*, core_only: bool = False) -> argparse.ArgumentParser:
     if core_only:
         return parser
     try:
-        from .cli_trust import add_trust_commands
+        from gitdock.agent.cli.trust import add_trust_commands
     except ImportError:  # the trust commands ship with the registry module
         pass
     else:
         add_trust_commands(sub)
-    from .cli_drift import add_drift_commands  # drift
+    from gitdock.agent.cli.drift import add_drift_commands  # drift
 
     add_drift_commands(sub)
-    from .cli_agent import add_agent_commands  # agent, status, reconcile, suspend, resume, history
+    from gitdock.agent.cli.agent import (
+        add_agent_commands,  # agent, status, reconcile, suspend, resume, history
+    )
 
     add_agent_commands(sub)
     return parser

@@ -1,6 +1,6 @@
 """`gitdock keygen`, `gitdock sign`, `gitdock verify`: cosign-compatible signing from the CLI.
 
-Exit codes follow `gitdock.agent.cli`: 0 success (verified); 1 refused by policy, a trust problem
+Exit codes follow `gitdock.agent.cli.main`: 0 success (verified); 1 refused by policy, a trust problem
 (bad key, wrong password) or any other error; JSON output (`--output json`) tells them apart.
 Passwords come from COSIGN_PASSWORD or `--password-file`, never from argv, and are never printed.
 """
@@ -14,16 +14,15 @@ import os
 import sys
 from pathlib import Path
 
-from gitdock.runtime.keys import (
+from gitdock.runtime.trust.errors import TrustError
+from gitdock.runtime.trust.keys import (
     PASSWORD_ENV,
     KeyFileError,
     generate_key_pair,
     load_private_key,
     read_password,
 )
-from gitdock.runtime.registry import RegistryClient
-from gitdock.runtime.signature import IdentityMode, RekorMode
-from gitdock.runtime.trust import (
+from gitdock.runtime.trust.policy import (
     ImageRefused,
     TrustKey,
     TrustPolicy,
@@ -31,14 +30,16 @@ from gitdock.runtime.trust import (
     sign_image,
     verify_image,
 )
-from gitdock.specs.errors import GitdockError, TrustError
+from gitdock.runtime.trust.registry import RegistryClient
+from gitdock.runtime.trust.signature import IdentityMode, RekorMode
+from gitdock.specs.errors import GitdockError
 from gitdock.specs.reference import parse_reference
 
 __all__ = ["add_trust_commands"]
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
-EXIT_ERROR = 1  # same as gitdock.agent.cli: any error is 1
+EXIT_ERROR = 1  # same as gitdock.agent.cli.main: any error is 1
 
 
 def _password(args: argparse.Namespace, *, confirm: bool = False) -> bytes:

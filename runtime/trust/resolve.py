@@ -20,14 +20,20 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from gitdock.specs.errors import GitdockError, PermanentError, TrustError
+from gitdock.runtime.desired import LABEL_IMAGE, LABEL_IMAGE_DIGEST, LABEL_IMAGE_TRUST
+from gitdock.runtime.observe import ObservedState
+from gitdock.runtime.trust.errors import TrustError
+from gitdock.runtime.trust.policy import (
+    ImageRefused,
+    TrustPolicy,
+    VerificationCache,
+    VerificationStatus,
+    verify_image,
+)
+from gitdock.runtime.trust.registry import RegistryClient
+from gitdock.specs.errors import GitdockError, PermanentError
 from gitdock.specs.model import Project
 from gitdock.specs.reference import ImageReference, parse_reference
-
-from .desired import LABEL_IMAGE, LABEL_IMAGE_DIGEST, LABEL_IMAGE_TRUST
-from .observe import ObservedState
-from .registry import RegistryClient
-from .trust import ImageRefused, TrustPolicy, VerificationCache, VerificationStatus, verify_image
 
 DEFAULT_CONCURRENCY = 8
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import httpx
 
-from gitdock.specs.errors import PermanentError, RegistryUnavailable, TrustError
+from gitdock.runtime.trust.errors import TrustError
+from gitdock.specs.errors import PermanentError, TransientError
 from gitdock.specs.reference import ImageReference, is_digest
 
 __all__ = [
@@ -60,6 +61,10 @@ MAX_TOKEN_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT = 10.0
 _TOKEN_DEFAULT_TTL = 60.0
 _USER_AGENT = "gitdock"
+
+
+class RegistryUnavailable(TransientError):
+    """A registry could not be reached."""
 
 
 class RegistryAuthError(PermanentError):

@@ -109,8 +109,8 @@ def _short(sha: str | None) -> str:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .server import run_agent
+    from gitdock.agent.config import load_config
+    from gitdock.agent.server import run_agent
 
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     for noisy in ("apscheduler", "httpx", "httpcore"):  # per-request / per-job lines
@@ -268,7 +268,7 @@ def add_agent_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_history)
 
 
-def main() -> None:  # pragma: no cover - convenience for `python -m gitdock.agent.cli_agent`
-    from .cli import main as cli_main
+def main() -> None:  # pragma: no cover - convenience for `python -m gitdock.agent.cli.agent`
+    from gitdock.agent.cli.main import main as cli_main
 
     sys.exit(cli_main())

@@ -27,7 +27,9 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from .applied import (
+from gitdock.runtime.desired import LABEL_PROJECT
+from gitdock.runtime.observe import ObservedContainer, ObservedState
+from gitdock.runtime.record import (
     RESOURCE_KEYS,
     AppliedContainer,
     AppliedRecord,
@@ -36,8 +38,6 @@ from .applied import (
     port_keys,
     restart_text,
 )
-from .desired import LABEL_PROJECT
-from .observe import ObservedContainer, ObservedState
 
 __all__ = [
     "REDACTED",

@@ -25,10 +25,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from gitdock.specs.errors import TrustError
+from gitdock.runtime.trust.errors import TrustError
+from gitdock.runtime.trust.keys import PrivateKey, PublicKey
 from gitdock.specs.reference import parse_reference
-
-from .keys import PrivateKey, PublicKey
 
 __all__ = [
     "BUNDLE_ANNOTATION",

@@ -24,12 +24,17 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gitdock.specs.errors import TrustError
-from gitdock.specs.reference import ImageReference
-
-from .keys import PrivateKey, PublicKey, load_public_key
-from .registry import INDEX_TYPES, OCI_MANIFEST, Descriptor, Manifest, ManifestNotFound, RegistryClient
-from .signature import (
+from gitdock.runtime.trust.errors import TrustError
+from gitdock.runtime.trust.keys import PrivateKey, PublicKey, load_public_key
+from gitdock.runtime.trust.registry import (
+    INDEX_TYPES,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    ManifestNotFound,
+    RegistryClient,
+)
+from gitdock.runtime.trust.signature import (
     BUNDLE_ANNOTATION,
     SIGNATURE_ANNOTATION,
     SIGSTORE_BUNDLE_MEDIA_TYPE,
@@ -48,6 +53,7 @@ from .signature import (
     verify_bundle,
     verify_legacy_signature,
 )
+from gitdock.specs.reference import ImageReference
 
 __all__ = [
     "MAX_SIGNATURE_LAYERS",

@@ -18,15 +18,14 @@ from enum import Enum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from gitdock.runtime.desired import DesiredContainer, DesiredNetwork, DesiredVolume, desired_container
+from gitdock.runtime.desired import desired_network as _desired_network
+from gitdock.runtime.desired import desired_volume as _desired_volume
+from gitdock.runtime.observe import ObservedContainer, ObservedState
 from gitdock.specs.model import Project
 
-from .desired import DesiredContainer, DesiredNetwork, DesiredVolume, desired_container
-from .desired import desired_network as _desired_network
-from .desired import desired_volume as _desired_volume
-from .observe import ObservedContainer, ObservedState
-
 if TYPE_CHECKING:
-    from .resolve import ResolvedImage
+    from gitdock.runtime.trust.resolve import ResolvedImage
 
 __all__ = [
     "RECORD_VERSION",

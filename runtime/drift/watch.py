@@ -25,23 +25,21 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from gitdock.specs.errors import DockerError, DockerUnavailable
-
-from .applied import AppliedRecord
-from .desired import LABEL_PROJECT
-from .docker import DockerClient, NotFound
-from .drift import (
+from gitdock.runtime.desired import LABEL_PROJECT
+from gitdock.runtime.docker import DockerClient, DockerError, DockerUnavailable, NotFound
+from gitdock.runtime.drift.detect import (
     DockerEvent,
     DriftReport,
     containers_to_inspect,
     detect_drift,
     is_relevant_event,
 )
-from .observe import ObservedState, observe
+from gitdock.runtime.observe import ObservedState, observe
+from gitdock.runtime.record import AppliedRecord
 
 __all__ = ["CONTAINER_ACTIONS", "EventWatcher", "check_drift", "docker_time", "fetch_events"]
 
-log = logging.getLogger("gitdock.runtime.events")
+log = logging.getLogger("gitdock.runtime.drift.watch")
 
 CONTAINER_ACTIONS = (
     "create",

@@ -24,10 +24,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from gitdock.specs.errors import ConflictError, PlanError
-from gitdock.specs.model import Condition, Project, Service
-
-from .desired import (
+from gitdock.runtime.desired import (
     LABEL_CONFIG_FIELDS,
     LABEL_CONFIG_HASH,
     LABEL_IMAGE_DIGEST,
@@ -41,10 +38,20 @@ from .desired import (
     desired_network,
     desired_volume,
 )
-from .observe import ObservedContainer, ObservedState
+from gitdock.runtime.observe import ObservedContainer, ObservedState
+from gitdock.specs.errors import PermanentError
+from gitdock.specs.model import Condition, Project, Service
 
 if TYPE_CHECKING:
-    from .resolve import ResolvedImage
+    from gitdock.runtime.trust.resolve import ResolvedImage
+
+
+class ConflictError(PermanentError):
+    """A resource gitdock wants to create exists and is not owned by this project."""
+
+
+class PlanError(PermanentError):
+    """The spec is valid but the host cannot be converged to it as it stands."""
 
 
 class OpKind(str, Enum):

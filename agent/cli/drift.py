@@ -13,11 +13,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from gitdock.agent.applied_store import STATE_DB, AppliedStore, default_state_dir
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.events import check_drift
+from gitdock.runtime.drift.watch import check_drift
 from gitdock.specs.errors import GitdockError
-
-from .applied_store import STATE_DB, AppliedStore, default_state_dir
 
 __all__ = ["NoAppliedRecord", "add_drift_commands", "cmd_drift"]
 
@@ -33,7 +32,7 @@ def _no_record(name: str) -> NoAppliedRecord:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from .cli import project_name  # cli imports this module from build_parser
+    from gitdock.agent.cli.main import project_name  # cli imports this module from build_parser
 
     name = project_name(args)
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
@@ -63,7 +62,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 def add_drift_commands(sub: Any) -> None:
     """Add ``gitdock drift`` to the CLI's subparsers."""
-    from .cli import _add_project_args
+    from gitdock.agent.cli.main import _add_project_args
 
     p: argparse.ArgumentParser = sub.add_parser(
         "drift", help="show what changed on the host since gitdock last applied the project"

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from gitdock.specs.errors import TrustError
+from gitdock.runtime.trust.errors import TrustError
 
 __all__ = [
     "PASSWORD_ENV",
