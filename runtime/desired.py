@@ -17,23 +17,24 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gitdock.runtime import labels
+from gitdock.runtime.labels import (
+    LABEL_CONFIG_FIELDS,
+    LABEL_CONFIG_HASH,
+    LABEL_IMAGE,
+    LABEL_IMAGE_DIGEST,
+    LABEL_IMAGE_TRUST,
+    LABEL_NETWORK,
+    LABEL_NUMBER,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_VOLUME,
+)
 from gitdock.specs.model import Mount, Network, Project, Service, ServiceFile, Volume
 
 if TYPE_CHECKING:
     from gitdock.runtime.trust.resolve import ResolvedImage
 
-LABEL_PREFIX = "io.gitdock."
-LABEL_PROJECT = "io.gitdock.project"
-LABEL_SERVICE = "io.gitdock.service"
-LABEL_NUMBER = "io.gitdock.container-number"
-LABEL_CONFIG_HASH = "io.gitdock.config-hash"
-LABEL_CONFIG_FIELDS = "io.gitdock.config-fields"
-LABEL_IMAGE = "io.gitdock.image"
-LABEL_NETWORK = "io.gitdock.network"
-LABEL_VOLUME = "io.gitdock.volume"
-# The lock record of the image a container runs, when digests are resolved and verified.
-LABEL_IMAGE_DIGEST = "io.gitdock.image.digest"
-LABEL_IMAGE_TRUST = "io.gitdock.image.trust"
 
 # Service fields that do not change the container itself, so they stay out of its hash.
 _UNHASHED_FIELDS = frozenset(
@@ -76,9 +77,7 @@ def _plain(value: Any) -> Any:
 
 def container_name(project: str, service: Service, number: int) -> str:
     """Compose's naming: ``container_name`` if set, else ``<project>-<service>-<n>``."""
-    if service.container_name:
-        return service.container_name
-    return f"{project}-{service.name}-{number}"
+    return labels.container_name(project, service.name, number, service.container_name)
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ class DesiredContainer:
 
     @property
     def resource(self) -> str:
-        return f"service:{self.service}:{self.number}"
+        return labels.service_resource(self.service, self.number)
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ class DesiredNetwork:
 
     @property
     def resource(self) -> str:
-        return f"network:{self.key}"
+        return labels.network_resource(self.key)
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ class DesiredVolume:
 
     @property
     def resource(self) -> str:
-        return f"volume:{self.key}"
+        return labels.volume_resource(self.key)
 
 
 def service_field_hashes(service: Service, network_names: dict[str, str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gitdock.runtime.desired import (
+from gitdock.runtime.labels import (
     LABEL_CONFIG_FIELDS,
     LABEL_CONFIG_HASH,
     LABEL_NUMBER,

@@ -18,6 +18,7 @@ from enum import Enum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from gitdock.runtime import labels
 from gitdock.runtime.desired import DesiredContainer, DesiredNetwork, DesiredVolume, desired_container
 from gitdock.runtime.desired import desired_network as _desired_network
 from gitdock.runtime.desired import desired_volume as _desired_volume
@@ -112,7 +113,7 @@ class AppliedContainer:
 
     @property
     def resource(self) -> str:
-        return f"service:{self.service}:{self.number}"
+        return labels.service_resource(self.service, self.number)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,7 +161,7 @@ class AppliedNetwork:
 
     @property
     def resource(self) -> str:
-        return f"network:{self.key}"
+        return labels.network_resource(self.key)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class AppliedVolume:
 
     @property
     def resource(self) -> str:
-        return f"volume:{self.key}"
+        return labels.volume_resource(self.key)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,8 @@ import json
 
 import pytest
 
-from gitdock.runtime.desired import (
-    LABEL_CONFIG_FIELDS,
-    LABEL_CONFIG_HASH,
-    desired_container,
-    desired_network,
-    desired_volume,
-)
+from gitdock.runtime.desired import desired_container, desired_network, desired_volume
+from gitdock.runtime.labels import LABEL_CONFIG_FIELDS, LABEL_CONFIG_HASH
 from gitdock.runtime.observe import (
     ObservedContainer,
     ObservedImage,

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from gitdock.runtime.desired import LABEL_PROJECT
+from gitdock.runtime.labels import LABEL_PROJECT
 from gitdock.runtime.observe import ObservedContainer, ObservedState
 from gitdock.runtime.record import (
     RESOURCE_KEYS,

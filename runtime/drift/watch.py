@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from gitdock.runtime.desired import LABEL_PROJECT
 from gitdock.runtime.docker import DockerClient, DockerError, DockerUnavailable, NotFound
 from gitdock.runtime.drift.detect import (
     DockerEvent,
@@ -34,6 +33,7 @@ from gitdock.runtime.drift.detect import (
     detect_drift,
     is_relevant_event,
 )
+from gitdock.runtime.labels import LABEL_PROJECT
 from gitdock.runtime.observe import ObservedState, observe
 from gitdock.runtime.record import AppliedRecord
 

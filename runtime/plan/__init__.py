@@ -25,11 +25,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from gitdock.runtime.desired import (
-    LABEL_CONFIG_FIELDS,
-    LABEL_CONFIG_HASH,
-    LABEL_IMAGE_DIGEST,
-    LABEL_NETWORK,
-    LABEL_VOLUME,
     DesiredContainer,
     DesiredNetwork,
     DesiredVolume,
@@ -37,6 +32,13 @@ from gitdock.runtime.desired import (
     desired_container,
     desired_network,
     desired_volume,
+)
+from gitdock.runtime.labels import (
+    LABEL_CONFIG_FIELDS,
+    LABEL_CONFIG_HASH,
+    LABEL_IMAGE_DIGEST,
+    LABEL_NETWORK,
+    LABEL_VOLUME,
 )
 from gitdock.runtime.observe import ObservedContainer, ObservedState
 from gitdock.specs.errors import PermanentError

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from gitdock.runtime.desired import LABEL_IMAGE, LABEL_IMAGE_DIGEST, LABEL_IMAGE_TRUST
+from gitdock.runtime.labels import LABEL_IMAGE, LABEL_IMAGE_DIGEST, LABEL_IMAGE_TRUST
 from gitdock.runtime.observe import ObservedState
 from gitdock.runtime.trust.errors import TrustError
 from gitdock.runtime.trust.policy import (

@@ -1,0 +1,40 @@
+"""gitdock's names on Docker: every ``io.gitdock.*`` label, resource id and container name.
+
+Ownership is by label: gitdock only ever touches an object that carries ``LABEL_PROJECT``
+with its project's name. Resource ids follow docker/compose (``service:web:1``,
+``network:backend``, ``volume:data``); they name operations in plans, spans and drift
+reports. This module is pure data and string formatting.
+"""
+
+from __future__ import annotations
+
+LABEL_PREFIX = "io.gitdock."
+LABEL_PROJECT = "io.gitdock.project"
+LABEL_SERVICE = "io.gitdock.service"
+LABEL_NUMBER = "io.gitdock.container-number"
+LABEL_CONFIG_HASH = "io.gitdock.config-hash"
+LABEL_CONFIG_FIELDS = "io.gitdock.config-fields"
+LABEL_IMAGE = "io.gitdock.image"
+LABEL_NETWORK = "io.gitdock.network"
+LABEL_VOLUME = "io.gitdock.volume"
+# The lock record of the image a container runs, when digests are resolved and verified.
+LABEL_IMAGE_DIGEST = "io.gitdock.image.digest"
+LABEL_IMAGE_TRUST = "io.gitdock.image.trust"
+
+
+def service_resource(service: str, number: int | None = None) -> str:
+    """``service:web:1`` for one replica, ``service:web`` for the whole service."""
+    return f"service:{service}" if number is None else f"service:{service}:{number}"
+
+
+def network_resource(key: str) -> str:
+    return f"network:{key}"
+
+
+def volume_resource(key: str) -> str:
+    return f"volume:{key}"
+
+
+def container_name(project: str, service: str, number: int, explicit: str | None = None) -> str:
+    """Compose's naming: ``container_name`` if the service sets one, else ``<project>-<service>-<n>``."""
+    return explicit or f"{project}-{service}-{number}"
