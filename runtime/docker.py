@@ -2,9 +2,17 @@
 
 It speaks the Engine REST API with httpx over the unix socket or TCP (``DOCKER_HOST``),
 negotiates the API version with ``GET /version`` and translates every transport or API
-failure into gitdock's error tree at this boundary: ``DockerUnavailable`` when dockerd
-cannot be reached (retrying may fix it), ``DockerError`` (with ``status``) when it answers
-with an error. No httpx exception escapes this module.
+failure into gitdock's error tree at this boundary, each by one table: ``DockerUnavailable``
+(a TransientError) when dockerd cannot be reached, ``DockerError`` with ``status`` when it
+answers with an error (``NotFound`` for 404, ``Conflict`` for 409). No httpx exception escapes
+this module. The errors are defined here, beside the code that raises them::
+
+    GitdockError
+    ├── DockerError            one call failed; ``status`` is the HTTP status (0 in a stream)
+    │   ├── NotFound           404
+    │   └── Conflict           409
+    └── TransientError
+        └── DockerUnavailable  dockerd cannot be reached
 
 Every request is counted by method in ``calls``, so callers (and tests) can prove that a
 no-op reconcile made no mutating call.
@@ -12,6 +20,7 @@ no-op reconcile made no mutating call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -54,6 +63,17 @@ class NotFound(DockerError):
 
 class Conflict(DockerError):
     """The request conflicts with the object's state or name (HTTP 409)."""
+
+
+# HTTP statuses with an error class of their own; any other failing status is a DockerError.
+_STATUS_ERRORS: dict[int, type[DockerError]] = {404: NotFound, 409: Conflict}
+
+# httpx's failures, translated once here, first match wins. Every one of them means dockerd
+# could not be reached or stopped answering mid-request (refused, reset, timed out, a broken
+# HTTP stream), which a retry may fix; an answer with an error status is a DockerError instead.
+_TRANSPORT_ERRORS: tuple[tuple[type[httpx.HTTPError], type[TransientError]], ...] = (
+    (httpx.HTTPError, DockerUnavailable),
+)
 
 
 def _parse_version(text: str) -> tuple[int, int]:
@@ -123,18 +143,22 @@ class DockerClient:
         with self._calls_lock:
             self.calls[method] += 1
 
-    def _unavailable(self, exc: Exception) -> DockerUnavailable:
-        return DockerUnavailable(f"cannot reach Docker at {self.host}: {exc}")
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Translate httpx's exceptions into gitdock's tree, by ``_TRANSPORT_ERRORS``."""
+        try:
+            yield
+        except httpx.HTTPError as exc:
+            error = next(err for cls, err in _TRANSPORT_ERRORS if isinstance(exc, cls))
+            raise error(f"cannot reach Docker at {self.host}: {exc}") from exc
 
     def api_version(self) -> str:
         """Negotiate once: the lower of the server's API version and ours."""
         with self._version_lock:
             if self._api_version is None:
                 self._count("GET")
-                try:
+                with self._translated():
                     resp = self._http.get("/version")
-                except httpx.HTTPError as exc:
-                    raise self._unavailable(exc) from exc
                 if resp.status_code != 200:
                     raise DockerUnavailable(
                         f"Docker at {self.host} answered GET /version with HTTP {resp.status_code}"
@@ -164,7 +188,7 @@ class DockerClient:
     ) -> httpx.Response:
         url = f"/v{self.api_version()}{path}"
         self._count(method)
-        try:
+        with self._translated():
             resp = self._http.request(
                 method,
                 url,
@@ -174,8 +198,6 @@ class DockerClient:
                 headers=headers,
                 timeout=timeout if timeout is not None else self.timeout,
             )
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from exc
         if resp.status_code not in ok:
             raise self._error(method, path, resp.status_code, resp.content)
         return resp
@@ -187,19 +209,13 @@ class DockerClient:
         except (ValueError, AttributeError):
             message = content.decode("utf-8", "replace").strip()
         text = f"Docker {method} {path}: {message or f'HTTP {status}'}"
-        if status == 404:
-            return NotFound(text, status)
-        if status == 409:
-            return Conflict(text, status)
-        return DockerError(text, status)
+        return _STATUS_ERRORS.get(status, DockerError)(text, status)
 
     def ping(self) -> bool:
         """True when dockerd answers ``/_ping``; raises DockerUnavailable otherwise."""
         self._count("GET")
-        try:
+        with self._translated():
             resp = self._http.get("/_ping", timeout=5.0)
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from exc
         return resp.status_code == 200
 
     # -- reads ------------------------------------------------------------------------------
@@ -288,27 +304,25 @@ class DockerClient:
         path = "/images/create"
         url = f"/v{self.api_version()}{path}"
         self._count("POST")
-        try:
-            with self._http.stream(
-                "POST", url, params={"fromImage": image, "tag": tag}, timeout=None
-            ) as resp:
-                if resp.status_code != 200:
-                    raise self._error("POST", path, resp.status_code, resp.read())
-                for line in resp.iter_lines():
-                    if not line.strip():
-                        continue
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue
-                    if "error" in event or "errorDetail" in event:
-                        detail = event.get("errorDetail") or {}
-                        message = detail.get("message") or event.get("error") or "pull failed"
-                        raise DockerError(f"pulling {image}:{tag}: {message}")
-                    if on_progress is not None:
-                        on_progress(event)
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from exc
+        with (
+            self._translated(),
+            self._http.stream("POST", url, params={"fromImage": image, "tag": tag}, timeout=None) as resp,
+        ):
+            if resp.status_code != 200:
+                raise self._error("POST", path, resp.status_code, resp.read())
+            for line in resp.iter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if "error" in event or "errorDetail" in event:
+                    detail = event.get("errorDetail") or {}
+                    message = detail.get("message") or event.get("error") or "pull failed"
+                    raise DockerError(f"pulling {image}:{tag}: {message}")
+                if on_progress is not None:
+                    on_progress(event)
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -326,27 +340,25 @@ class DockerClient:
         }
         tty = bool(self.inspect_container(ident).get("Config", {}).get("Tty"))
         self._count("GET")
-        try:
-            with self._http.stream(
-                "GET", f"/v{self.api_version()}{path}", params=params, timeout=None
-            ) as resp:
-                if resp.status_code != 200:
-                    raise self._error("GET", path, resp.status_code, resp.read())
-                if tty:
-                    for chunk in resp.iter_bytes():
-                        yield "stdout", chunk
-                    return
-                buf = b""
+        with (
+            self._translated(),
+            self._http.stream("GET", f"/v{self.api_version()}{path}", params=params, timeout=None) as resp,
+        ):
+            if resp.status_code != 200:
+                raise self._error("GET", path, resp.status_code, resp.read())
+            if tty:
                 for chunk in resp.iter_bytes():
-                    buf += chunk
-                    while len(buf) >= 8:
-                        kind, size = struct.unpack(">BxxxL", buf[:8])
-                        if len(buf) < 8 + size:
-                            break
-                        yield ("stderr" if kind == 2 else "stdout"), buf[8 : 8 + size]
-                        buf = buf[8 + size :]
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from exc
+                    yield "stdout", chunk
+                return
+            buf = b""
+            for chunk in resp.iter_bytes():
+                buf += chunk
+                while len(buf) >= 8:
+                    kind, size = struct.unpack(">BxxxL", buf[:8])
+                    if len(buf) < 8 + size:
+                        break
+                    yield ("stderr" if kind == 2 else "stdout"), buf[8 : 8 + size]
+                    buf = buf[8 + size :]
 
     def events(
         self,
@@ -364,14 +376,14 @@ class DockerClient:
             params["until"] = until
         self._count("GET")
         timeout = httpx.Timeout(self.timeout, read=read_timeout)
-        try:
-            with self._http.stream(
+        with (
+            self._translated(),
+            self._http.stream(
                 "GET", f"/v{self.api_version()}/events", params=params, timeout=timeout
-            ) as resp:
-                if resp.status_code != 200:
-                    raise self._error("GET", "/events", resp.status_code, resp.read())
-                for line in resp.iter_lines():
-                    if line.strip():
-                        yield dict(json.loads(line))
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from exc
+            ) as resp,
+        ):
+            if resp.status_code != 200:
+                raise self._error("GET", "/events", resp.status_code, resp.read())
+            for line in resp.iter_lines():
+                if line.strip():
+                    yield dict(json.loads(line))

@@ -1,23 +1,25 @@
-"""gitdock's exception tree.
+"""The root of gitdock's exception tree, and the spec errors.
 
-Every error gitdock raises is one of two kinds, because an agent must know what to do next:
+This is the one module every layer may import. Every error gitdock raises is one of two
+kinds, because an agent must know what to do next::
 
     GitdockError
-    ├── PermanentError        a person must act: a new commit, a config change. Retrying the
-    │   │                     same input gives the same failure, so the agent does not loop.
-    │   ├── SpecError         the Compose files are invalid (carries every problem found)
-    │   ├── ConflictError     a name is taken by an object gitdock does not own
-    │   ├── PlanError         the spec is valid but cannot be converged (e.g. external network missing)
-    │   └── TrustError        an image failed signature policy
-    └── TransientError        the outside world failed; retrying later may fix it
-        ├── DockerUnavailable dockerd cannot be reached
-        ├── RegistryUnavailable
-        └── SourceUnavailable git cannot be reached
+    ├── PermanentError          a person must act: a new commit, a config change. Retrying the
+    │   │                       same input gives the same failure, so the agent does not loop.
+    │   ├── SpecError           the Compose files are invalid (carries every problem found): here
+    │   ├── ConflictError       a name is taken by an object gitdock does not own: runtime.plan
+    │   ├── PlanError           valid, but the host cannot be converged to it: runtime.plan
+    │   ├── TrustError          an image failed signature policy: runtime.trust.errors
+    │   └── ...                 bad agent config, webhooks, git refs: beside their code
+    ├── TransientError          the outside world failed; retrying later may fix it
+    │   ├── DockerUnavailable   dockerd cannot be reached: runtime.docker
+    │   ├── RegistryUnavailable a registry cannot be reached: runtime.trust.registry
+    │   └── SourceUnavailable   git cannot be reached: agent.git
+    └── DockerError             one Docker call failed (``status``): runtime.docker
 
-Adapters (Docker, registry, git) translate third-party exceptions into these at their
-boundary; nothing from httpx or pygit2 escapes them.
-
-Messages read "what failed: why" and never contain secrets.
+Each seam (Docker, registry, git) defines its errors beside the code that raises them and
+translates its third-party exceptions into this tree once, by a table; nothing from httpx or
+pygit2 escapes a seam. Messages read "what failed: why" and never contain secrets.
 """
 
 from __future__ import annotations
