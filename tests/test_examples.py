@@ -24,15 +24,25 @@ from gitdock.runtime.plan import plan_project
 from gitdock.specs import load_project
 from gitdock.specs.model import Project
 from support.docker import docker_cli
+from support.gitserver import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p.parent.name for p in (REPO / "examples").glob("*/compose.yaml"))
 GOLDEN = Path(__file__).resolve().parent / "golden" / "examples"
 
 
-def load_example(name: str, project_name: str | None = None) -> Project:
+# Published ports the examples let the environment move (`${WEBAPP_PORT:-18080}`): the applied
+# examples use free ports, so a `make demo` left running does not collide with the tests.
+PORT_VARIABLES = {"webapp": "WEBAPP_PORT"}
+PORTS = {name: free_port() for name in PORT_VARIABLES}
+
+
+def load_example(name: str, project_name: str | None = None, *, moved_ports: bool = False) -> Project:
     # An empty environment: the plan must not depend on the shell it runs in.
-    return load_project([REPO / "examples" / name / "compose.yaml"], project_name=project_name, environ={})
+    environ = {PORT_VARIABLES[name]: str(PORTS[name])} if moved_ports and name in PORT_VARIABLES else {}
+    return load_project(
+        [REPO / "examples" / name / "compose.yaml"], project_name=project_name, environ=environ
+    )
 
 
 def eventually(check: Callable[[], str], expected: str, timeout: float = 15.0) -> None:
@@ -77,7 +87,7 @@ def test_example_cold_plan_matches_golden(name: str) -> None:
 
 
 def check_webapp(project: str) -> None:
-    eventually(http_get("http://127.0.0.1:18080/"), "<h1>Hello from gitdock</h1>")
+    eventually(http_get(f"http://127.0.0.1:{PORTS['webapp']}/"), "<h1>Hello from gitdock</h1>")
 
 
 def check_proxy(project: str) -> None:
@@ -140,14 +150,14 @@ CHECKS: dict[str, Callable[[str], None]] = {
 def test_example_applies_behaves_and_is_stable(name: str, project_name: str) -> None:
     check = CHECKS.get(name)
     assert check is not None, f"examples/{name} has no behaviour check: add one to CHECKS"
-    project = load_example(name, project_name)
+    project = load_example(name, project_name, moved_ports=True)
     with DockerClient() as docker:
         try:
             outcome = converge(project, docker)
             assert outcome.report is not None
             assert outcome.report.ok, [(r.op.render(), r.error) for r in outcome.report.failed]
             check(project_name)
-            again = converge(load_example(name, project_name), docker)
+            again = converge(load_example(name, project_name, moved_ports=True), docker)
             assert again.plan.is_empty, again.plan.render()
             assert again.mutating_calls == 0
         finally:

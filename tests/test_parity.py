@@ -286,7 +286,7 @@ def assert_same(theirs: Any, ours: Any) -> None:
 def parity_variant(example: Path, tmp_path: Path) -> Path:
     """The example with published host ports made random, so nothing collides."""
     text = example.read_text()
-    text = re.sub(r'"127\.0\.0\.1:[0-9]+:', '"127.0.0.1::', text)
+    text = re.sub(r'"127\.0\.0\.1:(?:[0-9]+|\$\{[A-Z_]+:-[0-9]+\}):', '"127.0.0.1::', text)
     path = tmp_path / example.parent.name / "compose.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(text)
