@@ -13,15 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gitdock.runtime.trust.keys import public_key_pem
-from gitdock.runtime.trust.policy import (
-    MAX_SIGNATURE_LAYERS,
-    ImageRefused,
-    TrustKey,
-    TrustPolicy,
-    TrustRule,
-    VerificationCache,
-    verify_image,
-)
+from gitdock.runtime.trust.policy import TrustKey, TrustPolicy, TrustRule
 from gitdock.runtime.trust.registry import (
     DOCKER_MANIFEST,
     MANIFEST_ACCEPT,
@@ -34,6 +26,7 @@ from gitdock.runtime.trust.registry import (
     select_platform_digest,
 )
 from gitdock.runtime.trust.signature import SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, Reason
+from gitdock.runtime.trust.verify import MAX_SIGNATURE_LAYERS, ImageRefused, VerificationCache, verify_image
 from gitdock.specs.reference import parse_reference
 from support.docker import TEST_IMAGE
 from support.registry import CountingTransport, LocalRegistry, has_registry_binary, push_image, run_registry

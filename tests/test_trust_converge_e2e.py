@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gitdock.runtime.converge import converge
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.trust.keys import public_key_pem
-from gitdock.runtime.trust.policy import TrustKey, TrustPolicy, TrustRule, sign_image
+from gitdock.runtime.trust.policy import TrustKey, TrustPolicy, TrustRule
 from gitdock.runtime.trust.registry import RegistryClient
 from gitdock.runtime.trust.resolve import TrustContext
+from gitdock.runtime.trust.sign import sign_image
 from gitdock.specs import load_project
 from gitdock.specs.reference import parse_reference
 from support.docker import TEST_IMAGE, TEST_IMAGE_2, docker_cli, write_compose

@@ -13,29 +13,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gitdock.agent.cli.trust import add_trust_commands
 from gitdock.runtime.trust.keys import public_key_pem
-from gitdock.runtime.trust.policy import (
-    DefaultAction,
-    ImageRefused,
-    KeyMatch,
-    TrustKey,
-    TrustPolicy,
-    TrustRule,
-    VerificationCache,
-    VerificationStatus,
-    attach_signature,
-    legacy_signature_tag,
-    sign_image,
-    verify_image,
-)
+from gitdock.runtime.trust.policy import DefaultAction, KeyMatch, TrustKey, TrustPolicy, TrustRule
 from gitdock.runtime.trust.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from gitdock.runtime.trust.sign import attach_signature, sign_image
 from gitdock.runtime.trust.signature import (
     SIGSTORE_BUNDLE_MEDIA_TYPE,
     IdentityMode,
     Reason,
     dsse_pae,
+    legacy_signature_tag,
     make_simple_signing_payload,
     sign_payload,
 )
+from gitdock.runtime.trust.verify import ImageRefused, VerificationCache, VerificationStatus, verify_image
 from gitdock.specs.reference import ImageReference, parse_reference
 from support.docker import TEST_IMAGE
 from support.registry import LocalRegistry, has_registry_binary, push_image, run_registry

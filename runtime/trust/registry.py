@@ -1,6 +1,8 @@
 """The registry seam: the only module that speaks the OCI Distribution API over HTTP.
 
-Errors raised (nothing from httpx escapes):
+Errors raised (nothing from httpx escapes: its exceptions are translated once, by the
+`_HTTPX_ERRORS` table in `_map_exceptions`, and status codes are mapped in `_challenge` and
+`_expect_found`):
 
     RegistryUnavailable          (transient) connection failure, timeout, 429 or 5xx
     RegistryAuthError            (permanent) 401/403 after authenticating: credentials are wrong
@@ -32,7 +34,7 @@ from typing import Any
 import httpx
 
 from gitdock.runtime.trust.errors import TrustError
-from gitdock.specs.errors import PermanentError, TransientError
+from gitdock.specs.errors import GitdockError, PermanentError, TransientError
 from gitdock.specs.reference import ImageReference, is_digest
 
 __all__ = [
@@ -77,6 +79,24 @@ class ManifestNotFound(PermanentError):
 
 class RegistryIntegrityError(TrustError):
     """The registry sent content that does not match its digest, or is oversized or malformed."""
+
+
+# httpx's exceptions and what they become, first match wins (as httpx's own `map_exceptions`).
+# Every httpx.HTTPError — connect, read and write failures, timeouts, protocol and decoding
+# errors — is a registry that a retry may reach.
+_HTTPX_ERRORS: tuple[tuple[type[httpx.HTTPError], type[GitdockError]], ...] = (
+    (httpx.HTTPError, RegistryUnavailable),
+)
+
+
+@contextlib.contextmanager
+def _map_exceptions(what: str) -> Iterator[None]:
+    """Translate an httpx exception raised inside into gitdock's error: `<what>: <httpx name>`."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        target = next(t for source, t in _HTTPX_ERRORS if isinstance(exc, source))
+        raise target(f"{what}: {type(exc).__name__}") from exc
 
 
 @dataclass(frozen=True)
@@ -277,6 +297,64 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def _challenge(response: httpx.Response, host: str, request: str, *, first: bool) -> str:
+    """The auth challenge to answer (first 401 only), or "" when `response` may be used.
+
+    Status codes mapped to errors in one place: 401/403 after authenticating is
+    RegistryAuthError, 429 and 5xx RegistryUnavailable.
+    """
+    status = response.status_code
+    if status == 401 and first:
+        challenge: str = response.headers.get("WWW-Authenticate", "")
+        if not challenge:
+            raise RegistryAuthError(f"registry {host}: 401 without a WWW-Authenticate challenge")
+        return challenge
+    if status in (401, 403):
+        raise RegistryAuthError(f"registry {host}: {request}: refused ({status})")
+    if status == 429 or status >= 500:
+        raise RegistryUnavailable(f"registry {host}: {request}: {status}")
+    return ""
+
+
+def _parse_token(response: httpx.Response, host: str) -> tuple[str, float]:
+    """The bearer token in a token response and its lifetime in seconds."""
+    if len(response.content) > MAX_TOKEN_BYTES:
+        raise RegistryIntegrityError(f"registry {host}: token response is oversized")
+    try:
+        doc = response.json()
+    except ValueError as exc:
+        raise RegistryIntegrityError(f"registry {host}: token response is not JSON") from exc
+    token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+    if not isinstance(token, str) or not token:
+        raise RegistryIntegrityError(f"registry {host}: token response has no token")
+    expires = doc.get("expires_in")
+    ttl = float(expires) if isinstance(expires, int | float) and expires > 0 else _TOKEN_DEFAULT_TTL
+    return token, ttl
+
+
+def _check_manifest_digest(raw: bytes, reference: str, header_digest: str | None, what: str) -> str:
+    """The digest of manifest bytes, checked against the digest asked for and the header's."""
+    algorithm = reference.split(":", 1)[0] if is_digest(reference) else "sha256"
+    actual = _digest_of(raw, algorithm)
+    if is_digest(reference) and actual != reference:
+        raise RegistryIntegrityError(f"{what}: content hashes to {actual}, not the digest asked for")
+    if header_digest:
+        header_alg = header_digest.split(":", 1)[0]
+        if not is_digest(header_digest) or _digest_of(raw, header_alg) != header_digest:
+            raise RegistryIntegrityError(
+                f"{what}: Docker-Content-Digest {header_digest} does not match the content ({actual})"
+            )
+    return actual
+
+
+def _expect_found(response: httpx.Response, what: str) -> None:
+    """A 404 is ManifestNotFound; any other status but 200 is RegistryUnavailable."""
+    if response.status_code == 404:
+        raise ManifestNotFound(f"{what}: not found")
+    if response.status_code != 200:
+        raise RegistryUnavailable(f"{what}: registry answered {response.status_code}")
+
+
 class RegistryClient:
     """A thread-safe Distribution API client. Use as a context manager or call `close()`.
 
@@ -321,8 +399,16 @@ class RegistryClient:
 
     # --- plumbing --------------------------------------------------------------------------------
 
+    def _allows_plain_http(self, host: str) -> bool:
+        """Plain HTTP only for loopback hosts and hosts configured insecure."""
+        return _is_loopback(host) or host in self._insecure
+
+    def _is_refused_http(self, url: str) -> bool:
+        """Whether `url` is plain HTTP to a host that must be reached over HTTPS."""
+        return url.startswith("http://") and not self._allows_plain_http(httpx.URL(url).host)
+
     def _base(self, host: str) -> str:
-        scheme = "http" if _is_loopback(host) or host in self._insecure else "https"
+        scheme = "http" if self._allows_plain_http(host) else "https"
         return f"{scheme}://{host}"
 
     def _auth_header(self, host: str, scope: str) -> dict[str, str]:
@@ -336,38 +422,28 @@ class RegistryClient:
             return {"Authorization": "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()}
         return {}
 
-    def _fetch_token(self, host: str, params: Mapping[str, str], scope: str) -> None:
+    def _request_token(self, host: str, params: Mapping[str, str], scope: str) -> httpx.Response:
+        """Ask the challenge's realm for a token, with our credentials for `host` if we have any."""
         realm = params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
             raise RegistryAuthError(f"registry {host}: token realm {realm!r} is not an http(s) URL")
-        if realm.startswith("http://") and not (
-            _is_loopback(httpx.URL(realm).host) or httpx.URL(realm).host in self._insecure
-        ):
+        if self._is_refused_http(realm):
             raise RegistryAuthError(f"registry {host}: refusing plain-HTTP token realm {realm}")
         query = {"scope": params.get("scope") or scope}
         if "service" in params:
             query["service"] = params["service"]
         creds = self._credentials.get(host)
         auth = httpx.BasicAuth(*creds) if creds else None
-        try:
-            response = self._http.get(realm, params=query, auth=auth)
-        except httpx.HTTPError as exc:
-            raise RegistryUnavailable(f"registry {host}: token request failed: {type(exc).__name__}") from exc
+        with _map_exceptions(f"registry {host}: token request failed"):
+            return self._http.get(realm, params=query, auth=auth)
+
+    def _fetch_token(self, host: str, params: Mapping[str, str], scope: str) -> None:
+        response = self._request_token(host, params, scope)
         if response.status_code in (401, 403):
             raise RegistryAuthError(f"registry {host}: token request refused ({response.status_code})")
         if response.status_code != 200:
             raise RegistryUnavailable(f"registry {host}: token request answered {response.status_code}")
-        if len(response.content) > MAX_TOKEN_BYTES:
-            raise RegistryIntegrityError(f"registry {host}: token response is oversized")
-        try:
-            doc = response.json()
-        except ValueError as exc:
-            raise RegistryIntegrityError(f"registry {host}: token response is not JSON") from exc
-        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
-        if not isinstance(token, str) or not token:
-            raise RegistryIntegrityError(f"registry {host}: token response has no token")
-        expires = doc.get("expires_in")
-        ttl = float(expires) if isinstance(expires, int | float) and expires > 0 else _TOKEN_DEFAULT_TTL
+        token, ttl = _parse_token(response, host)
         with self._lock:
             # Renew a little early so a token never expires between check and use.
             self._tokens[(host, scope)] = (token, time.monotonic() + max(ttl - 5.0, 1.0))
@@ -396,34 +472,27 @@ class RegistryClient:
         content: bytes | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Iterator[httpx.Response]:
+        """One request, authenticating and retrying once on a 401 challenge.
+
+        Yields a response whose status is neither 401/403 (RegistryAuthError) nor 429/5xx
+        (RegistryUnavailable); an httpx error inside the block is translated too.
+        """
         url = path if path.startswith(("http://", "https://")) else self._base(host) + path
-        challenge = ""
         for attempt in (0, 1):
             # Credentials go only to the registry itself, never to a redirect target (e.g. a CDN).
             same_host = httpx.URL(url).netloc.decode() == host
             auth = self._auth_header(host, scope) if same_host else {}
             request_headers = {**(headers or {}), **auth}
-            try:
-                with self._http.stream(
+            with (
+                _map_exceptions(f"registry {host}: {method} {path}"),
+                self._http.stream(
                     method, url, headers=request_headers, content=content, params=params
-                ) as response:
-                    if response.status_code == 401 and attempt == 0:
-                        challenge = response.headers.get("WWW-Authenticate", "")
-                        if not challenge:
-                            raise RegistryAuthError(
-                                f"registry {host}: 401 without a WWW-Authenticate challenge"
-                            )
-                    elif response.status_code in (401, 403):
-                        raise RegistryAuthError(
-                            f"registry {host}: {method} {path}: refused ({response.status_code})"
-                        )
-                    elif response.status_code == 429 or response.status_code >= 500:
-                        raise RegistryUnavailable(f"registry {host}: {method} {path}: {response.status_code}")
-                    else:
-                        yield response
-                        return
-            except httpx.HTTPError as exc:
-                raise RegistryUnavailable(f"registry {host}: {method} {path}: {type(exc).__name__}") from exc
+                ) as response,
+            ):
+                challenge = _challenge(response, host, f"{method} {path}", first=attempt == 0)
+                if not challenge:
+                    yield response
+                    return
             self._authenticate(host, challenge, scope)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -434,14 +503,12 @@ class RegistryClient:
             raise RegistryIntegrityError(f"{what}: {declared} bytes is larger than the {limit}-byte limit")
         chunks: list[bytes] = []
         total = 0
-        try:
+        with _map_exceptions(f"{what}: transfer failed"):
             for chunk in response.iter_bytes():
                 total += len(chunk)
                 if total > limit:
                     raise RegistryIntegrityError(f"{what}: larger than the {limit}-byte limit")
                 chunks.append(chunk)
-        except httpx.HTTPError as exc:
-            raise RegistryUnavailable(f"{what}: transfer failed: {type(exc).__name__}") from exc
         return b"".join(chunks)
 
     @staticmethod
@@ -465,23 +532,11 @@ class RegistryClient:
         path = f"/v2/{ref.repository}/manifests/{reference}"
         headers = {"Accept": ", ".join(MANIFEST_ACCEPT)}
         with self._stream("GET", ref.api_host, path, scope=self._scope(ref), headers=headers) as response:
-            if response.status_code == 404:
-                raise ManifestNotFound(f"{what}: not found")
-            if response.status_code != 200:
-                raise RegistryUnavailable(f"{what}: registry answered {response.status_code}")
+            _expect_found(response, what)
             raw = self._read_bounded(response, self._max_manifest, what)
             header_digest = response.headers.get("Docker-Content-Digest")
             content_type = response.headers.get("Content-Type", "")
-        algorithm = reference.split(":", 1)[0] if is_digest(reference) else "sha256"
-        actual = _digest_of(raw, algorithm)
-        if is_digest(reference) and actual != reference:
-            raise RegistryIntegrityError(f"{what}: content hashes to {actual}, not the digest asked for")
-        if header_digest:
-            header_alg = header_digest.split(":", 1)[0]
-            if not is_digest(header_digest) or _digest_of(raw, header_alg) != header_digest:
-                raise RegistryIntegrityError(
-                    f"{what}: Docker-Content-Digest {header_digest} does not match the content ({actual})"
-                )
+        actual = _check_manifest_digest(raw, reference, header_digest, what)
         return parse_manifest(raw, digest=actual, header_type=content_type)
 
     def resolve_digest(self, ref: ImageReference) -> str:
@@ -504,15 +559,10 @@ class RegistryClient:
                 if response.status_code in (301, 302, 303, 307, 308):
                     location = response.headers.get("Location", "")
                     path = str(response.url.join(location))
-                    if path.startswith("http://") and not (
-                        _is_loopback(httpx.URL(path).host) or httpx.URL(path).host in self._insecure
-                    ):
+                    if self._is_refused_http(path):
                         raise RegistryIntegrityError(f"{what}: refusing redirect to plain HTTP")
                     continue
-                if response.status_code == 404:
-                    raise ManifestNotFound(f"{what}: not found")
-                if response.status_code != 200:
-                    raise RegistryUnavailable(f"{what}: registry answered {response.status_code}")
+                _expect_found(response, what)
                 data = self._read_bounded(response, max_bytes, what)
             if _digest_of(data, digest.split(":", 1)[0]) != digest:
                 raise RegistryIntegrityError(f"{what}: content does not hash to its digest")

@@ -2,8 +2,8 @@
 
 This is the step between loading a project and planning it (Flux's idea: acquiring and
 verifying the desired state is separate from applying it). Every distinct image reference
-is resolved in parallel; if any is refused, the whole project is refused before anything
-on the host changes (fail closed).
+is resolved and verified (`verify.verify_image`) in parallel; if any is refused, the whole
+project is refused before anything on the host changes (fail closed).
 
 An image that is already pinned by digest, and already runs in a container that recorded
 the same digest as verified under the same policy, is taken from that record: an unchanged,
@@ -23,14 +23,9 @@ from typing import Protocol
 from gitdock.runtime.labels import LABEL_IMAGE, LABEL_IMAGE_DIGEST, LABEL_IMAGE_TRUST
 from gitdock.runtime.observe import ObservedState
 from gitdock.runtime.trust.errors import TrustError
-from gitdock.runtime.trust.policy import (
-    ImageRefused,
-    TrustPolicy,
-    VerificationCache,
-    VerificationStatus,
-    verify_image,
-)
+from gitdock.runtime.trust.policy import TrustPolicy
 from gitdock.runtime.trust.registry import RegistryClient
+from gitdock.runtime.trust.verify import ImageRefused, VerificationCache, VerificationStatus, verify_image
 from gitdock.specs.errors import GitdockError, PermanentError
 from gitdock.specs.model import Project
 from gitdock.specs.reference import ImageReference, parse_reference
@@ -120,6 +115,90 @@ def _pinned(ref: ImageReference, digest: str) -> str:
     return replace(ref, tag=None).with_digest(digest).familiar
 
 
+def _take_known(
+    references: list[str], policy_hash: str, known: Mapping[tuple[str, str], ResolvedImage]
+) -> tuple[dict[str, ResolvedImage], list[str]]:
+    """Split references into those a live container's record answers and those to look up.
+
+    Only a digest-pinned reference is taken from a record: a tag may have moved since.
+    """
+    results: dict[str, ResolvedImage] = {}
+    todo: list[str] = []
+    for reference in references:
+        hit = known.get((reference, policy_hash))
+        if hit is not None and "@" in reference:
+            results[reference] = hit
+        else:
+            todo.append(reference)
+    return results, todo
+
+
+def _resolve_one(reference: str, trust: TrustContext) -> ResolvedImage | GitdockError:
+    """Verify one reference; the error is returned, not raised, so every image gets its answer."""
+    try:
+        ref = parse_reference(reference)
+    except ValueError as exc:
+        return InvalidImage(str(exc))
+    try:
+        verification = verify_image(ref, trust.policy, trust.registry, cache=trust.cache)
+    except GitdockError as exc:
+        return exc
+    return ResolvedImage(
+        reference=reference,
+        pinned=_pinned(ref, verification.digest),
+        digest=verification.digest,
+        status=verification.status.value,
+        keys=verification.keys,
+        signed_at=verification.signed_at,
+        policy=trust.policy_hash,
+        warnings=verification.warnings if verification.status is VerificationStatus.UNSIGNED_ALLOWED else (),
+    )
+
+
+def _resolve_observed(reference: str, trust: TrustContext, hook: ImageHook) -> ResolvedImage | GitdockError:
+    """`_resolve_one` inside the instrumentation hook, which learns the digest and any refusal."""
+    with hook(reference) as observer:
+        result = _resolve_one(reference, trust)
+        if isinstance(result, ResolvedImage):
+            observer.set_digest(result.digest)
+        elif isinstance(result, ImageRefused):
+            if result.digest:
+                observer.set_digest(result.digest)
+            observer.fail_verification(result.reason.value, str(result))
+        return result
+
+
+def _resolve_parallel(
+    references: list[str], trust: TrustContext, hook: ImageHook
+) -> dict[str, ResolvedImage | GitdockError]:
+    """Every reference's outcome, looked up `trust.concurrency` at a time."""
+    with ThreadPoolExecutor(max_workers=min(trust.concurrency, len(references))) as pool:
+        # Each worker runs in a copy of the caller's context, so a hook's spans nest under
+        # the caller's current span.
+        futures = [
+            pool.submit(contextvars.copy_context().run, _resolve_observed, ref, trust, hook)
+            for ref in references
+        ]
+        return {ref: fut.result() for ref, fut in zip(references, futures, strict=True)}
+
+
+def _accept_all(outcomes: Mapping[str, ResolvedImage | GitdockError]) -> dict[str, ResolvedImage]:
+    """The outcomes when every image resolved; else raise the first error, or every refusal."""
+    refusals = [o for o in outcomes.values() if isinstance(o, ImageRefused)]
+    errors = [o for o in outcomes.values() if isinstance(o, GitdockError) and not isinstance(o, ImageRefused)]
+    if errors:
+        # A registry outage wins over refusals: retrying may fix it, and then the refusals
+        # are reported with their full reasons.
+        raise errors[0]
+    if refusals:
+        raise ImagesRefused(refusals)
+    accepted: dict[str, ResolvedImage] = {}
+    for reference, outcome in outcomes.items():
+        assert isinstance(outcome, ResolvedImage)
+        accepted[reference] = outcome
+    return accepted
+
+
 def resolve_images(
     project: Project,
     trust: TrustContext,
@@ -133,71 +212,10 @@ def resolve_images(
     digest-pinned reference found there is not looked up again. Raises ImagesRefused (a
     PermanentError: a new commit or a signature must fix it) or RegistryUnavailable.
     """
-    known = known or {}
     references = sorted({s.image for s in project.services})
-    results: dict[str, ResolvedImage] = {}
-    todo: list[str] = []
-    for reference in references:
-        hit = known.get((reference, trust.policy_hash))
-        if hit is not None and "@" in reference:
-            results[reference] = hit
-        else:
-            todo.append(reference)
-
-    hook = image_hook or _no_hook
-
-    def one(reference: str) -> ResolvedImage | GitdockError:
-        with hook(reference) as observer:
-            result = resolve_one(reference)
-            if isinstance(result, ResolvedImage):
-                observer.set_digest(result.digest)
-            elif isinstance(result, ImageRefused):
-                if result.digest:
-                    observer.set_digest(result.digest)
-                observer.fail_verification(result.reason.value, str(result))
-            return result
-
-    def resolve_one(reference: str) -> ResolvedImage | GitdockError:
-        try:
-            ref = parse_reference(reference)
-        except ValueError as exc:
-            return InvalidImage(str(exc))
-        try:
-            verification = verify_image(ref, trust.policy, trust.registry, cache=trust.cache)
-        except GitdockError as exc:
-            return exc
-        return ResolvedImage(
-            reference=reference,
-            pinned=_pinned(ref, verification.digest),
-            digest=verification.digest,
-            status=verification.status.value,
-            keys=verification.keys,
-            signed_at=verification.signed_at,
-            policy=trust.policy_hash,
-            warnings=verification.warnings
-            if verification.status is VerificationStatus.UNSIGNED_ALLOWED
-            else (),
-        )
-
+    results, todo = _take_known(references, trust.policy_hash, known or {})
     if todo:
-        with ThreadPoolExecutor(max_workers=min(trust.concurrency, len(todo))) as pool:
-            # Each worker runs in a copy of the caller's context, so a hook's spans nest under
-            # the caller's current span.
-            futures = [pool.submit(contextvars.copy_context().run, one, ref) for ref in todo]
-            outcomes = {ref: fut.result() for ref, fut in zip(todo, futures, strict=True)}
-        refusals = [o for o in outcomes.values() if isinstance(o, ImageRefused)]
-        errors = [
-            o for o in outcomes.values() if isinstance(o, GitdockError) and not isinstance(o, ImageRefused)
-        ]
-        if errors:
-            # A registry outage wins over refusals: retrying may fix it, and then the refusals
-            # are reported with their full reasons.
-            raise errors[0]
-        if refusals:
-            raise ImagesRefused(refusals)
-        for reference, outcome in outcomes.items():
-            assert isinstance(outcome, ResolvedImage)
-            results[reference] = outcome
+        results.update(_accept_all(_resolve_parallel(todo, trust, image_hook or _no_hook)))
     return results
 
 

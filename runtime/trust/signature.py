@@ -1,9 +1,9 @@
 """Signature maths for cosign-compatible image signatures.
 
 This is a purely computational module with no side-effects and no network access: it parses
-simple-signing payloads, Sigstore bundles and Rekor SETs, and checks signatures with
-`cryptography`. Fetching the bytes is `runtime.registry`'s job; deciding policy is
-`runtime.trust`'s.
+simple-signing payloads, Sigstore bundles and Rekor SETs, names cosign's tags, and checks
+signatures with `cryptography`. Fetching the bytes is `trust.registry`'s job; applying the
+policy is `trust.verify`'s.
 
 Every `verify_*` function returns a `Check` (ok, or a `Reason` plus a detail) rather than
 raising, so the caller can try the next signature and still report why each one failed.
@@ -47,11 +47,13 @@ __all__ = [
     "SimpleSigningPayload",
     "dsse_pae",
     "is_identity_match",
+    "legacy_signature_tag",
     "make_simple_signing_payload",
     "parse_rekor_bundle",
     "parse_sigstore_bundle",
     "parse_sigstore_json",
     "parse_simple_signing",
+    "referrers_tag",
     "sha256_digest",
     "sign_payload",
     "verify_bundle",
@@ -391,6 +393,16 @@ def _check_rekor(
 
 
 # --- legacy `.sig` attachments -----------------------------------------------------------------
+
+
+def referrers_tag(digest: str) -> str:
+    """The OCI 1.1 referrers fallback tag for a digest: `sha256-<hex>`."""
+    return digest.replace(":", "-", 1)
+
+
+def legacy_signature_tag(digest: str) -> str:
+    """cosign's `.sig` tag for a digest: `sha256-<hex>.sig`."""
+    return referrers_tag(digest) + ".sig"
 
 
 @dataclass(frozen=True)

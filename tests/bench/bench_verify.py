@@ -17,15 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `support`
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gitdock.runtime.trust.keys import public_key_pem
-from gitdock.runtime.trust.policy import (
-    TrustKey,
-    TrustPolicy,
-    TrustRule,
-    VerificationCache,
-    sign_image,
-    verify_image,
-)
+from gitdock.runtime.trust.policy import TrustKey, TrustPolicy, TrustRule
 from gitdock.runtime.trust.registry import RegistryClient
+from gitdock.runtime.trust.sign import sign_image
+from gitdock.runtime.trust.verify import VerificationCache, verify_image
 from gitdock.specs.reference import parse_reference
 from support.docker import TEST_IMAGE
 from support.registry import push_image, run_registry
