@@ -2,7 +2,8 @@
 
 ``GitCache`` keeps one bare repository per remote URL under a root directory, fetches it
 incrementally, resolves a ref to a ``Revision`` and materialises a commit's tree into a
-snapshot directory. Every pygit2 failure is translated here:
+snapshot directory. Every pygit2 failure is translated here, once, by the tables in
+its "error translation" section (``_BY_CLASS``, then ``_BY_TEXT`` where libgit2 gives only text):
 
     PermanentError
     ├── InvalidRemote       the URL or ref in the config cannot be used
@@ -592,16 +593,51 @@ def configure_timeouts(connect_seconds: float, read_seconds: float) -> None:
 
 
 # --- error translation ---------------------------------------------------------------------
+#
+# Every failure of a fetch becomes one error of the tree above, here and nowhere else.
+# ``_translate`` asks, in this order:
+#   1. a gitdock error raised inside a callback (credentials, secrets) passes through as it is;
+#   2. a host key the certificate callback refused is a HostKeyError, in the callback's words;
+#   3. ``_BY_CLASS``: the classes pygit2 gives libgit2's distinct error codes
+#      (GIT_ECERTIFICATE → CertificateError, GIT_EAUTH → AuthError);
+#   4. ``_BY_TEXT``, for a pygit2.GitError only: libgit2 reports an HTTP 401/403/404, an SSH
+#      key refusal or a missing local repository as the generic GIT_ERROR code, so only its
+#      message tells them apart;
+#   5. anything else (unreachable, timed out, local I/O) is SourceUnavailable: a retry may fix it.
 
-_AUTH_PATTERNS = re.compile(
-    r"authenticat|status code: 40[13]\b|permission denied|publickey|unauthori[sz]ed|forbidden|credentials",
-    re.IGNORECASE,
+
+@dataclass(frozen=True)
+class _Kind:
+    """What a failure is: the gitdock error, and the words put before libgit2's text."""
+
+    error: type[GitdockError]
+    what: str = ""
+
+
+_BY_CLASS: Final[tuple[tuple[type[Exception], _Kind], ...]] = (
+    (pygit2.CertificateError, _Kind(SourceUnavailable, "TLS certificate rejected: ")),
+    (pygit2.AuthError, _Kind(SourceAuthError, "authentication failed: ")),
 )
-_NOT_FOUND_PATTERNS = re.compile(
-    r"status code: 404|repository not found|does not appear to be a git repository|"
-    r"could not find repository|failed to resolve path|not a git repository|no such file or directory",
-    re.IGNORECASE,
+_BY_TEXT: Final[tuple[tuple[re.Pattern[str], _Kind], ...]] = (
+    (
+        re.compile(
+            r"authenticat|status code: 40[13]\b|permission denied|publickey|unauthori[sz]ed|forbidden|"
+            r"credentials",
+            re.IGNORECASE,
+        ),
+        _Kind(SourceAuthError, "authentication failed: "),
+    ),
+    (
+        re.compile(
+            r"status code: 404|repository not found|does not appear to be a git repository|"
+            r"could not find repository|failed to resolve path|not a git repository|"
+            r"no such file or directory",
+            re.IGNORECASE,
+        ),
+        _Kind(RepositoryNotFound, "repository not found: "),
+    ),
 )
+_UNAVAILABLE: Final = _Kind(SourceUnavailable)
 
 
 def _scrub(message: str, secrets: list[str]) -> str:
@@ -612,26 +648,30 @@ def _scrub(message: str, secrets: list[str]) -> str:
     return message
 
 
+def _classify(exc: BaseException, text: str) -> _Kind:
+    """Steps 3 to 5 above: the kind of a pygit2/OS failure whose (scrubbed) message is `text`."""
+    for cls, kind in _BY_CLASS:
+        if isinstance(exc, cls):
+            return kind
+    if isinstance(exc, pygit2.GitError):
+        for pattern, kind in _BY_TEXT:
+            if pattern.search(text):
+                return kind
+    return _UNAVAILABLE
+
+
 def _translate(exc: BaseException, remote: GitRemote, callbacks: _Callbacks | None) -> GitdockError:
     """Map a pygit2/OS failure of one fetch to gitdock's tree; scrub secrets from the text."""
-    shown = display_url(remote.url)
-    secrets = list(callbacks.secrets) if callbacks else []
-    u = _parse_url(remote.url)
-    secrets += [s for s in (u.password,) if s]
     if isinstance(exc, GitdockError):
         return exc
+    shown = display_url(remote.url)
+    if callbacks and callbacks.host_key_problem:
+        return HostKeyError(f"fetching {shown}: {callbacks.host_key_problem}")
+    secrets = list(callbacks.secrets) if callbacks else []
+    secrets += [s for s in (_parse_url(remote.url).password,) if s]
     text = _scrub(str(exc), secrets).strip()
-    if isinstance(exc, pygit2.CertificateError) or (callbacks and callbacks.host_key_problem):
-        if callbacks and callbacks.host_key_problem:
-            return HostKeyError(f"fetching {shown}: {callbacks.host_key_problem}")
-        return SourceUnavailable(f"fetching {shown}: TLS certificate rejected: {text}")
-    if isinstance(exc, pygit2.AuthError) or (
-        isinstance(exc, pygit2.GitError) and _AUTH_PATTERNS.search(text)
-    ):
-        return SourceAuthError(f"fetching {shown}: authentication failed: {text}")
-    if isinstance(exc, pygit2.GitError) and _NOT_FOUND_PATTERNS.search(text):
-        return RepositoryNotFound(f"fetching {shown}: repository not found: {text}")
-    return SourceUnavailable(f"fetching {shown}: {text}")
+    kind = _classify(exc, text)
+    return kind.error(f"fetching {shown}: {kind.what}{text}")
 
 
 # --- the cache -----------------------------------------------------------------------------

@@ -8,75 +8,24 @@
 
 Client commands take ``--agent URL`` (default ``$GITDOCK_AGENT``, else http://127.0.0.1:9000)
 and ``--token-file`` (default ``$GITDOCK_API_TOKEN_FILE``; ``$GITDOCK_API_TOKEN`` also works).
-Any error is one line on stderr and exit 1.
+They talk to the agent through ``client.AgentClient``. Any error is one line on stderr and exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Final
 
-import httpx
-
+from gitdock.agent.cli.client import AgentClient
+from gitdock.agent.cli.common import EXIT_ERROR, EXIT_OK, print_json, print_table
 from gitdock.specs.errors import GitdockError
 
-__all__ = ["AgentClient", "AgentUnreachable", "add_agent_commands"]
+__all__ = ["add_agent_commands"]
 
 DEFAULT_AGENT_URL: Final = "http://127.0.0.1:9000"
-EXIT_OK, EXIT_ERROR = 0, 1
-
-
-class AgentUnreachable(GitdockError):
-    """The agent's API cannot be reached."""
-
-
-class AgentRequestFailed(GitdockError):
-    """The agent answered with an error."""
-
-
-class AgentClient:
-    """A small client for the agent's HTTP API."""
-
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        headers = {"User-Agent": "gitdock"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def request(
-        self, method: str, path: str, *, params: dict[str, str] | None = None, timeout: float | None = None
-    ) -> Any:
-        """JSON body of a 2xx answer. Raises AgentUnreachable or AgentRequestFailed."""
-        try:
-            resp = self._http.request(
-                method,
-                path,
-                params=params,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as exc:
-            raise AgentUnreachable(
-                f"cannot reach the agent at {self.url}: {exc or type(exc).__name__}"
-            ) from None
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {"error": resp.text.strip()[:200]}
-        if resp.status_code >= 400:
-            message = body.get("error") if isinstance(body, dict) else None
-            raise AgentRequestFailed(
-                f"{method} {path}: HTTP {resp.status_code}: {message or resp.reason_phrase}"
-            )
-        return body
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -91,10 +40,6 @@ def _token(args: argparse.Namespace) -> str | None:
 
 def _client(args: argparse.Namespace) -> AgentClient:
     return AgentClient(args.agent, _token(args))
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
 
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -119,48 +64,40 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(config)
 
 
+def _status_row(source: dict[str, Any]) -> tuple[str, ...]:
+    ready = _condition(source, "Ready")
+    message = (ready.get("message") or "").split("\n", 1)[0]
+    return (
+        source["name"],
+        ready.get("status", "Unknown"),
+        ready.get("reason", ""),
+        _short(source["revision"]["applied"]),
+        "yes" if source["suspended"] else "no",
+        message[:100],
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
+    with _client(args) as client:
         if args.name:
             sources = [client.request("GET", f"/api/v1/sources/{args.name}")]
         else:
             sources = client.request("GET", "/api/v1/sources")["sources"]
-    finally:
-        client.close()
     if args.output == "json":
-        _print_json(sources[0] if args.name else sources)
+        print_json(sources[0] if args.name else sources)
         return EXIT_OK
-    rows = [("NAME", "READY", "REASON", "APPLIED", "SUSPENDED", "MESSAGE")]
-    for s in sources:
-        ready = _condition(s, "Ready")
-        message = (ready.get("message") or "").split("\n", 1)[0]
-        rows.append(
-            (
-                s["name"],
-                ready.get("status", "Unknown"),
-                ready.get("reason", ""),
-                _short(s["revision"]["applied"]),
-                "yes" if s["suspended"] else "no",
-                message[:100],
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    header = ("NAME", "READY", "REASON", "APPLIED", "SUSPENDED", "MESSAGE")
+    print_table([header] + [_status_row(s) for s in sources])
     return EXIT_OK
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
+    with _client(args) as client:
         result = client.request(
             "POST", f"/api/v1/sources/{args.name}/reconcile", params={"wait": "1"}, timeout=args.timeout
         )
-    finally:
-        client.close()
     if args.output == "json":
-        _print_json(result)
+        print_json(result)
     else:
         line = f"source {args.name}: {result['result']} ({result['reason']}) at {_short(result['revision'])}"
         print(line + (f": {result['message']}" if result.get("message") else ""))
@@ -168,13 +105,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def _toggle(args: argparse.Namespace, action: str) -> int:
-    client = _client(args)
-    try:
+    with _client(args) as client:
         status = client.request("POST", f"/api/v1/sources/{args.name}/{action}")
-    finally:
-        client.close()
     if args.output == "json":
-        _print_json(status)
+        print_json(status)
     else:
         print(f"source {args.name}: {'suspended' if status['suspended'] else 'resumed'}")
     return EXIT_OK
@@ -188,35 +122,30 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _toggle(args, "resume")
 
 
+def _history_row(entry: dict[str, Any]) -> tuple[str, ...]:
+    summary = (entry.get("plan") or {}).get("summary") or {}
+    changes = ", ".join(f"{k} {v}" for k, v in summary.items()) or "-"
+    return (
+        entry["at"][:19],
+        entry["trigger"],
+        _short(entry["revision"]),
+        entry["result"],
+        entry["reason"],
+        changes,
+        str(entry["durationMs"]),
+    )
+
+
 def cmd_history(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
+    with _client(args) as client:
         body = client.request(
             "GET", f"/api/v1/sources/{args.name}/history", params={"limit": str(args.limit)}
         )
-    finally:
-        client.close()
     if args.output == "json":
-        _print_json(body["history"])
+        print_json(body["history"])
         return EXIT_OK
-    rows = [("AT", "TRIGGER", "REVISION", "RESULT", "REASON", "CHANGES", "MS")]
-    for h in body["history"]:
-        summary = (h.get("plan") or {}).get("summary") or {}
-        changes = ", ".join(f"{k} {v}" for k, v in summary.items()) or "-"
-        rows.append(
-            (
-                h["at"][:19],
-                h["trigger"],
-                _short(h["revision"]),
-                h["result"],
-                h["reason"],
-                changes,
-                str(h["durationMs"]),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    header = ("AT", "TRIGGER", "REVISION", "RESULT", "REASON", "CHANGES", "MS")
+    print_table([header] + [_history_row(h) for h in body["history"]])
     return EXIT_OK
 
 
@@ -234,7 +163,7 @@ def _client_args(p: argparse.ArgumentParser, *, output: bool = True) -> None:
         p.add_argument("--output", choices=["text", "json"], default="text")
 
 
-def add_agent_commands(sub: Any) -> None:
+def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``agent``, ``status``, ``reconcile``, ``suspend``, ``resume`` and ``history`` to `sub`."""
     p = sub.add_parser("agent", help="run the GitOps agent (long-lived)")
     p.add_argument("--config", required=True, help="agent configuration file (agent.yaml)")
@@ -266,9 +195,3 @@ def add_agent_commands(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=20)
     _client_args(p)
     p.set_defaults(func=cmd_history)
-
-
-def main() -> None:  # pragma: no cover - convenience for `python -m gitdock.agent.cli.agent`
-    from gitdock.agent.cli.main import main as cli_main
-
-    sys.exit(cli_main())

@@ -10,17 +10,17 @@ the events since that apply, to say what happened. ``--deep`` also inspects ever
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
+from typing import Final
 
-from gitdock.agent.applied_store import STATE_DB, AppliedStore, default_state_dir
-from gitdock.runtime.docker import DockerClient
+from gitdock.agent.applied_store import STATE_DB, AppliedStore
+from gitdock.agent.cli.common import EXIT_CHANGES, EXIT_OK, docker_client
+from gitdock.agent.cli.project import add_project_args, project_name, state_dir
 from gitdock.runtime.drift.watch import check_drift
 from gitdock.specs.errors import GitdockError
 
 __all__ = ["NoAppliedRecord", "add_drift_commands", "cmd_drift"]
 
-EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
+EXIT_DRIFT: Final = EXIT_CHANGES
 
 
 class NoAppliedRecord(GitdockError):
@@ -32,17 +32,15 @@ def _no_record(name: str) -> NoAppliedRecord:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from gitdock.agent.cli.main import project_name  # cli imports this module from build_parser
-
     name = project_name(args)
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
-    if not (state_dir / STATE_DB).is_file():
+    where = state_dir(args)
+    if not (where / STATE_DB).is_file():
         raise _no_record(name)
-    with AppliedStore.open(state_dir) as store:
+    with AppliedStore.open(where) as store:
         record = store.load(name)
         if record is None:
             raise _no_record(name)
-        with DockerClient(args.host) as docker:
+        with docker_client(args) as docker:
             report = check_drift(
                 docker,
                 record,
@@ -60,14 +58,10 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if report.has_drift else EXIT_OK
 
 
-def add_drift_commands(sub: Any) -> None:
+def add_drift_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``gitdock drift`` to the CLI's subparsers."""
-    from gitdock.agent.cli.main import _add_project_args
-
-    p: argparse.ArgumentParser = sub.add_parser(
-        "drift", help="show what changed on the host since gitdock last applied the project"
-    )
-    _add_project_args(p)
+    p = sub.add_parser("drift", help="show what changed on the host since gitdock last applied the project")
+    add_project_args(p)
     p.add_argument("--output", choices=["text", "json", "markdown"], default="text")
     p.add_argument(
         "--state-dir",

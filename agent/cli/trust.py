@@ -1,6 +1,6 @@
 """`gitdock keygen`, `gitdock sign`, `gitdock verify`: cosign-compatible signing from the CLI.
 
-Exit codes follow `gitdock.agent.cli.main`: 0 success (verified); 1 refused by policy, a trust problem
+Exit codes follow `gitdock.agent.cli.common`: 0 success (verified); 1 refused by policy, a trust problem
 (bad key, wrong password) or any other error; JSON output (`--output json`) tells them apart.
 Passwords come from COSIGN_PASSWORD or `--password-file`, never from argv, and are never printed.
 """
@@ -22,16 +22,11 @@ from gitdock.runtime.trust.keys import (
     load_private_key,
     read_password,
 )
-from gitdock.runtime.trust.policy import (
-    ImageRefused,
-    TrustKey,
-    TrustPolicy,
-    TrustRule,
-    sign_image,
-    verify_image,
-)
+from gitdock.runtime.trust.policy import TrustKey, TrustPolicy, TrustRule
 from gitdock.runtime.trust.registry import RegistryClient
+from gitdock.runtime.trust.sign import sign_image
 from gitdock.runtime.trust.signature import IdentityMode, RekorMode
+from gitdock.runtime.trust.verify import ImageRefused, verify_image
 from gitdock.specs.errors import GitdockError
 from gitdock.specs.reference import parse_reference
 
@@ -39,7 +34,7 @@ __all__ = ["add_trust_commands"]
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
-EXIT_ERROR = 1  # same as gitdock.agent.cli.main: any error is 1
+EXIT_ERROR = 1  # same as gitdock.agent.cli.common: any error is 1
 
 
 def _password(args: argparse.Namespace, *, confirm: bool = False) -> bytes:

@@ -1,0 +1,7 @@
+"""``python -m gitdock.agent.cli``: the same as the ``gitdock`` command."""
+
+import sys
+
+from gitdock.agent.cli.main import main
+
+sys.exit(main())

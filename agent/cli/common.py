@@ -1,0 +1,68 @@
+"""What every ``gitdock`` command shares: exit codes, output, the Docker client, error handling.
+
+Exit codes: 0 success; 1 an error (bad spec, Docker unreachable, a name conflict, a failed
+operation); 2 when a command found changes it was asked to report (``plan --exit-code``,
+``drift``). ``run_command`` is the one place an error becomes an exit code and a line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, Final
+
+from gitdock.runtime.docker import DockerClient
+from gitdock.specs.errors import GitdockError, SpecError
+
+__all__ = [
+    "EXIT_CHANGES",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "UsageError",
+    "docker_client",
+    "print_json",
+    "print_table",
+    "run_command",
+]
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_CHANGES: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+
+class UsageError(GitdockError):
+    """The command line itself is wrong."""
+
+
+def docker_client(args: argparse.Namespace) -> DockerClient:
+    """The Docker Engine client for ``--host`` (default ``$DOCKER_HOST``)."""
+    return DockerClient(args.host)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def print_table(rows: Sequence[Sequence[object]]) -> None:
+    """Print `rows` (the first is the header) as left-aligned columns two spaces apart."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command (``args.func``); any gitdock error is one line on stderr and exit 1."""
+    try:
+        return int(args.func(args))
+    except SpecError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+    except GitdockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR

@@ -1,0 +1,302 @@
+"""The commands that act on one Compose project directly: plan, apply, down, ps, logs.
+
+    gitdock plan [-f FILE] [--output json] [--exit-code]   exit 2 with --exit-code and changes
+    gitdock apply [-f FILE] [--parallel N] [--state-dir DIR]
+    gitdock down [--volumes]
+    gitdock ps [--output json]
+    gitdock logs SERVICE [--tail N] [--follow]
+
+Each registers its own subparser in ``add_compose_commands``; exit codes are ``common``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gitdock.agent.applied_store import store_applied
+from gitdock.agent.cli.common import (
+    EXIT_CHANGES,
+    EXIT_OK,
+    UsageError,
+    docker_client,
+    print_json,
+    print_table,
+)
+from gitdock.agent.cli.progress import Progress
+from gitdock.agent.cli.project import (
+    add_project_args,
+    add_trust_args,
+    compose_files,
+    load_project,
+    project_name,
+    state_dir,
+    trust_context,
+)
+from gitdock.runtime.converge import ConvergeHooks, Outcome, converge, tear_down
+from gitdock.runtime.docker import DockerClient, NotFound
+from gitdock.runtime.execute import ExecutionFailed, OpStatus
+from gitdock.runtime.observe import ObservedContainer, observe
+from gitdock.specs.errors import GitdockError
+from gitdock.specs.model import Project
+
+__all__ = ["COMMANDS", "add_compose_commands"]
+
+COMMANDS = frozenset({"plan", "apply", "down", "ps", "logs"})
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    project = load_project(args)
+    trust = trust_context(args)
+    with docker_client(args) as docker:
+        outcome = converge(project, docker, trust=trust, dry_run=True)
+    plan = outcome.plan
+    if args.output == "json":
+        print_json(plan.to_dict())
+    elif plan.is_empty:
+        print(f"project {project.name} is up to date: nothing to change")
+        if plan.render():
+            print(plan.render())
+    else:
+        print(plan.render())
+    if args.exit_code and not plan.is_empty:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+# --- apply and down ------------------------------------------------------------------------
+
+
+def _report(outcome: Outcome, verb: str, name: str) -> int:
+    """Print what a converge or tear-down did. Raises ExecutionFailed if an operation failed."""
+    plan = outcome.plan
+    for line in plan.render_images():
+        print(line)
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if outcome.report is None:
+        print(
+            f"project {name}: nothing to {verb} ({outcome.api_calls} Docker API calls, "
+            f"{outcome.mutating_calls} mutating)"
+        )
+        return EXIT_OK
+    report = outcome.report
+    done = sum(1 for r in report.results if r.status is OpStatus.DONE)
+    if not report.ok:
+        raise ExecutionFailed(report)
+    print(f"project {name}: {done} operation(s) done in {report.seconds:.1f}s")
+    return EXIT_OK
+
+
+def _tracing_requested() -> bool:
+    """True when any OTEL_* variable is set (and the SDK is not disabled)."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    return any(name.startswith("OTEL_") for name in os.environ)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    """Apply; with OTEL_* variables set, as one exported ``SYNC <project>`` trace.
+
+    Without them the OpenTelemetry SDK is not even imported: a no-op apply is a short command.
+    """
+    if not _tracing_requested():
+        project = load_project(args)
+        return _apply(args, project, ConvergeHooks(on_event=Progress()), None)
+    from gitdock.agent import telemetry as tm
+
+    tm.setup_telemetry()
+    from gitdock.specs.load import normalise_project_name
+
+    guess = args.project_name or normalise_project_name(Path(compose_files(args)[0]).resolve().parent.name)
+    with tm.sync_span(guess or "default") as sync:
+        sync.span.set_attribute("gitdock.trigger", "cli")
+        with tm.step_span(tm.Step.LOAD):
+            project = load_project(args)
+        if project.name != guess:  # the file's own `name:` decides
+            sync.span.update_name(f"SYNC {project.name}")
+            sync.span.set_attribute(tm.CICD_PIPELINE_NAME, project.name)
+            sync.project = project.name
+        return _apply(args, project, tm.converge_hooks(then=Progress()), sync.set_result)
+
+
+def _apply(
+    args: argparse.Namespace,
+    project: Project,
+    hooks: ConvergeHooks,
+    set_result: Callable[[str], None] | None,
+) -> int:
+    trust = trust_context(args)
+    with docker_client(args) as docker:
+        outcome = converge(
+            project,
+            docker,
+            trust=trust,
+            concurrency=args.parallel,
+            wait_timeout=args.wait_timeout,
+            hooks=hooks,
+        )
+        if outcome.is_ok:
+            _store_applied(args, project, docker, outcome)
+    if set_result is not None and outcome.report is not None and not outcome.report.ok:
+        set_result("error" if outcome.report.transient else "failure")
+    return _report(outcome, "change", project.name)
+
+
+def _store_applied(
+    args: argparse.Namespace, project: Project, docker: DockerClient, outcome: Outcome
+) -> None:
+    """Record what `gitdock drift` compares the host against later. A failure here is a warning:
+    the apply itself succeeded."""
+    where = state_dir(args)
+    try:
+        store_applied(project, docker, outcome, where)
+    except (GitdockError, OSError) as exc:
+        print(
+            f"warning: could not record the applied state in {where}: {exc}; "
+            "gitdock drift will not know this apply (set --state-dir or GITDOCK_STATE_DIR)",
+            file=sys.stderr,
+        )
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    name = project_name(args)
+    with docker_client(args) as docker:
+        outcome = tear_down(name, docker, remove_volumes=args.volumes, on_event=Progress())
+    return _report(outcome, "remove", name)
+
+
+# --- ps and logs ---------------------------------------------------------------------------
+
+
+def _ps_row(c: ObservedContainer) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "service": c.service,
+        "number": c.number,
+        "state": c.state,
+        "health": c.health,
+        "status": c.status,
+        "image": c.image,
+        "ports": list(c.ports),
+        "id": c.id[:12],
+    }
+
+
+def _ps_rows(docker: DockerClient, name: str) -> list[dict[str, Any]]:
+    containers = observe(docker).project_containers(name)
+    return [_ps_row(c) for c in sorted(containers, key=lambda c: (c.service or "", c.number))]
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    name = project_name(args)
+    with docker_client(args) as docker:
+        rows = _ps_rows(docker, name)
+    if args.output == "json":
+        print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print(f"project {name} has no containers")
+        return EXIT_OK
+    header = ("NAME", "SERVICE", "STATE", "HEALTH", "STATUS", "PORTS")
+    print_table(
+        [header]
+        + [
+            (r["name"], r["service"], r["state"], r["health"] or "-", r["status"], ", ".join(r["ports"]))
+            for r in rows
+        ]
+    )
+    return EXIT_OK
+
+
+def _write_logs(
+    docker: DockerClient, c: ObservedContainer, args: argparse.Namespace, *, prefix: bool
+) -> None:
+    """Stream one container's log to stdout, each line prefixed with its name when `prefix`."""
+    out = sys.stdout.buffer
+    for _stream, chunk in docker.container_logs(c.id, tail=args.tail, follow=args.follow):
+        if prefix:
+            for line in chunk.splitlines(keepends=True):
+                out.write(f"{c.name} | ".encode() + line)
+        else:
+            out.write(chunk)
+        out.flush()
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    name = project_name(args)
+    with docker_client(args) as docker:
+        containers = [c for c in observe(docker).project_containers(name) if c.service == args.service]
+        if not containers:
+            raise UsageError(f"project {name} has no container for service {args.service!r}")
+        for c in sorted(containers, key=lambda c: c.number):
+            try:
+                _write_logs(docker, c, args, prefix=len(containers) > 1)
+            except NotFound:
+                continue
+    return EXIT_OK
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def _add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("plan", help="show what apply would change, and why")
+    add_project_args(p)
+    add_trust_args(p)
+    p.add_argument("--output", choices=["text", "json"], default="text")
+    p.add_argument("--exit-code", action="store_true", help="exit 2 when the plan is not empty")
+    p.set_defaults(func=cmd_plan)
+
+
+def _add_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("apply", help="converge the Docker host to the Compose files")
+    add_project_args(p)
+    add_trust_args(p)
+    p.add_argument("--parallel", type=int, default=8, help="operations run at once (default 8)")
+    p.add_argument(
+        "--state-dir",
+        help="where the applied state is recorded for `gitdock drift` (default: $GITDOCK_STATE_DIR, "
+        "else /var/lib/gitdock as root, else $XDG_STATE_HOME/gitdock)",
+    )
+    p.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for service_healthy / service_completed_successfully (default 120)",
+    )
+    p.set_defaults(func=cmd_apply)
+
+
+def _add_inspection(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``down``, ``ps`` and ``logs``."""
+    p = sub.add_parser("down", help="remove the project's containers and networks")
+    add_project_args(p)
+    p.add_argument("--volumes", action="store_true", help="also remove the project's named volumes")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("ps", help="list the project's containers")
+    add_project_args(p)
+    p.add_argument("--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_ps)
+
+    p = sub.add_parser("logs", help="show a service's logs")
+    add_project_args(p)
+    p.add_argument("service")
+    p.add_argument("--tail", default="all", help="lines from the end of each log (default all)")
+    p.add_argument("--follow", action="store_true", help="keep streaming")
+    p.set_defaults(func=cmd_logs)
+
+
+def add_compose_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``plan``, ``apply``, ``down``, ``ps`` and ``logs`` (the COMMANDS) to `sub`, in that order."""
+    _add_plan(sub)
+    _add_apply(sub)
+    _add_inspection(sub)

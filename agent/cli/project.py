@@ -1,0 +1,110 @@
+"""Which Compose project a command acts on: its files, its load, its name, its trust policy.
+
+Also the options that say so (``-f``, ``--env-file``, ``--profile``, ``--ignore-build``, ``-p``,
+``--trust-policy``), shared by every command that takes a project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from gitdock.agent.applied_store import default_state_dir
+from gitdock.agent.cli.common import UsageError
+from gitdock.specs.model import Project
+
+if TYPE_CHECKING:
+    from gitdock.runtime.trust.resolve import TrustContext
+
+__all__ = [
+    "DEFAULT_FILES",
+    "add_project_args",
+    "add_trust_args",
+    "compose_files",
+    "load_project",
+    "project_name",
+    "state_dir",
+    "trust_context",
+]
+
+DEFAULT_FILES: Final = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+
+
+def compose_files(args: argparse.Namespace) -> list[str]:
+    """The ``-f`` files, else the first of DEFAULT_FILES here. Raises UsageError if none."""
+    if args.file:
+        return list(args.file)
+    for name in DEFAULT_FILES:
+        if Path(name).is_file():
+            return [name]
+    raise UsageError(f"no Compose file given and none of {', '.join(DEFAULT_FILES)} in {os.getcwd()}")
+
+
+def state_dir(args: argparse.Namespace) -> Path:
+    """``--state-dir`` if the command has it and it is given, else the default state directory."""
+    given = getattr(args, "state_dir", None)
+    return Path(given) if given else default_state_dir()
+
+
+def load_project(args: argparse.Namespace) -> Project:
+    """Load the Compose files, reusing the last validated load while none of them changed."""
+    from gitdock.specs.cache import load_project_cached
+
+    return load_project_cached(
+        compose_files(args),
+        state_dir(args) / "load-cache",
+        project_name=args.project_name,
+        env_file=args.env_file,
+        profiles=getattr(args, "profile", None) or None,
+        ignore_build=getattr(args, "ignore_build", False),
+    )
+
+
+def project_name(args: argparse.Namespace) -> str:
+    """``-p``, else the loaded project's name (loading the files only then)."""
+    if args.project_name:
+        return str(args.project_name)
+    return load_project(args).name
+
+
+def trust_context(args: argparse.Namespace) -> TrustContext | None:
+    """The trust policy from --trust-policy or GITDOCK_TRUST_POLICY, if any."""
+    path = args.trust_policy or os.environ.get("GITDOCK_TRUST_POLICY")
+    if not path:
+        return None
+    from gitdock.agent.policy import load_trust_config
+
+    return load_trust_config(path).context(Path(path).resolve().parent)
+
+
+def add_project_args(p: argparse.ArgumentParser, *, files: bool = True) -> None:
+    """``-p``, and with `files` the options that choose and load the Compose files."""
+    if files:
+        p.add_argument("-f", "--file", action="append", help="Compose file (repeatable)")
+        p.add_argument(
+            "--env-file", help="file of variables for interpolation (default: .env beside the file)"
+        )
+        p.add_argument(
+            "--profile",
+            action="append",
+            help="enable services of this profile (repeatable; default: $COMPOSE_PROFILES)",
+        )
+        p.add_argument(
+            "--ignore-build",
+            action="store_true",
+            help="deploy services that have both build: and image: from the image, ignoring build:",
+        )
+    p.add_argument(
+        "-p", "--project-name", help="project name (default: name: in the file, else its directory)"
+    )
+
+
+def add_trust_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-policy",
+        metavar="FILE",
+        help="resolve every image to a digest and verify its signature by this policy "
+        "(default: $GITDOCK_TRUST_POLICY; without one, images are used as tagged)",
+    )
