@@ -23,12 +23,16 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Unpack
 
 from gitdock.specs.model import Project
 
+if TYPE_CHECKING:
+    from gitdock.specs.load import LoadOptions
+
 log = logging.getLogger("gitdock.specs")
 
-FORMAT = 1  # bump when the model or this file's layout changes
+FORMAT = 2  # bump when the model or this file's layout changes
 
 
 def _key(
@@ -83,58 +87,57 @@ def _prune(cache_dir: Path) -> None:
 
 
 def load_project_cached(
-    files: Sequence[str | os.PathLike[str]],
-    cache_dir: Path,
-    *,
-    project_name: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    env_file: str | os.PathLike[str] | None = None,
-    profiles: Sequence[str] | None = None,
-    ignore_build: bool = False,
+    files: Sequence[str | os.PathLike[str]], cache_dir: Path, **options: Unpack[LoadOptions]
 ) -> Project:
     """``load_project`` that reuses the last successful load of the same inputs.
 
-    Same arguments, result and errors as ``load_project``; warnings are logged either way.
+    Same arguments (``load.LoadOptions``), result and errors as ``load_project``; warnings
+    are logged either way.
     """
-    env = os.environ if environ is None else environ
+    env = options.get("environ")
+    env = os.environ if env is None else env
     paths = [os.path.abspath(os.fspath(f)) for f in files]
-    options = {
-        "project_name": project_name,
+    env_file, profiles = options.get("env_file"), options.get("profiles")
+    key_options = {
+        "project_name": options.get("project_name"),
         "env_file": None if env_file is None else os.path.abspath(os.fspath(env_file)),
         "profiles": None if profiles is None else tuple(profiles),
-        "ignore_build": ignore_build,
+        "ignore_build": options.get("ignore_build", False),
     }
-    entry = cache_dir / f"{_key(paths, env, options)}.pickle"
+    entry = cache_dir / f"{_key(paths, env, key_options)}.pickle"
+    cached = _read_entry(entry)
+    if cached is not None:
+        project, warnings = cached
+    else:
+        from gitdock.specs.load import load_project_with_inputs
+
+        project, warnings, inputs = load_project_with_inputs(paths, **options)
+        _write_entry(cache_dir, entry, (inputs, project, warnings))
+    for warning in warnings:
+        log.warning("%s", warning)
+    return project
+
+
+def _read_entry(entry: Path) -> tuple[Project, list[str]] | None:
+    """The project and warnings stored in ``entry``, if it is ours and still current."""
     try:
         if entry.is_file() and _trusted(entry):
             with entry.open("rb") as fh:
                 inputs, project, warnings = pickle.load(fh)  # noqa: S301 - our own 0600 file, checked above
             if isinstance(project, Project) and _unchanged(inputs):
-                for warning in warnings:
-                    log.warning("%s", warning)
-                return project
+                return project, warnings
     except Exception:  # a broken or stale entry is only a miss
         log.debug("load cache: ignoring %s", entry, exc_info=True)
+    return None
 
-    from gitdock.specs.load import load_project_with_inputs
 
-    project, warnings, inputs = load_project_with_inputs(
-        paths,
-        project_name=project_name,
-        environ=env,
-        env_file=env_file,
-        profiles=profiles,
-        ignore_build=ignore_build,
-    )
-    for warning in warnings:
-        log.warning("%s", warning)
+def _write_entry(cache_dir: Path, entry: Path, value: tuple[dict[str, str], Project, list[str]]) -> None:
     try:
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            pickle.dump((inputs, project, warnings), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, entry)
         _prune(cache_dir)
     except OSError:
         log.debug("load cache: cannot write %s", entry, exc_info=True)
-    return project

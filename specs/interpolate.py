@@ -11,7 +11,7 @@ This module is purely computational: it reads no files and no environment on its
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from gitdock.specs.errors import SpecProblem
@@ -161,7 +161,6 @@ def parse_env_file(text: str, filename: str, environ: Mapping[str, str]) -> EnvF
         lineno += 1
         start_line = lineno
         stripped = raw.lstrip()
-        indent = len(raw) - len(stripped)
         if not stripped or stripped.startswith("#"):
             continue
         body = stripped
@@ -169,55 +168,68 @@ def parse_env_file(text: str, filename: str, environ: Mapping[str, str]) -> EnvF
             body = body[6:].lstrip()
         key, sep, rest = body.partition("=")
         key = key.strip()
-        column = indent + 1 + (len(stripped) - len(body))
+        column = len(raw) - len(stripped) + 1 + (len(stripped) - len(body))
 
         def add_problem(message: str, line: int = start_line, col: int = column) -> None:
             result.problems.append(SpecProblem(message, "", Position(filename, line, col)))
 
         if not _ENV_KEY_RE.fullmatch(key):
             add_problem(f'"{key}" is not a valid variable name' if key else "expected KEY=VALUE")
-            continue
-        if not sep:
+        elif not sep:
             if key in environ:
                 result.values[key] = environ[key]
-            continue
-        rest = rest.lstrip()
-        quote = rest[:1]
-        if quote in ("'", '"'):
-            chunks: list[str] = []
-            body_rest = rest[1:]
-            closed = False
-            while True:
-                end = _find_closing(body_rest, quote)
-                if end >= 0:
-                    chunks.append(body_rest[:end])
-                    closed = True
-                    break
-                chunks.append(body_rest)
-                if lineno >= len(lines):
-                    break
-                chunks.append("\n")
-                body_rest = lines[lineno]
-                lineno += 1
-            if not closed:
-                add_problem(f"unterminated {quote} quote in the value of {key}")
-                continue
-            value = "".join(chunks)
-            if quote == "'":
-                result.values[key] = value
-                continue
-            value = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), value)
         else:
-            value = re.split(r"\s#", rest, maxsplit=1)[0].rstrip()
-        lookup = _ChainLookup(environ, result.values)
-        try:
-            value, missing = interpolate(value, lookup)
-        except InterpolationError as exc:
-            add_problem(str(exc))
-            continue
-        result.missing.extend(missing)
-        result.values[key] = value
+            lineno = _parse_env_value(result, key, rest.lstrip(), lines, lineno, environ, add_problem)
     return result
+
+
+def _parse_env_value(
+    result: EnvFile,
+    key: str,
+    rest: str,
+    lines: list[str],
+    lineno: int,
+    environ: Mapping[str, str],
+    add_problem: Callable[[str], None],
+) -> int:
+    """Set ``key``'s value from ``rest`` (and the lines a quoted value spans); returns the
+    number of the next line to read."""
+    quote = rest[:1]
+    if quote in ("'", '"'):
+        value, lineno = _quoted_value(rest[1:], quote, lines, lineno)
+        if value is None:
+            add_problem(f"unterminated {quote} quote in the value of {key}")
+            return lineno
+        if quote == "'":
+            result.values[key] = value
+            return lineno
+        value = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), value)
+    else:
+        value = re.split(r"\s#", rest, maxsplit=1)[0].rstrip()
+    try:
+        value, missing = interpolate(value, _ChainLookup(environ, result.values))
+    except InterpolationError as exc:
+        add_problem(str(exc))
+        return lineno
+    result.missing.extend(missing)
+    result.values[key] = value
+    return lineno
+
+
+def _quoted_value(rest: str, quote: str, lines: list[str], lineno: int) -> tuple[str | None, int]:
+    """The text up to the closing ``quote``, across lines; None when it never closes."""
+    chunks: list[str] = []
+    while True:
+        end = _find_closing(rest, quote)
+        if end >= 0:
+            chunks.append(rest[:end])
+            return "".join(chunks), lineno
+        chunks.append(rest)
+        if lineno >= len(lines):
+            return None, lineno
+        chunks.append("\n")
+        rest = lines[lineno]
+        lineno += 1
 
 
 def _find_closing(s: str, quote: str) -> int:

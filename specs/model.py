@@ -137,13 +137,11 @@ class Service:
     replicas: int = 1
     # Where the service is defined, for error messages.
     position: Position | None = field(default=None, compare=False, hash=False)
-    # Compose attributes beyond the core subset (issue 3) land here as already-normalised
-    # Docker API fragments, e.g. {"HostConfig": {"CapAdd": [...]}}. Kept as a sorted tuple of
-    # (dotted path, JSON value) so the class stays hashable.
+    # Further Compose settings (issue 3) as (Compose key, normalised value), sorted by key;
+    # unset ones are absent. A key under deploy is its dotted path
+    # ("deploy.resources.limits.memory"), so a plan names the key the user wrote.
+    # gitdock.runtime.desired maps each to the Engine API.
     extra: tuple[tuple[str, Any], ...] = ()
-    # The Compose key each ``extra`` path came from (dotted path -> key), so a plan says
-    # "config changed: cap_add", not "HostConfig".
-    extra_keys: tuple[tuple[str, str], ...] = ()
     files: tuple[ServiceFile, ...] = ()
     stop_grace_period: int | None = None  # seconds; None is Docker's default (10)
     platform: str | None = None

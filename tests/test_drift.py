@@ -384,7 +384,7 @@ def test_applied_record_takes_config_from_the_create_bodies_and_ids_from_the_sna
         mounts=(Mount("volume", "/data", "data"),),
         networks=(("default", NetworkAttachment()),),
         restart="on-failure:3",
-        extra=(("HostConfig.Memory", 512 << 20),),
+        extra=(("mem_limit", 512 << 20),),
     )
     project = Project(
         P,

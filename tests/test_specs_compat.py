@@ -124,7 +124,7 @@ def test_dns_hosts_and_expose(tmp_path: Path) -> None:
 
 def test_extra_hosts_list_accepts_both_separators(tmp_path: Path) -> None:
     svc = web(tmp_path, 'extra_hosts: ["a=10.0.0.1", "b:10.0.0.2", "c=::1"]\n')
-    assert dict(svc.extra)["HostConfig.ExtraHosts"] == ["a:10.0.0.1", "b:10.0.0.2", "c:::1"]
+    assert dict(svc.extra)["extra_hosts"] == ["a:10.0.0.1", "b:10.0.0.2", "c:::1"]
 
 
 def test_resources_from_deploy_and_legacy_keys(tmp_path: Path) -> None:
@@ -401,7 +401,7 @@ def test_override_files_follow_the_merge_rules(tmp_path: Path) -> None:
     assert svc.environment == (("A", "1"), ("B", "3"), ("C", "4"))
     assert [(p.published, p.target) for p in svc.ports] == [("8080", 80), ("9090", 90)]
     assert {m.target: m.source.rsplit("/", 1)[-1] for m in svc.mounts} == {"/data": "b", "/x": "x"}
-    assert dict(svc.extra)["HostConfig.Dns"] == ["1.1.1.1", "8.8.8.8"]
+    assert dict(svc.extra)["dns"] == ["1.1.1.1", "8.8.8.8"]
 
 
 def test_reset_tag_removes_a_value(tmp_path: Path) -> None:
@@ -443,7 +443,7 @@ def test_extends_a_service_of_the_same_file(tmp_path: Path) -> None:
     """
     svc = load(tmp_path, text).service("web")
     assert (svc.image, svc.environment) == ("nginx", (("A", "1"), ("B", "2")))
-    assert dict(svc.extra)["HostConfig.CapAdd"] == ["NET_ADMIN"]
+    assert dict(svc.extra)["cap_add"] == ["NET_ADMIN"]
 
 
 def test_extends_another_file_resolves_its_paths_against_that_file(tmp_path: Path) -> None:

@@ -1,30 +1,24 @@
-"""Validation of the Compose subset gitdock supports.
+"""The Compose file as pydantic models, with the short-syntax parsers they validate through.
 
-Three passes, each collecting every problem instead of stopping at the first:
+Every model mirrors one level of the Compose Specification for the subset gitdock supports;
+``UNSUPPORTED`` names the keys the Specification defines there that gitdock does not support
+yet (``validate.check_keys`` reports them apart from unknown keys). Short syntaxes
+(``"8080:80"``, ``"data:/var/lib:ro"``, ``"/dev/x:/dev/y:rw"``) are parsed while validating,
+so every problem is found before normalisation. Below the models: small questions asked of a
+validated service (its dependencies, its config and secret targets, its resource settings)
+that the checks and the normaliser share, and how messages name values and suggest names.
 
-1. ``check_keys`` walks the raw data beside the models below, drops ``x-*`` extensions
-   and reports keys that are in the Compose Specification but not supported yet apart
-   from keys that are not Compose at all (with a "did you mean").
-2. ``validate_compose`` runs the pydantic models and turns their errors into
-   ``SpecProblem``s with field paths and file positions.
-3. ``check_semantics`` checks what no single field can: references between services,
-   networks and volumes, dependency cycles, conflicting settings.
-
-Short syntaxes (``"8080:80"``, ``"data:/var/lib:ro"``) are parsed here, so every problem
-is found before normalisation. This module is pure.
+This module is pure.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import ipaddress
 import re
 import shlex
-import types
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -35,14 +29,11 @@ from pydantic import (
     Field,
     PlainValidator,
     Tag,
-    ValidationError,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from gitdock.specs.errors import SpecProblem
 from gitdock.specs.model import Condition, PortMapping
-from gitdock.specs.yamlpos import Document, Path, format_path
 
 # Every service key of the Compose Specification (compose-spec schema, 2025). A word list
 # reads better than 90 quoted strings, hence the noqa.
@@ -62,7 +53,7 @@ COMPOSE_SERVICE_KEYS = frozenset(
 
 BUILD_MESSAGE = "build is not supported: gitdock deploys images, it does not build them; set image:"
 
-_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _RESTART_RE = re.compile(r"no|always|unless-stopped|on-failure(?::[0-9]+)?")
 _DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {
@@ -117,7 +108,7 @@ def _by_kind(expected: str) -> Discriminator:
     return Discriminator(_kind, custom_error_type="wrong_type", custom_error_message=expected)
 
 
-class _Spec(BaseModel):
+class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
     # Keys the Compose Specification defines at this level that gitdock does not support yet.
@@ -283,7 +274,7 @@ def _check_subnet(value: str | None) -> str | None:
 
 
 def _check_name(value: str | None) -> str | None:
-    if value is not None and not _NAME_RE.fullmatch(value):
+    if value is not None and not NAME_RE.fullmatch(value):
         raise _fail(f'"{value}" is not a valid name (letters, digits, "_", "." and "-")')
     return value
 
@@ -327,7 +318,7 @@ TmpfsSpec = Annotated[
 ]
 
 
-class PortLong(_Spec):
+class PortLong(SpecModel):
     UNSUPPORTED = frozenset({"name", "app_protocol"})
 
     target: int = Field(ge=1, le=65535)
@@ -353,13 +344,13 @@ PortEntry = Annotated[
 ]
 
 
-class BindOptions(_Spec):
+class BindOptions(SpecModel):
     UNSUPPORTED = frozenset({"propagation", "selinux", "recursive"})
 
     create_host_path: bool = True
 
 
-class TmpfsOptions(_Spec):
+class TmpfsOptions(SpecModel):
     UNSUPPORTED = frozenset({"mode"})
 
     size: ByteSize | None = None
@@ -373,7 +364,7 @@ def _check_volume_type(value: str) -> str:
     raise _fail(f'"{value}" is not a volume type (volume, bind, tmpfs)')
 
 
-class ServiceVolume(_Spec):
+class ServiceVolume(SpecModel):
     """One service mount, long syntax (short syntax is parsed into this too)."""
 
     UNSUPPORTED = frozenset({"consistency", "volume", "image"})
@@ -432,7 +423,7 @@ def parse_volume(value: Any) -> ServiceVolume:
             raise _fail(f'"{value}" is not a volume mapping: unknown mode "{option}"')
     if source and is_path_source(source):
         return ServiceVolume(type="bind", source=source, target=target, read_only=read_only)
-    if source and not _NAME_RE.fullmatch(source):
+    if source and not NAME_RE.fullmatch(source):
         raise _fail(f'"{value}" is not a volume mapping: "{source}" is neither a path nor a volume name')
     return ServiceVolume(type="volume", source=source, target=target, read_only=read_only)
 
@@ -444,7 +435,7 @@ VolumeEntry = Annotated[
 ]
 
 
-class EnvFileEntry(_Spec):
+class EnvFileEntry(SpecModel):
     UNSUPPORTED = frozenset({"format"})
 
     path: str
@@ -466,7 +457,7 @@ EnvFiles = Annotated[
 ]
 
 
-class ServiceNetwork(_Spec):
+class ServiceNetwork(SpecModel):
     UNSUPPORTED = frozenset(
         {
             "ipv6_address",
@@ -489,7 +480,7 @@ ServiceNetworks = Annotated[
 ]
 
 
-class DependsOn(_Spec):
+class DependsOn(SpecModel):
     UNSUPPORTED = frozenset({"restart"})
 
     condition: Condition = Condition.STARTED
@@ -506,7 +497,7 @@ HealthTest = Annotated[
 ]
 
 
-class HealthcheckSpec(_Spec):
+class HealthcheckSpec(SpecModel):
     UNSUPPORTED = frozenset({"start_interval"})
 
     test: HealthTest | None = None
@@ -550,32 +541,32 @@ def parse_cpus(value: Any) -> float:
 Cpus = Annotated[float, PlainValidator(parse_cpus)]
 
 
-class ResourceLimits(_Spec):
+class ResourceLimits(SpecModel):
     cpus: Cpus | None = None
     memory: ByteSize | None = None
     pids: int | None = None
 
 
-class ResourceReservations(_Spec):
+class ResourceReservations(SpecModel):
     UNSUPPORTED = frozenset({"devices", "generic_resources"})
 
     cpus: Cpus | None = None  # no standalone-Docker equivalent: accepted, has no effect (as in Compose)
     memory: ByteSize | None = None
 
 
-class Resources(_Spec):
+class Resources(SpecModel):
     limits: ResourceLimits | None = None
     reservations: ResourceReservations | None = None
 
 
-class RestartPolicySpec(_Spec):
+class RestartPolicySpec(SpecModel):
     condition: Literal["none", "on-failure", "any"] = "any"
     max_attempts: int | None = Field(default=None, ge=0)
     delay: Duration | None = None  # Swarm only: accepted, has no effect on a plain Docker host
     window: Duration | None = None  # Swarm only, likewise
 
 
-class DeploySpec(_Spec):
+class DeploySpec(SpecModel):
     UNSUPPORTED = frozenset({"endpoint_mode", "labels", "placement", "rollback_config", "update_config"})
 
     mode: Annotated[str, AfterValidator(_check_deploy_mode)] = "replicated"
@@ -600,7 +591,7 @@ StrList = Annotated[list[str], BeforeValidator(_str_list)]
 LooseStrList = Annotated[list[str], BeforeValidator(_str_items)]
 
 
-class Ulimit(_Spec):
+class Ulimit(SpecModel):
     soft: int
     hard: int
 
@@ -611,7 +602,7 @@ UlimitSpec = Annotated[
 ]
 
 
-class DeviceSpec(_Spec):
+class DeviceSpec(SpecModel):
     source: str
     target: str | None = None
     permissions: str = "rwm"
@@ -676,7 +667,7 @@ def _check_ip_text(ip: str, entry: str) -> None:
 ExtraHosts = Annotated[list[str], PlainValidator(_extra_hosts)]
 
 
-class LoggingSpec(_Spec):
+class LoggingSpec(SpecModel):
     driver: str | None = None
     options: dict[str, EnvValue] | None = None
 
@@ -712,7 +703,7 @@ def _file_mode(value: Any) -> int:
 FileMode = Annotated[int, PlainValidator(_file_mode)]
 
 
-class FileRef(_Spec):
+class FileRef(SpecModel):
     """A service's long-syntax reference to a config or secret."""
 
     source: str
@@ -735,7 +726,7 @@ FileRefEntry = Annotated[
 ]
 
 
-class ServiceSpec(_Spec):
+class ServiceSpec(SpecModel):
     image: str
     command: Command = None
     entrypoint: Command = None
@@ -756,7 +747,7 @@ class ServiceSpec(_Spec):
     container_name: Annotated[str | None, AfterValidator(_check_name)] = None
     scale: int | None = Field(default=None, ge=0)
     deploy: DeploySpec | None = None
-    # --- issue 3: plain Docker settings (become Service.extra fragments) ---
+    # --- further settings (issue 3): normalised into Service.extra ---
     annotations: KeyValues | None = None
     cap_add: list[str] = []
     cap_drop: list[str] = []
@@ -817,7 +808,7 @@ ServiceSpec.UNSUPPORTED = COMPOSE_SERVICE_KEYS - set(ServiceSpec.model_fields)
 # --- top-level models ------------------------------------------------------------------
 
 
-class IpamConfig(_Spec):
+class IpamConfig(SpecModel):
     UNSUPPORTED = frozenset({"ip_range", "gateway", "aux_addresses"})
 
     subnet: Annotated[str | None, AfterValidator(_check_subnet)] = None
@@ -829,14 +820,14 @@ def _check_ipam_driver(value: str | None) -> str | None:
     return value
 
 
-class Ipam(_Spec):
+class Ipam(SpecModel):
     UNSUPPORTED = frozenset({"options"})
 
     driver: Annotated[str | None, AfterValidator(_check_ipam_driver)] = None
     config: list[IpamConfig] = []
 
 
-class NetworkSpec(_Spec):
+class NetworkSpec(SpecModel):
     UNSUPPORTED = frozenset({"driver_opts", "attachable", "enable_ipv4", "enable_ipv6"})
 
     driver: str | None = None
@@ -855,7 +846,7 @@ class NetworkSpec(_Spec):
         return self
 
 
-class VolumeSpec(_Spec):
+class VolumeSpec(SpecModel):
     driver: str | None = None
     driver_opts: dict[str, str] = {}
     labels: KeyValues | None = None
@@ -871,7 +862,7 @@ class VolumeSpec(_Spec):
         return self
 
 
-class FileObjectSpec(_Spec):
+class FileObjectSpec(SpecModel):
     """A top-level config or secret: exactly one of file, environment, content (configs only)."""
 
     UNSUPPORTED = frozenset({"external", "labels", "driver", "driver_opts", "template_driver"})
@@ -899,7 +890,7 @@ class ConfigSpec(FileObjectSpec):
     content: str | None = None
 
 
-class ComposeFile(_Spec):
+class ComposeFile(SpecModel):
     UNSUPPORTED = frozenset({"models"})
 
     name: str | None = None
@@ -911,256 +902,12 @@ class ComposeFile(_Spec):
     secrets: dict[str, SecretSpec] = {}
 
 
-# --- the three passes together -------------------------------------------------------
-
-
-def check_compose(data: Any, doc: Document) -> tuple[Validated, list[SpecProblem]]:
-    """Run all three passes over one (merged) document; returns what validated and every problem."""
-    cleaned, problems = check_keys(data, doc)
-    top, type_problems = validate_compose(cleaned, doc)
-    # A service with build: and no image: gets one problem (which says "set image:"), not two.
-    built = {p.path.removesuffix(".build") for p in problems if p.message == BUILD_MESSAGE}
-    problems += [
-        p
-        for p in type_problems
-        if not (p.message == "`image` is required" and p.path.removesuffix(".image") in built)
-    ]
-    problems += check_semantics(top, doc)
-    return top, problems
-
-
-# --- pass 1: keys -----------------------------------------------------------------------
-
-
-def check_keys(data: Any, doc: Document) -> tuple[Any, list[SpecProblem]]:
-    """Drop ``x-*`` extensions and report (and drop) keys gitdock does not know.
-
-    Returns a cleaned copy of ``data`` for validation; ``data`` itself is untouched.
-    """
-    problems: list[SpecProblem] = []
-    return _strip(data, ComposeFile, (), doc, problems), problems
-
-
-def _unwrap(tp: Any) -> Any:
-    while get_origin(tp) is Annotated:
-        tp = get_args(tp)[0]
-    return tp
-
-
-def _fits(tp: Any, value: Any) -> bool:
-    tp = _unwrap(tp)
-    origin = get_origin(tp)
-    if isinstance(value, dict):
-        return origin is dict or (isinstance(tp, type) and issubclass(tp, _Spec))
-    if isinstance(value, list):
-        return origin in (list, tuple)
-    return False
-
-
-def _strip(value: Any, tp: Any, path: Path, doc: Document, problems: list[SpecProblem]) -> Any:
-    tp = _unwrap(tp)
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        member = next((m for m in get_args(tp) if _fits(m, value)), None)
-        return value if member is None else _strip(value, member, path, doc, problems)
-    if isinstance(tp, type) and issubclass(tp, _Spec):
-        if not isinstance(value, dict):
-            return value
-        out: dict[str, Any] = {}
-        fields = tp.model_fields
-        for key, item in value.items():
-            if key.startswith("x-"):
-                continue
-            child = (*path, key)
-            if key in fields:
-                out[key] = _strip(item, fields[key].annotation, child, doc, problems)
-                continue
-            if key == "build" and tp is ServiceSpec:
-                message = BUILD_MESSAGE
-            elif key in tp.UNSUPPORTED:
-                message = f"`{key}` is not supported yet"
-            else:
-                message = f"unknown key `{key}`"
-                close = difflib.get_close_matches(key, [*fields, *tp.UNSUPPORTED], n=1, cutoff=0.6)
-                if close:
-                    message += f", did you mean `{close[0]}`?"
-            problems.append(SpecProblem(message, format_path(child), doc.locate(child, prefer_key=True)))
-        return out
-    if origin in (list, tuple) and isinstance(value, list):
-        (item_tp, *_) = get_args(tp)
-        return [_strip(v, item_tp, (*path, i), doc, problems) for i, v in enumerate(value)]
-    if origin is dict and isinstance(value, dict):
-        _, item_tp = get_args(tp)
-        return {k: _strip(v, item_tp, (*path, k), doc, problems) for k, v in value.items()}
-    return value
-
-
-# --- pass 2: types ----------------------------------------------------------------------
-
-
-@dataclass
-class Validated:
-    """What validation produced: every part that is valid, even when others are not."""
-
-    name: str | None = None
-    services: dict[str, ServiceSpec] = field(default_factory=dict)
-    networks: dict[str, NetworkSpec] = field(default_factory=dict)
-    volumes: dict[str, VolumeSpec] = field(default_factory=dict)
-    # Every key declared, valid or not, so references to invalid parts are not "undefined".
-    service_names: tuple[str, ...] = ()
-    network_keys: tuple[str, ...] = ()
-    volume_keys: tuple[str, ...] = ()
-    configs: dict[str, ConfigSpec] = field(default_factory=dict)
-    secrets: dict[str, SecretSpec] = field(default_factory=dict)
-    config_keys: tuple[str, ...] = ()
-    secret_keys: tuple[str, ...] = ()
-
-
-def validate_compose(data: Any, doc: Document) -> tuple[Validated, list[SpecProblem]]:
-    """Validate cleaned data (see ``check_keys``); problems carry paths and positions."""
-    if not isinstance(data, dict):
-        pos = doc.locate(())
-        return Validated(), [
-            SpecProblem(f"a Compose file must be a mapping, got {describe_value(data)}", "", pos)
-        ]
-    try:
-        top = ComposeFile.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        return _validate_parts(data, errors), [_to_problem(err, data, doc) for err in errors]
-    return (
-        Validated(
-            top.name,
-            dict(top.services),
-            {k: v or NetworkSpec() for k, v in top.networks.items()},
-            {k: v or VolumeSpec() for k, v in top.volumes.items()},
-            tuple(top.services),
-            tuple(top.networks),
-            tuple(top.volumes),
-            dict(top.configs),
-            dict(top.secrets),
-            tuple(top.configs),
-            tuple(top.secrets),
-        ),
-        [],
-    )
-
-
-def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key)
-    return value if isinstance(value, dict) else {}
-
-
-def _validate_parts(data: dict[str, Any], errors: list[Any]) -> Validated:
-    """After a failed whole-file validation, keep what is valid on its own.
-
-    A service with bad fields is kept without them, so the semantic checks still see its
-    other fields (its depends_on, networks, volumes); the result is never normalised.
-    """
-    bad_fields: dict[str, set[str | int]] = {}
-    for err in errors:
-        loc = err["loc"]
-        if len(loc) > 2 and loc[0] == "services":
-            bad_fields.setdefault(loc[1], set()).add(loc[2])
-    out = Validated(
-        service_names=tuple(_section(data, "services")),
-        network_keys=tuple(_section(data, "networks")),
-        volume_keys=tuple(_section(data, "volumes")),
-        config_keys=tuple(_section(data, "configs")),
-        secret_keys=tuple(_section(data, "secrets")),
-    )
-    name = data.get("name")
-    out.name = name if isinstance(name, str) else None
-    for key, raw in _section(data, "services").items():
-        if not isinstance(raw, dict):
-            continue
-        kept = {k: v for k, v in raw.items() if k not in bad_fields.get(key, ())}
-        kept.setdefault("image", "")
-        with contextlib.suppress(ValidationError):
-            out.services[key] = ServiceSpec.model_validate(kept)
-    for key, raw in _section(data, "networks").items():
-        with contextlib.suppress(ValidationError):
-            out.networks[key] = NetworkSpec.model_validate(raw or {})
-    for key, raw in _section(data, "volumes").items():
-        with contextlib.suppress(ValidationError):
-            out.volumes[key] = VolumeSpec.model_validate(raw or {})
-    for key, raw in _section(data, "configs").items():
-        with contextlib.suppress(ValidationError):
-            out.configs[key] = ConfigSpec.model_validate(raw or {})
-    for key, raw in _section(data, "secrets").items():
-        with contextlib.suppress(ValidationError):
-            out.secrets[key] = SecretSpec.model_validate(raw or {})
-    return out
-
-
-_TYPE_NAMES = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-}
-
-
-def _has_child(node: Any, part: str | int) -> bool:
-    if isinstance(node, dict):
-        return part in node
-    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-
-
-def _to_problem(err: Any, data: Any, doc: Document) -> SpecProblem:
-    loc: tuple[str | int, ...] = err["loc"]
-    kind: str = err["type"]
-    path: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        if _has_child(node, part):
-            node = node[part]
-            path.append(part)
-        elif kind == "missing" and i == len(loc) - 1:
-            path.append(part)
-        # Anything else is a union tag or a pydantic-internal step; not part of the field path.
-    where = tuple(path)
-    if kind == "missing":
-        parent = where[:-1]
-        return SpecProblem(
-            f"`{where[-1]}` is required", format_path(where), doc.locate(parent, prefer_key=True)
-        )
-    position = doc.locate(where)
-    value = err.get("input")
-    ctx = err.get("ctx") or {}
-    if kind == "spec":
-        message = str(ctx.get("message", err["msg"]))
-    elif kind == "wrong_type":
-        message = f"{err['msg']}, got {describe_value(value)}"
-    elif kind in _TYPE_NAMES:
-        message = f"expected {_TYPE_NAMES[kind]}, got {describe_value(value)}"
-    elif kind in ("literal_error", "enum"):
-        message = f"expected {ctx.get('expected')}, got {describe_value(value)}"
-    elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        bound = next(iter(ctx.values()), "")
-        op = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[
-            kind
-        ]
-        message = f"must be {op} {bound}, got {value}"
-    elif kind == "extra_forbidden":
-        message = f"unknown key `{where[-1] if where else ''}`"
-    else:
-        message = str(err["msg"])
-    return SpecProblem(message, format_path(where), position)
-
-
-# --- pass 3: meaning --------------------------------------------------------------------
+# --- questions asked of a validated service ---------------------------------------------
 
 
 def service_dependencies(spec: ServiceSpec) -> dict[str, DependsOn]:
-    """Declared dependencies, plus the implicit one of ``network_mode: service:NAME``."""
+    """Declared dependencies, plus the implicit ones of ``network_mode: service:NAME``,
+    ``volumes_from`` and ``links``."""
     deps: dict[str, DependsOn] = {}
     if isinstance(spec.depends_on, list):
         deps = dict.fromkeys(spec.depends_on, DependsOn())
@@ -1198,166 +945,36 @@ def service_network_keys(spec: ServiceSpec) -> list[str]:
     return list(spec.networks)
 
 
-def check_semantics(top: Validated, doc: Document) -> list[SpecProblem]:
-    """Cross-field checks. Only the parts that validated are checked."""
-    problems: list[SpecProblem] = []
-
-    def add(message: str, *path: str | int, key: bool = False) -> None:
-        problems.append(SpecProblem(message, format_path(path), doc.locate(path, prefer_key=key)))
-
-    for section, keys in (
-        ("services", top.service_names),
-        ("networks", top.network_keys),
-        ("volumes", top.volume_keys),
-    ):
-        for key in keys:
-            if not _NAME_RE.fullmatch(key):
-                add(
-                    f'"{key}" is not a valid name (letters, digits, "_", "." and "-")', section, key, key=True
-                )
-
-    services = set(top.service_names)
-    for name, spec in top.services.items():
-        svc = ("services", name)
-        _check_dependencies(name, spec, services, add)
-        if spec.network_mode:
-            mode_kind, _, target = spec.network_mode.partition(":")
-            if mode_kind == "service" and target not in services:
-                hint = _suggest(target, services)
-                add(f'network_mode refers to undefined service "{target}"{hint}', *svc, "network_mode")
-            if spec.networks is not None:
-                add("network_mode and networks cannot be used together", *svc, "networks", key=True)
-        for index, net in enumerate(service_network_keys(spec)):
-            if net != "default" and net not in top.network_keys:
-                where = index if isinstance(spec.networks, list) else net
-                hint = _suggest(net, top.network_keys)
-                add(
-                    f'service "{name}" refers to undefined network {net}{hint}',
-                    *svc,
-                    "networks",
-                    where,
-                    key=True,
-                )
-        for i, volume in enumerate(spec.volumes):
-            if volume.type == "volume" and volume.source and volume.source not in top.volume_keys:
-                hint = _suggest(volume.source, top.volume_keys)
-                add(f'service "{name}" refers to undefined volume {volume.source}{hint}', *svc, "volumes", i)
-        _check_service_refs(name, spec, services, top, add)
-        replicas = spec.deploy.replicas if spec.deploy and spec.deploy.replicas is not None else None
-        if replicas is not None and spec.scale is not None and replicas != spec.scale:
-            add(f"scale ({spec.scale}) and deploy.replicas ({replicas}) disagree", *svc, "scale")
-        count = replicas if replicas is not None else spec.scale if spec.scale is not None else 1
-        if spec.container_name and count > 1:
-            add(f"container_name cannot be set when the service has {count} replicas", *svc, "container_name")
-
-    for cycle in _find_cycles({n: service_dependencies(s) for n, s in top.services.items()}):
-        add("dependency cycle: " + " -> ".join(cycle), "services", cycle[0], "depends_on", key=True)
-    return problems
+# Resource settings Compose spells twice: a service key and its path under deploy.resources.
+RESOURCE_KEYS = (
+    ("mem_limit", "limits.memory"),
+    ("cpus", "limits.cpus"),
+    ("pids_limit", "limits.pids"),
+    ("mem_reservation", "reservations.memory"),
+)
 
 
-def _check_service_refs(
-    name: str, spec: ServiceSpec, services: set[str], top: Validated, add: Callable[..., None]
-) -> None:
-    """volumes_from, links, configs, secrets and duplicated resource settings."""
-    svc = ("services", name)
-    for i, target in enumerate(volumes_from_services(spec)):
-        if target not in services:
-            add(
-                f'volumes_from refers to undefined service "{target}"{_suggest(target, services)}',
-                *svc,
-                "volumes_from",
-                i,
-            )
-    for i, link in enumerate(spec.links):
-        target = link.partition(":")[0]
-        if target not in services:
-            add(f'links refers to undefined service "{target}"{_suggest(target, services)}', *svc, "links", i)
-    for kind, keys in (("configs", top.config_keys), ("secrets", top.secret_keys)):
-        seen: dict[str, int] = {}
-        for i, entry in enumerate(getattr(spec, kind)):
-            source, target = file_ref(kind, entry)
-            if source not in keys:
-                add(
-                    f'service "{name}" refers to undefined {kind[:-1]} {source}{_suggest(source, keys)}',
-                    *svc,
-                    kind,
-                    i,
-                )
-            if target in seen:
-                add(f"{target} is already the target of {kind}[{seen[target]}]", *svc, kind, i)
-            seen.setdefault(target, i)
+def resource_settings(spec: ServiceSpec) -> list[tuple[str, Any, str, Any]]:
+    """(service key, its value, path under deploy.resources, its value) per ``RESOURCE_KEYS``."""
     resources = spec.deploy.resources if spec.deploy else None
-    limits = resources.limits if resources else None
-    reservations = resources.reservations if resources else None
-    for legacy, value, deploy_key, deploy_value in (
-        ("mem_limit", spec.mem_limit, "limits.memory", limits.memory if limits else None),
-        ("cpus", spec.cpus, "limits.cpus", limits.cpus if limits else None),
-        ("pids_limit", spec.pids_limit, "limits.pids", limits.pids if limits else None),
-        (
-            "mem_reservation",
-            spec.mem_reservation,
-            "reservations.memory",
-            reservations.memory if reservations else None,
-        ),
-    ):
-        if value is not None and deploy_value is not None and value != deploy_value:
-            add(
-                f"{legacy} ({value}) and deploy.resources.{deploy_key} ({deploy_value}) disagree",
-                *svc,
-                legacy,
-            )
+    out: list[tuple[str, Any, str, Any]] = []
+    for key, path in RESOURCE_KEYS:
+        section, _, name = path.partition(".")
+        group = getattr(resources, section, None)
+        out.append((key, getattr(spec, key), path, getattr(group, name, None)))
+    return out
 
 
-def _suggest(name: str, candidates: Iterable[str]) -> str:
+# --- how messages name things ------------------------------------------------------------
+
+
+def closest_match(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like ``name`` (a likely typo), or None."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f", did you mean {close[0]}?" if close else ""
+    return close[0] if close else None
 
 
-def _check_dependencies(name: str, spec: ServiceSpec, services: set[str], add: Callable[..., None]) -> None:
-    deps = spec.depends_on
-    entries: Iterable[tuple[str | int, str]] = []
-    if isinstance(deps, list):
-        entries = enumerate(deps)
-    elif isinstance(deps, dict):
-        entries = ((k, k) for k in deps)
-    for where, target in entries:
-        if target == name:
-            add(f'service "{name}" depends on itself', "services", name, "depends_on", where, key=True)
-        elif target not in services:
-            add(
-                f'depends on undefined service "{target}"{_suggest(target, services)}',
-                "services",
-                name,
-                "depends_on",
-                where,
-                key=True,
-            )
-
-
-def _find_cycles(graph: dict[str, dict[str, DependsOn]]) -> list[list[str]]:
-    """The cycles closed by DFS back edges (at least one per cyclic group), each once,
-    rotated to start at its least name and closed: ``["db", "web", "db"]``."""
-    cycles: dict[tuple[str, ...], list[str]] = {}
-    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for dep in sorted(graph.get(node, {})):
-            if dep == node or dep not in graph:
-                continue  # self-dependency and undefined targets are reported elsewhere
-            if state.get(dep) == 1:
-                cycle = stack[stack.index(dep) :]
-                start = cycle.index(min(cycle))
-                ordered = cycle[start:] + cycle[:start]
-                cycles.setdefault(tuple(ordered), [*ordered, ordered[0]])
-            elif state.get(dep) is None:
-                visit(dep)
-        stack.pop()
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node)
-    return list(cycles.values())
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """``", did you mean NAME?"`` for a likely typo of a candidate, else ""."""
+    close = closest_match(name, candidates)
+    return f", did you mean {close}?" if close else ""

@@ -1,0 +1,416 @@
+"""Reading a Compose project's files into one merged document with positions.
+
+``Reader.read_document`` reads the Compose files, interpolates them, merges them in order
+(``merge.py``) and applies ``include`` and ``extends``; ``Reader.load_dotenv`` reads the
+project's ``.env``. The normaliser reads env files and config and secret files through the
+same Reader, so ``Reader.inputs`` holds every file the result depends on (path -> digest of
+its bytes, or "file"/"absent" where only existence was checked: what ``cache.py`` compares)
+and ``problems``/``warnings`` collect every problem and warning of the load.
+
+The only I/O is reading the files named: no Docker, no network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gitdock.specs.cache import input_digest
+from gitdock.specs.errors import SpecProblem
+from gitdock.specs.interpolate import InterpolationError, interpolate, parse_env_file
+from gitdock.specs.merge import merge_documents, merge_service, resolve_markers
+from gitdock.specs.model import Position
+from gitdock.specs.schema import describe_value, is_path_source, suggest
+from gitdock.specs.yamlpos import Document, Path, PDict, format_path, load_yaml, position_of
+
+
+class Reader:
+    """The files of one load, read once each; collects problems, warnings and inputs."""
+
+    def __init__(self, paths: list[str], environ: Mapping[str, str]) -> None:
+        self.paths = paths
+        self.working_dir = os.path.dirname(paths[0])
+        self.environ = environ
+        # The project environment: the process environment over .env (see load_dotenv).
+        self.env: dict[str, str] = dict(environ)
+        self.inputs: dict[str, str] = {}
+        self.problems: list[SpecProblem] = []
+        self.warnings: list[str] = []
+        # Fields whose interpolation failed: their raw text would only add a type error.
+        self.failed: set[str] = set()
+        self._warned: set[str] = set()
+        # Files read for extends (absolute path -> their services), each read once.
+        self._extends_files: dict[str, Any] = {}
+        self._extended: dict[tuple[str, str], Any] = {}
+        self._including: list[str] = []
+
+    def read_document(self, *, ignore_build: bool = False) -> Document:
+        """The Compose files merged in order, with include and extends applied."""
+        doc = Document(self._load_files(self.paths, None, self.env))
+        doc.root = doc.data.pos if isinstance(doc.data, PDict) else None
+        if ignore_build:
+            _drop_build(doc.data)
+        return doc
+
+    def host_path(self, path: str) -> str:
+        """A host path of the spec, absolute against the project directory."""
+        return os.path.normpath(os.path.join(self.working_dir, os.path.expanduser(path)))
+
+    def read_text(
+        self, path: str, what: str, *, where: Path = (), position: Position | None = None
+    ) -> str | None:
+        data = self.read_bytes(path, what, where=where, position=position)
+        if data is None:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        self.problems.append(
+            SpecProblem(f"{what} {path}: {reason}", format_path(where), position or Position(path, 1, 1))
+        )
+        return None
+
+    def is_file(self, path: str) -> bool:
+        found = os.path.isfile(path)
+        self.inputs.setdefault(path, "file" if found else "absent")
+        return found
+
+    def read_bytes(
+        self, path: str, what: str, *, where: Path = (), position: Position | None = None
+    ) -> bytes | None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            self.inputs[path] = input_digest(data)
+            return data
+        except FileNotFoundError:
+            reason = "not found"
+        except IsADirectoryError:
+            reason = "is a directory"
+        except PermissionError:
+            reason = "permission denied"
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        self.problems.append(
+            SpecProblem(f"{what} {path}: {reason}", format_path(where), position or Position(path, 1, 1))
+        )
+        return None
+
+    def load_dotenv(self, env_file: str | None) -> None:
+        path = env_file or os.path.join(self.working_dir, ".env")
+        if env_file is None and not self.is_file(path):
+            return
+        text = self.read_text(path, "env file")
+        if text is None:
+            return
+        parsed = parse_env_file(text, path, self.environ)
+        self.problems += parsed.problems
+        for var in parsed.missing:
+            self.warn_unset(var, f"{path}: ")
+        # The process environment overrides .env.
+        self.env = {**parsed.values, **self.environ}
+
+    def warn_unset(self, var: str, where: str) -> None:
+        if var not in self._warned:
+            self._warned.add(var)
+            self.warnings.append(f'{where}the "{var}" variable is not set, defaulting to a blank string')
+
+    def warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.warnings.append(message)
+
+    def _interpolator(self, env: Mapping[str, str]) -> Callable[[str, Path, Position], str]:
+        def hook(value: str, path: Path, position: Position) -> str:
+            try:
+                result, missing = interpolate(value, env)
+            except InterpolationError as exc:
+                self.problems.append(SpecProblem(str(exc), format_path(path), position))
+                self.failed.add(format_path(path))
+                return value
+            for var in missing:
+                self.warn_unset(var, f"{position}: {format_path(path)}: ")
+            return result
+
+        return hook
+
+    def _load_file(self, path: str, env: Mapping[str, str], base_dir: str | None) -> PDict | None:
+        """One Compose file as data with positions; with ``base_dir``, relative host paths
+        are made absolute against it (for files included or extended from elsewhere)."""
+        text = self.read_text(path, "Compose file")
+        if text is None:
+            return None
+        doc, problems = load_yaml(text, path, self._interpolator(env))
+        self.problems += problems
+        if problems and doc.data is None:
+            return None  # a parse error; already reported
+        if not isinstance(doc.data, PDict):
+            got = "empty" if doc.data is None else "not a mapping"
+            self.problems.append(
+                SpecProblem(f"Compose file {path} is {got}", "", doc.locate(()) or Position(path, 1, 1))
+            )
+            return None
+        if base_dir is not None and base_dir != self.working_dir:
+            _absolutise(doc.data, base_dir)
+        return doc.data
+
+    def _load_files(self, paths: list[str], base_dir: str | None, env: Mapping[str, str]) -> Any:
+        """Merge ``paths`` in order, then apply include and extends."""
+        merged: Any = None
+        for path in paths:
+            data = self._load_file(path, env, base_dir)
+            if data is not None:
+                merged = data if merged is None else merge_documents(merged, data)
+        if merged is None:
+            return PDict()
+        resolve_markers(merged)
+        includes = merged.pop("include", None)
+        if includes is not None:
+            self._include(merged, includes, paths[0], env)
+        services = merged.get("services")
+        if isinstance(services, dict):
+            for name in list(services):
+                services[name] = self._extend(services, name, paths[0], ())
+        return merged
+
+    # --- include ------------------------------------------------------------------------
+
+    def _include(self, merged: PDict, includes: Any, file: str, env: Mapping[str, str]) -> None:
+        """Load each included project on its own and add its resources; a clash is a problem."""
+        position = merged.kpos.get("include") or Position(file, 1, 1)
+        if not isinstance(includes, list):
+            self.problems.append(SpecProblem("expected a list of files or mappings", "include", position))
+            return
+        for i, entry in enumerate(includes):
+            where: Path = ("include", i)
+            item_pos = position_of(includes, i) or position
+            spec = self._include_entry(entry, where, item_pos, os.path.dirname(file))
+            if spec is None:
+                continue
+            paths, project_dir, env_files = spec
+            if any(p in self._including for p in paths):
+                message = "include cycle: " + " -> ".join([*self._including, paths[0]])
+                self.problems.append(SpecProblem(message, format_path(where), item_pos))
+                continue
+            sub_env = self._include_env(env, env_files, where, item_pos)
+            self._including.append(paths[0])
+            try:
+                sub = self._load_files(paths, project_dir, sub_env)
+            finally:
+                self._including.pop()
+            self._add_included(merged, sub, paths[0], item_pos)
+
+    def _include_env(
+        self, env: Mapping[str, str], env_files: list[str], where: Path, position: Position
+    ) -> dict[str, str]:
+        """The environment an included project is interpolated with: its own env files."""
+        sub_env = dict(env)
+        for env_path in env_files:
+            text = self.read_text(env_path, "env file", where=where, position=position)
+            if text is not None:
+                parsed = parse_env_file(text, env_path, self.environ)
+                self.problems += parsed.problems
+                sub_env = {**parsed.values, **self.environ}
+        return sub_env
+
+    def _add_included(self, merged: PDict, sub: Any, file: str, position: Position) -> None:
+        """Add an included project's resources; one already defined here is a problem."""
+        for section in ("services", "networks", "volumes", "configs", "secrets"):
+            theirs = sub.get(section)
+            if not isinstance(theirs, dict):
+                continue
+            ours = merged.get(section)
+            if not isinstance(ours, PDict):
+                ours = PDict(position)
+                merged.put(section, ours, position, position)
+            for key, value in theirs.items():
+                if key in ours:
+                    self.problems.append(
+                        SpecProblem(
+                            f"{section[:-1]} {key} is defined here and in the included file {file}",
+                            format_path((section, key)),
+                            position_of(ours, key, key=True) or position,
+                        )
+                    )
+                    continue
+                ours.put(key, value, position_of(theirs, key, key=True), position_of(theirs, key))
+
+    def _include_entry(
+        self, entry: Any, where: Path, position: Position, base_dir: str
+    ) -> tuple[list[str], str, list[str]] | None:
+        def bad(message: str) -> None:
+            self.problems.append(SpecProblem(message, format_path(where), position))
+
+        paths: Any
+        env_files: Any
+        project_dir: Any
+        if isinstance(entry, str):
+            paths, project_dir, env_files = [entry], None, []
+        elif isinstance(entry, dict):
+            unknown = sorted(set(entry) - {"path", "project_directory", "env_file"})
+            if unknown:
+                bad(f"unknown key `{unknown[0]}` (include takes path, project_directory, env_file)")
+                return None
+            raw_paths = entry.get("path")
+            paths = [raw_paths] if isinstance(raw_paths, str) else raw_paths
+            project_dir = entry.get("project_directory")
+            raw_env = entry.get("env_file", [])
+            env_files = [raw_env] if isinstance(raw_env, str) else raw_env
+            if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+                bad("include needs `path`: a file or a list of files")
+                return None
+            if not isinstance(env_files, list) or not all(isinstance(p, str) for p in env_files):
+                bad("env_file must be a path or a list of paths")
+                return None
+            if project_dir is not None and not isinstance(project_dir, str):
+                bad("project_directory must be a path")
+                return None
+        else:
+            bad(f"expected a file or a mapping, got {describe_value(entry)}")
+            return None
+        abs_paths = [os.path.normpath(os.path.join(base_dir, os.path.expanduser(p))) for p in paths]
+        directory = (
+            os.path.normpath(os.path.join(base_dir, project_dir))
+            if project_dir
+            else os.path.dirname(abs_paths[0])
+        )
+        abs_env = [os.path.normpath(os.path.join(directory, p)) for p in env_files]
+        if not env_files and self.is_file(os.path.join(directory, ".env")):
+            abs_env = [os.path.join(directory, ".env")]
+        return abs_paths, directory, abs_env
+
+    # --- extends ------------------------------------------------------------------------
+
+    def _extend(
+        self, services: dict[str, Any], name: str, file: str, stack: tuple[tuple[str, str], ...]
+    ) -> Any:
+        """The service with its ``extends`` chain merged in (the Specification's merge rules)."""
+        svc = services.get(name)
+        if not isinstance(svc, PDict) or "extends" not in svc:
+            return svc
+        key = (file, name)
+        if key in self._extended:
+            return self._extended[key]
+        where: Path = ("services", name, "extends")
+        position = svc.kpos.get("extends") or svc.pos
+        local = PDict(svc.pos)
+        for k, v in svc.items():
+            if k != "extends":
+                local.put(k, v, svc.kpos.get(k), svc.vpos.get(k))
+        ref = self._extends_ref(svc["extends"], where, position, file)
+        if ref is None:
+            return local
+        base_name, base_file = ref
+        if (base_file, base_name) in stack or (base_file, base_name) == key:
+            chain = " -> ".join(n for _, n in (*stack, key, (base_file, base_name)))
+            self.problems.append(SpecProblem(f"extends cycle: {chain}", format_path(where), position))
+            return local
+        base_services = services if base_file == file else self._extends_services(base_file, where, position)
+        if base_services is None:
+            return local
+        if base_name not in base_services:
+            in_file = "" if base_file == file else f" in {base_file}"
+            hint = suggest(base_name, base_services)
+            self.problems.append(
+                SpecProblem(
+                    f'extends undefined service "{base_name}"{in_file}{hint}', format_path(where), position
+                )
+            )
+            return local
+        base = self._extend(base_services, base_name, base_file, (*stack, key))
+        result = merge_service(base, local)
+        self._extended[key] = result
+        return result
+
+    def _extends_ref(
+        self, value: Any, where: Path, position: Position | None, file: str
+    ) -> tuple[str, str] | None:
+        if isinstance(value, str):
+            return value, file
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - {"service", "file"})
+            service, other = value.get("service"), value.get("file")
+            if unknown:
+                message = f"unknown key `{unknown[0]}` (extends takes service and file)"
+            elif not isinstance(service, str):
+                message = "extends needs `service`: the name of the service to extend"
+            elif other is not None and not isinstance(other, str):
+                message = "extends.file must be a path"
+            else:
+                return service, _absolute(other, os.path.dirname(file)) if other else file
+        else:
+            message = f"expected a service name or a mapping, got {describe_value(value)}"
+        self.problems.append(SpecProblem(message, format_path(where), position))
+        return None
+
+    def _extends_services(self, path: str, where: Path, position: Position | None) -> Any:
+        if path not in self._extends_files:
+            if not self.is_file(path):
+                self.problems.append(
+                    SpecProblem(f"extends file {path}: not found", format_path(where), position)
+                )
+                self._extends_files[path] = None
+            else:
+                data = self._load_file(path, self.env, os.path.dirname(path))
+                services = data.get("services") if data is not None else None
+                if data is not None:
+                    resolve_markers(data)
+                self._extends_files[path] = services if isinstance(services, dict) else PDict()
+        return self._extends_files[path]
+
+
+def _drop_build(data: Any) -> None:
+    """``ignore_build``: a service that names an image is deployed from it; build is dropped."""
+    services = data.get("services") if isinstance(data, dict) else None
+    if isinstance(services, dict):
+        for svc in services.values():
+            if isinstance(svc, dict) and "build" in svc and svc.get("image"):
+                del svc["build"]
+
+
+def _absolute(path: str, base_dir: str) -> str:
+    if path.startswith("~") or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
+def _absolutise(data: PDict, base_dir: str) -> None:
+    """Make a file's relative host paths absolute against ``base_dir`` (in place), so they
+    keep their meaning when the file's services are included or extended elsewhere."""
+    for section in ("configs", "secrets"):
+        objects = data.get(section)
+        if isinstance(objects, dict):
+            for obj in objects.values():
+                if isinstance(obj, dict) and isinstance(obj.get("file"), str):
+                    obj["file"] = _absolute(obj["file"], base_dir)
+    services = data.get("services")
+    if not isinstance(services, dict):
+        return
+    for svc in services.values():
+        if not isinstance(svc, dict):
+            continue
+        volumes = svc.get("volumes")
+        if isinstance(volumes, list):
+            for i, vol in enumerate(volumes):
+                if isinstance(vol, str):
+                    source, sep, rest = vol.partition(":")
+                    if sep and is_path_source(source):
+                        volumes[i] = f"{_absolute(source, base_dir)}:{rest}"
+                elif (
+                    isinstance(vol, dict) and vol.get("type") == "bind" and isinstance(vol.get("source"), str)
+                ):
+                    vol["source"] = _absolute(vol["source"], base_dir)
+        env_file = svc.get("env_file")
+        if isinstance(env_file, str):
+            svc["env_file"] = _absolute(env_file, base_dir)
+        elif isinstance(env_file, list):
+            for i, entry in enumerate(env_file):
+                if isinstance(entry, str):
+                    env_file[i] = _absolute(entry, base_dir)
+                elif isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                    entry["path"] = _absolute(entry["path"], base_dir)
+        extends = svc.get("extends")
+        if isinstance(extends, dict) and isinstance(extends.get("file"), str):
+            extends["file"] = _absolute(extends["file"], base_dir)
