@@ -1,9 +1,12 @@
 """Execute: walk a Plan's DAG against Docker. It carries no decision logic.
 
-Operations whose dependencies have finished run in parallel on a bounded thread pool. When
-an operation fails, everything that depends on it is skipped (never half-applied on top of a
-failure) and independent branches still finish. A recreate builds the new container before
-the old one is stopped, so a bad config never leaves a service with nothing running.
+Every operation carries what it needs (create bodies, the live object's id, the image and tag
+to pull, the containers to wait for); a container created by an earlier operation is named by
+that operation's id, and its id is read from that operation's result, as compose's executor
+does. Operations whose dependencies have finished run in parallel on a bounded thread pool.
+When an operation fails, everything that depends on it is skipped (never half-applied on top
+of a failure) and independent branches still finish. A recreate builds the new container
+before the old one is stopped, so a bad config never leaves a service with nothing running.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from gitdock.runtime.desired import DesiredContainer
 from gitdock.runtime.docker import DockerClient, DockerError, NotFound
 from gitdock.runtime.observe import ObservedState
-from gitdock.runtime.plan import Operation, OpKind, Plan
+from gitdock.runtime.plan import ContainerRef, Operation, OpKind, Plan
 from gitdock.specs.errors import GitdockError, TransientError
 from gitdock.specs.model import ServiceFile
 
@@ -43,6 +46,7 @@ class OpResult:
     seconds: float = 0.0
     error: str | None = None
     transient: bool = False
+    container_id: str | None = None  # the container a done create/recreate made
 
 
 @dataclass(frozen=True)
@@ -110,52 +114,70 @@ class Executor:
         self.wait_timeout = wait_timeout
         self.on_event = on_event
         self.should_stop = should_stop or (lambda: False)
-        self._ids: dict[tuple[str, int], str] = {}
+        self._results: dict[int, OpResult] = {}  # by operation id, for the plan being run
         self._lock = threading.Lock()
 
-    def execute(self, plan: Plan, observed: ObservedState) -> ExecutionReport:
-        """Run every operation of ``plan``; never raises for a failed operation (see the report)."""
+    def execute(self, plan: Plan, observed: ObservedState | None = None) -> ExecutionReport:
+        """Run every operation of ``plan``; never raises for a failed operation (see the report).
+
+        ``observed`` is not read: the plan carries every id it needs (the argument is kept
+        for callers that pass the snapshot the plan was made from).
+        """
         started = time.monotonic()
-        self._ids = {
-            (c.service or "", c.number): c.id
-            for c in sorted(observed.project_containers(plan.project), key=lambda c: -c.created)
-        }
-        for c in observed.project_containers(plan.project):
-            # Prefer the canonically named container when a slot holds leftovers.
-            if c.name == f"{plan.project}-{c.service}-{c.number}":
-                self._ids[(c.service or "", c.number)] = c.id
-        results: dict[int, OpResult] = {}
+        with self._lock:
+            self._results = {}
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="gitdock-exec") as pool:
+            self._walk(plan, pool)
+        with self._lock:
+            results = [self._results[op.id] for op in plan.operations if op.id in self._results]
+        return ExecutionReport(plan, results, time.monotonic() - started)
+
+    # -- walking the DAG ------------------------------------------------------------------
+
+    def _walk(self, plan: Plan, pool: ThreadPoolExecutor) -> None:
+        """Submit each operation once its dependencies are done, until none is left."""
         pending = {op.id: op for op in plan.operations}
         running: dict[Future[OpResult], Operation] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="gitdock-exec") as pool:
-            while pending or running:
-                progressed = True
-                while progressed:
-                    progressed = False
-                    for op_id, op in sorted(pending.items()):
-                        dep_results = [results.get(d) for d in op.deps]
-                        if any(r is not None and r.status is not OpStatus.DONE for r in dep_results):
-                            results[op_id] = self._finish(op, OpStatus.SKIPPED, 0.0, "a dependency failed")
-                        elif self.should_stop():
-                            results[op_id] = self._finish(op, OpStatus.SKIPPED, 0.0, "shutting down")
-                        elif all(r is not None for r in dep_results):
-                            self._emit(ExecEvent(op, "start"))
-                            running[pool.submit(self._run, op)] = op
-                        else:
-                            continue
-                        del pending[op_id]
-                        progressed = True
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    op = running.pop(fut)
-                    results[op.id] = fut.result()
-        report = ExecutionReport(plan, [results[op.id] for op in plan.operations if op.id in results])
-        report.seconds = time.monotonic() - started
-        return report
+        while pending or running:
+            self._submit_ready(pending, running, pool)
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                del running[fut]
+                self._record(fut.result())
 
-    # -- plumbing -------------------------------------------------------------------------
+    def _submit_ready(
+        self,
+        pending: dict[int, Operation],
+        running: dict[Future[OpResult], Operation],
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        """Start what is ready and skip what cannot run, until a pass changes nothing.
+
+        Skips are recorded at once, so a failure skips the whole chain below it in one call.
+        """
+        progressed = True
+        while progressed:
+            progressed = False
+            for op_id, op in sorted(pending.items()):
+                with self._lock:
+                    dep_results = [self._results.get(d) for d in op.deps]
+                if any(r is not None and r.status is not OpStatus.DONE for r in dep_results):
+                    self._record(self._finish(op, OpStatus.SKIPPED, 0.0, "a dependency failed"))
+                elif self.should_stop():
+                    self._record(self._finish(op, OpStatus.SKIPPED, 0.0, "shutting down"))
+                elif all(r is not None for r in dep_results):
+                    self._emit(ExecEvent(op, "start"))
+                    running[pool.submit(self._run, op)] = op
+                else:
+                    continue
+                del pending[op_id]
+                progressed = True
+
+    def _record(self, result: OpResult) -> None:
+        with self._lock:
+            self._results[result.op.id] = result
 
     def _emit(self, event: ExecEvent) -> None:
         if self.on_event is not None:
@@ -173,12 +195,12 @@ class Executor:
         container_id: str | None = None,
     ) -> OpResult:
         self._emit(ExecEvent(op, status.value, seconds, error, error_type, container_id))
-        return OpResult(op, status, seconds, error, transient)
+        return OpResult(op, status, seconds, error, transient, container_id)
 
     def _run(self, op: Operation) -> OpResult:
         started = time.monotonic()
         try:
-            container_id = self._dispatch(op)
+            container_id = _HANDLERS[op.kind](self, op)
         except GitdockError as exc:
             return self._finish(
                 op,
@@ -190,103 +212,28 @@ class Executor:
             )
         return self._finish(op, OpStatus.DONE, time.monotonic() - started, None, container_id=container_id)
 
-    def _dispatch(self, op: Operation) -> str | None:
-        """Run one operation; returns the id of a container it created, if any."""
-        d = self.docker
-        match op.kind:
-            case OpKind.CREATE_NETWORK:
-                assert op.network is not None
-                d.create_network(op.network.create_body)
-            case OpKind.REMOVE_NETWORK:
-                assert op.target is not None
-                self._remove_network(op.target)
-            case OpKind.CREATE_VOLUME:
-                assert op.volume is not None
-                d.create_volume(op.volume.create_body)
-            case OpKind.REMOVE_VOLUME:
-                assert op.target is not None
-                with contextlib.suppress(NotFound):
-                    d.remove_volume(op.target)
-            case OpKind.PULL_IMAGE:
-                assert op.image is not None
-                self._pull(op.image)
-            case OpKind.CREATE_CONTAINER:
-                assert op.container is not None
-                return self._create_and_start(op.container, op.container.name)
-            case OpKind.RECREATE_CONTAINER:
-                assert op.container is not None and op.target is not None
-                return self._recreate(op.container, op.target)
-            case OpKind.START_CONTAINER:
-                assert op.target is not None
-                d.start_container(op.target)
-            case OpKind.REMOVE_CONTAINER:
-                assert op.target is not None
-                self._remove_container(op.target)
-            case OpKind.WAIT_HEALTHY:
-                assert op.service is not None
-                self._wait(op.service, healthy=True)
-            case OpKind.WAIT_COMPLETED:
-                assert op.service is not None
-                self._wait(op.service, healthy=False)
-        return None
-
-    def _pull(self, ref: str) -> None:
-        name, at, digest = ref.partition("@")
-        if at:
-            self.docker.pull_image(name, digest)
-            return
-        last = name.rsplit("/", 1)[-1]
-        if ":" in last:
-            repo, _, tag = name.rpartition(":")
-        else:
-            repo, tag = name, "latest"
-        self.docker.pull_image(repo, tag)
-
-    def _body(self, dc: DesiredContainer) -> dict[str, Any]:
-        if dc.network_mode_service is None:
-            return dc.create_body
+    def _container_id(self, ref: ContainerRef) -> str | None:
+        """A live container's id, or the id the operation ``ref.op`` created (a dependency)."""
+        if ref.op is None:
+            return ref.id
         with self._lock:
-            target = self._ids.get((dc.network_mode_service, 1))
-        if target is None:
-            raise StepFailed(f"network_mode service:{dc.network_mode_service}: that service has no container")
-        body = dict(dc.create_body)
-        host = dict(body["HostConfig"])
-        host["NetworkMode"] = f"container:{target}"
-        body["HostConfig"] = host
-        return body
+            result = self._results.get(ref.op)
+        return result.container_id if result is not None else None
 
-    def _create_and_start(self, dc: DesiredContainer, name: str) -> str:
-        ident = self.docker.create_container(name, self._body(dc), platform=dc.platform)
-        self._attach_and_start(dc, ident)
-        return ident
+    # -- one handler per operation kind; each returns the id of a container it created ----
 
-    def _attach_and_start(self, dc: DesiredContainer, ident: str) -> None:
-        if dc.files:
-            self.docker.put_archive(ident, "/", tar_files(dc.files))
-        for network, aliases in dc.networks[1:]:
-            self.docker.connect_network(network, ident, {"Aliases": list(aliases)})
-        with self._lock:
-            self._ids[(dc.service, dc.number)] = ident
-        self.docker.start_container(ident)
+    def _create_network(self, op: Operation) -> None:
+        assert op.network is not None
+        self.docker.create_network(op.network.create_body)
 
-    def _recreate(self, dc: DesiredContainer, old: str) -> str:
-        # Build the replacement first: if Docker refuses the new config, the old one keeps running.
-        temp_name = f"{dc.config_hash[:12]}_{dc.name}"
-        with contextlib.suppress(NotFound):  # a leftover from an interrupted run
-            self.docker.remove_container(temp_name, force=True)
-        new = self.docker.create_container(temp_name, self._body(dc), platform=dc.platform)
-        self._remove_container(old, timeout=dc.stop_timeout)
-        self.docker.rename_container(new, dc.name)
-        self._attach_and_start(dc, new)
-        return new
-
-    def _remove_network(self, ident: str) -> None:
+    def _remove_network(self, op: Operation) -> None:
         """Remove a network; dockerd releases a removed container's endpoint a moment after the
         container is gone, so "has active endpoints" is retried briefly before it is an error."""
+        assert op.target is not None
         deadline = time.monotonic() + NETWORK_RELEASE_WAIT
         while True:
             try:
-                self.docker.remove_network(ident)
+                self.docker.remove_network(op.target)
                 return
             except NotFound:
                 return  # already gone: the goal is met
@@ -295,7 +242,74 @@ class Executor:
                     raise
             time.sleep(_POLL)
 
-    def _remove_container(self, ident: str, timeout: int | None = None) -> None:
+    def _create_volume(self, op: Operation) -> None:
+        assert op.volume is not None
+        self.docker.create_volume(op.volume.create_body)
+
+    def _remove_volume(self, op: Operation) -> None:
+        assert op.target is not None
+        with contextlib.suppress(NotFound):
+            self.docker.remove_volume(op.target)
+
+    def _pull_image(self, op: Operation) -> None:
+        assert op.pull is not None
+        image, tag = op.pull
+        self.docker.pull_image(image, tag)
+
+    def _create_container(self, op: Operation) -> str:
+        dc = op.container
+        assert dc is not None
+        ident = self.docker.create_container(dc.name, self._body(op, dc), platform=dc.platform)
+        self._attach_and_start(dc, ident)
+        return ident
+
+    def _recreate_container(self, op: Operation) -> str:
+        dc = op.container
+        assert dc is not None and op.target is not None and op.temp_name is not None
+        # Build the replacement first: if Docker refuses the new config, the old one keeps running.
+        with contextlib.suppress(NotFound):  # a leftover from an interrupted run
+            self.docker.remove_container(op.temp_name, force=True)
+        new = self.docker.create_container(op.temp_name, self._body(op, dc), platform=dc.platform)
+        self._stop_and_remove(op.target, timeout=dc.stop_timeout)
+        self.docker.rename_container(new, dc.name)
+        self._attach_and_start(dc, new)
+        return new
+
+    def _start_container(self, op: Operation) -> None:
+        assert op.target is not None
+        self.docker.start_container(op.target)
+
+    def _remove_container(self, op: Operation) -> None:
+        assert op.target is not None
+        self._stop_and_remove(op.target)
+
+    def _wait_healthy(self, op: Operation) -> None:
+        self._wait(op, healthy=True)
+
+    def _wait_completed(self, op: Operation) -> None:
+        self._wait(op, healthy=False)
+
+    # -- the steps handlers share ---------------------------------------------------------
+
+    def _body(self, op: Operation, dc: DesiredContainer) -> dict[str, Any]:
+        """The create body, joined to the network of the container the plan names, if any."""
+        if dc.network_mode_service is None:
+            return dc.create_body
+        target = self._container_id(op.network_container) if op.network_container else None
+        if target is None:
+            raise StepFailed(f"network_mode service:{dc.network_mode_service}: that service has no container")
+        body = dict(dc.create_body)
+        body["HostConfig"] = {**body["HostConfig"], "NetworkMode": f"container:{target}"}
+        return body
+
+    def _attach_and_start(self, dc: DesiredContainer, ident: str) -> None:
+        if dc.files:
+            self.docker.put_archive(ident, "/", tar_files(dc.files))
+        for network, aliases in dc.networks[1:]:
+            self.docker.connect_network(network, ident, {"Aliases": list(aliases)})
+        self.docker.start_container(ident)
+
+    def _stop_and_remove(self, ident: str, timeout: int | None = None) -> None:
         """Stop (by default after the container's own StopTimeout) and remove."""
         try:
             self.docker.stop_container(ident, timeout)
@@ -303,35 +317,64 @@ class Executor:
         except NotFound:
             pass
 
-    def _wait(self, service: str, *, healthy: bool) -> None:
-        with self._lock:
-            idents = [ident for (svc, _), ident in sorted(self._ids.items()) if svc == service]
+    def _wait(self, op: Operation, *, healthy: bool) -> None:
+        """Wait until every container of ``op.wait_for`` is healthy (or completed, exit 0)."""
+        assert op.service is not None
+        idents = [i for i in (self._container_id(ref) for ref in op.wait_for) if i is not None]
         if not idents:
-            raise StepFailed(f"service {service} has no container to wait for")
+            raise StepFailed(f"service {op.service} has no container to wait for")
         deadline = time.monotonic() + self.wait_timeout
         for ident in idents:
-            while True:
-                state = self.docker.inspect_container(ident).get("State") or {}
-                if healthy:
-                    health = state.get("Health")
-                    if not health:
-                        raise StepFailed(f"service {service} has no healthcheck, so it can never be healthy")
-                    status = health.get("Status")
-                    if status == "healthy":
-                        break
-                    if status == "unhealthy" or state.get("Status") in ("exited", "dead"):
-                        log = (health.get("Log") or [{}])[-1].get("Output", "").strip()
-                        detail = f": {log[:200]}" if log else ""
-                        raise StepFailed(f"service {service} is {status or state.get('Status')}{detail}")
-                elif state.get("Status") in ("exited", "dead"):
-                    code = state.get("ExitCode")
-                    if code == 0:
-                        break
-                    raise StepFailed(f"service {service} did not complete successfully: exit code {code}")
+            while not self._is_there(op.service, ident, healthy=healthy):
                 if time.monotonic() > deadline:
                     what = "become healthy" if healthy else "complete"
-                    raise StepFailed(f"service {service} did not {what} within {self.wait_timeout:g}s")
+                    raise StepFailed(f"service {op.service} did not {what} within {self.wait_timeout:g}s")
                 time.sleep(_POLL)
+
+    def _is_there(self, service: str, ident: str, *, healthy: bool) -> bool:
+        """Whether the container reached the condition; raises StepFailed when it never will."""
+        state = self.docker.inspect_container(ident).get("State") or {}
+        return _is_healthy(service, state) if healthy else _is_completed(service, state)
+
+
+_HANDLERS: dict[OpKind, Callable[[Executor, Operation], str | None]] = {
+    OpKind.CREATE_NETWORK: Executor._create_network,
+    OpKind.REMOVE_NETWORK: Executor._remove_network,
+    OpKind.CREATE_VOLUME: Executor._create_volume,
+    OpKind.REMOVE_VOLUME: Executor._remove_volume,
+    OpKind.PULL_IMAGE: Executor._pull_image,
+    OpKind.CREATE_CONTAINER: Executor._create_container,
+    OpKind.RECREATE_CONTAINER: Executor._recreate_container,
+    OpKind.START_CONTAINER: Executor._start_container,
+    OpKind.REMOVE_CONTAINER: Executor._remove_container,
+    OpKind.WAIT_HEALTHY: Executor._wait_healthy,
+    OpKind.WAIT_COMPLETED: Executor._wait_completed,
+}
+
+
+def _is_healthy(service: str, state: dict[str, Any]) -> bool:
+    """From an inspect's State: healthy yet? Raises StepFailed for unhealthy, exited or dead."""
+    health = state.get("Health")
+    if not health:
+        raise StepFailed(f"service {service} has no healthcheck, so it can never be healthy")
+    status = health.get("Status")
+    if status == "healthy":
+        return True
+    if status == "unhealthy" or state.get("Status") in ("exited", "dead"):
+        log = (health.get("Log") or [{}])[-1].get("Output", "").strip()
+        detail = f": {log[:200]}" if log else ""
+        raise StepFailed(f"service {service} is {status or state.get('Status')}{detail}")
+    return False
+
+
+def _is_completed(service: str, state: dict[str, Any]) -> bool:
+    """From an inspect's State: exited 0 yet? Raises StepFailed for another exit code."""
+    if state.get("Status") not in ("exited", "dead"):
+        return False
+    code = state.get("ExitCode")
+    if code == 0:
+        return True
+    raise StepFailed(f"service {service} did not complete successfully: exit code {code}")
 
 
 def tar_files(files: tuple[ServiceFile, ...]) -> bytes:

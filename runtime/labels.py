@@ -38,3 +38,8 @@ def volume_resource(key: str) -> str:
 def container_name(project: str, service: str, number: int, explicit: str | None = None) -> str:
     """Compose's naming: ``container_name`` if the service sets one, else ``<project>-<service>-<n>``."""
     return explicit or f"{project}-{service}-{number}"
+
+
+def replacement_name(name: str, config_hash: str) -> str:
+    """The name a recreate builds the new container under, before the old one is removed."""
+    return f"{config_hash[:12]}_{name}"

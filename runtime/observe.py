@@ -2,13 +2,18 @@
 
 ``observe`` makes a fixed, small number of list calls whatever the project's size (one each
 for containers, networks, volumes and images) and turns the answers into plain frozen data.
-The data types here are pure; only ``observe`` touches Docker, through the client.
+The snapshot is indexed the way the planner asks: objects by Docker name, images by tag and
+by repository digest, and one project's containers by service and replica number
+(``ObservedState.project``). The data types here are pure; only ``observe`` touches Docker,
+through the client it is given.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from gitdock.runtime.labels import (
@@ -18,6 +23,7 @@ from gitdock.runtime.labels import (
     LABEL_PROJECT,
     LABEL_SERVICE,
 )
+from gitdock.specs.reference import ImageReference, parse_reference
 
 if TYPE_CHECKING:
     from gitdock.runtime.docker import DockerClient
@@ -26,8 +32,23 @@ _EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
 
+def is_one_shot(restart: str) -> bool:
+    """Whether a Compose restart policy (``no``, ``on-failure[:N]``) leaves a job that exited 0 stopped."""
+    return restart.split(":", 1)[0] in ("no", "on-failure")
+
+
+class _Labelled:
+    """An observed object whose labels say which gitdock project, if any, owns it."""
+
+    labels: dict[str, str]
+
+    @property
+    def project(self) -> str | None:
+        return self.labels.get(LABEL_PROJECT)
+
+
 @dataclass(frozen=True)
-class ObservedContainer:
+class ObservedContainer(_Labelled):
     id: str
     name: str
     image: str  # the image reference the container was created from
@@ -38,10 +59,6 @@ class ObservedContainer:
     networks: dict[str, str] = field(hash=False)  # network name -> network id
     created: int = 0
     ports: tuple[str, ...] = ()
-
-    @property
-    def project(self) -> str | None:
-        return self.labels.get(LABEL_PROJECT)
 
     @property
     def service(self) -> str | None:
@@ -67,6 +84,10 @@ class ObservedContainer:
         match = _EXIT_CODE.search(self.status)
         return int(match.group(1)) if match else None
 
+    def is_finished_job(self, restart: str) -> bool:
+        """Whether it is a one-shot job that is done: exited 0 under a policy that leaves it be."""
+        return self.state == "exited" and self.exit_code == 0 and is_one_shot(restart)
+
     @property
     def health(self) -> str:
         """``healthy``, ``unhealthy``, ``starting``, or "" when there is no healthcheck."""
@@ -77,26 +98,18 @@ class ObservedContainer:
 
 
 @dataclass(frozen=True)
-class ObservedNetwork:
+class ObservedNetwork(_Labelled):
     id: str
     name: str
     driver: str
     labels: dict[str, str] = field(hash=False)
 
-    @property
-    def project(self) -> str | None:
-        return self.labels.get(LABEL_PROJECT)
-
 
 @dataclass(frozen=True)
-class ObservedVolume:
+class ObservedVolume(_Labelled):
     name: str
     driver: str
     labels: dict[str, str] = field(hash=False)
-
-    @property
-    def project(self) -> str | None:
-        return self.labels.get(LABEL_PROJECT)
 
 
 @dataclass(frozen=True)
@@ -106,9 +119,40 @@ class ObservedImage:
     repo_digests: tuple[str, ...]
 
 
+Slot = tuple[str, int]  # (service, replica number)
+
+
+@dataclass(frozen=True)
+class ObservedProject:
+    """One project's containers, indexed by service and replica number (snapshot order kept)."""
+
+    name: str
+    containers: tuple[ObservedContainer, ...]
+
+    @cached_property
+    def _slots(self) -> dict[Slot, tuple[ObservedContainer, ...]]:
+        slots: dict[Slot, list[ObservedContainer]] = {}
+        for c in self.containers:
+            slots.setdefault((c.service or "", c.number), []).append(c)
+        return {slot: tuple(found) for slot, found in slots.items()}
+
+    def slot(self, service: str, number: int) -> tuple[ObservedContainer, ...]:
+        """The containers labelled as replica ``number`` of ``service`` (usually one)."""
+        return self._slots.get((service, number), ())
+
+    def leftovers(self, wanted: Collection[Slot]) -> Iterator[tuple[Slot, tuple[ObservedContainer, ...]]]:
+        """Every slot not in ``wanted`` (scaled down, or its service is gone), sorted by slot."""
+        for slot, found in sorted(self._slots.items()):
+            if slot not in wanted:
+                yield slot, found
+
+
 @dataclass(frozen=True)
 class ObservedState:
-    """Everything the planner may look at. Built by ``observe``, or by hand in tests."""
+    """Everything the planner may look at. Built by ``observe``, or by hand in tests.
+
+    Lookups by name return the first object of that name in snapshot order.
+    """
 
     containers: tuple[ObservedContainer, ...] = ()
     networks: tuple[ObservedNetwork, ...] = ()
@@ -118,22 +162,57 @@ class ObservedState:
     def project_containers(self, project: str) -> list[ObservedContainer]:
         return [c for c in self.containers if c.project == project]
 
+    def project(self, name: str) -> ObservedProject:
+        """The containers labelled with project ``name``, indexed by service and replica."""
+        return ObservedProject(name, tuple(self.project_containers(name)))
+
     def container_named(self, name: str) -> ObservedContainer | None:
-        for c in self.containers:
-            if c.name == name:
-                return c
-        return None
+        return self._containers_by_name.get(name)
 
     def network_named(self, name: str) -> ObservedNetwork | None:
-        for n in self.networks:
-            if n.name == name:
-                return n
-        return None
+        return self._networks_by_name.get(name)
 
     def volume_named(self, name: str) -> ObservedVolume | None:
-        for v in self.volumes:
-            if v.name == name:
-                return v
+        return self._volumes_by_name.get(name)
+
+    def image_id(self, ref: ImageReference) -> str | None:
+        """The id of the local image ``ref`` names: by digest when it has one, else by tag."""
+        if ref.digest is not None:
+            return self._images_by_digest.get((ref.repository_ref, ref.digest))
+        return self._images_by_tag.get(ref.familiar)
+
+    @cached_property
+    def _containers_by_name(self) -> dict[str, ObservedContainer]:
+        return {c.name: c for c in reversed(self.containers)}
+
+    @cached_property
+    def _networks_by_name(self) -> dict[str, ObservedNetwork]:
+        return {n.name: n for n in reversed(self.networks)}
+
+    @cached_property
+    def _volumes_by_name(self) -> dict[str, ObservedVolume]:
+        return {v.name: v for v in reversed(self.volumes)}
+
+    @cached_property
+    def _images_by_tag(self) -> dict[str, str]:
+        return {tag: i.id for i in reversed(self.images) for tag in i.repo_tags}
+
+    @cached_property
+    def _images_by_digest(self) -> dict[tuple[str, str | None], str]:
+        index: dict[tuple[str, str | None], str] = {}
+        for image in reversed(self.images):
+            for text in image.repo_digests:
+                ref = _parsed(text)
+                if ref is not None:
+                    index[(ref.repository_ref, ref.digest)] = image.id
+        return index
+
+
+def _parsed(text: str) -> ImageReference | None:
+    """``parse_reference``, or None for what Docker lists but is no reference (``<none>@<none>``)."""
+    try:
+        return parse_reference(text)
+    except ValueError:
         return None
 
 

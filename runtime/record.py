@@ -241,11 +241,8 @@ class AppliedRecord:
 
 
 def _expect(live: ObservedContainer, restart: str) -> ExpectedState:
-    # Mirrors plan._needs_start: a one-shot job that exited 0 and is not restarted is done.
-    policy = restart.split(":", 1)[0]
-    if live.state == "exited" and live.exit_code == 0 and policy in ("no", "on-failure"):
-        return ExpectedState.COMPLETED
-    return ExpectedState.RUNNING
+    # The planner's rule too: a one-shot job that exited 0 and is not restarted is done.
+    return ExpectedState.COMPLETED if live.is_finished_job(restart) else ExpectedState.RUNNING
 
 
 def _applied_container(dc: DesiredContainer, live: ObservedContainer) -> AppliedContainer:

@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any
 
 from gitdock.runtime.labels import LABEL_PROJECT
-from gitdock.runtime.observe import ObservedContainer, ObservedState
+from gitdock.runtime.observe import ObservedContainer, ObservedState, is_one_shot
 from gitdock.runtime.record import (
     RESOURCE_KEYS,
     AppliedContainer,
@@ -40,6 +40,7 @@ from gitdock.runtime.record import (
 )
 
 __all__ = [
+    "CONTAINER_ACTIONS",
     "REDACTED",
     "DockerEvent",
     "DriftField",
@@ -60,8 +61,19 @@ _SECRET_NAME = re.compile(
 _ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")
 # A container that exits under a restarting policy is restarted by Docker within this window.
 _RESTART_GRACE = 2.0
-_CONTAINER_ACTIONS = frozenset(
-    {"create", "start", "die", "kill", "stop", "destroy", "update", "rename", "pause", "unpause", "oom"}
+# The container actions that can mean drift (health checks' exec_* events cannot).
+CONTAINER_ACTIONS = (
+    "create",
+    "start",
+    "die",
+    "kill",
+    "stop",
+    "destroy",
+    "update",
+    "rename",
+    "pause",
+    "unpause",
+    "oom",
 )
 
 
@@ -272,6 +284,10 @@ def _iso(ts: float) -> str:
 
 def _clock(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
+
+
+def _listed(values: Iterable[str]) -> str:
+    return ", ".join(sorted(values)) or "none"
 
 
 def _md(text: str) -> str:
@@ -509,15 +525,7 @@ class _Detector:
         for name in sorted(have - want):
             e = self._network_event(name, "connect", live.id)
             whats.append(f"connected to network {name}" + (f" at {_clock(e.time)}" if e else ""))
-        self.add(
-            rc.resource,
-            DriftField.NETWORKS,
-            DriftKind.CHANGED,
-            ", ".join(sorted(want)) or "none",
-            ", ".join(sorted(have)) or "none",
-            "; ".join(whats),
-            live.name,
-        )
+        self.changed_set(rc, live.name, DriftField.NETWORKS, want, have, "; ".join(whats))
 
     def _network_event(self, name: str, action: str, container: str) -> DockerEvent | None:
         for e in reversed(self.events.by_name.get(("network", name), [])):
@@ -528,23 +536,24 @@ class _Detector:
     def inspected_fields(
         self, rc: AppliedContainer, live: ObservedContainer, inspect: Mapping[str, Any]
     ) -> None:
-        res, name = rc.resource, live.name
+        """Compare what only an inspect shows: restart policy, limits, env, ports, mounts."""
         host = inspect.get("HostConfig") or {}
         config = inspect.get("Config") or {}
         update = self.events.last(live.id, "update")
         updated = f"updated at {_clock(update.time)}: " if update else "updated: "
+        self.restart_policy(rc, live.name, host, updated)
+        self.resource_limits(rc, live.name, host, updated)
+        self.environment(rc, live.name, config)
+        self.port_bindings(rc, live.name, host)
+        self.mounts(rc, live.name, host)
 
+    def restart_policy(self, rc: AppliedContainer, name: str, host: Mapping[str, Any], updated: str) -> None:
         live_restart = restart_text(host.get("RestartPolicy"))
         if live_restart != rc.restart:
-            self.add(
-                res,
-                DriftField.RESTART,
-                DriftKind.CHANGED,
-                rc.restart,
-                live_restart,
-                f"{updated}restart {rc.restart} → {live_restart}",
-                name,
-            )
+            what = f"{updated}restart {rc.restart} → {live_restart}"
+            self.add(rc.resource, DriftField.RESTART, DriftKind.CHANGED, rc.restart, live_restart, what, name)
+
+    def resource_limits(self, rc: AppliedContainer, name: str, host: Mapping[str, Any], updated: str) -> None:
         wanted = dict(rc.resources)
         for key in RESOURCE_KEYS:
             want_value = int(wanted.get(key, 0))
@@ -555,42 +564,43 @@ class _Detector:
                 fld = _RESOURCE_FIELDS[key]
                 desired, got = _resource_text(key, want_value), _resource_text(key, have_value)
                 what = f"{updated}{fld.value} {desired} → {got}"
-                self.add(res, fld, DriftKind.CHANGED, desired, got, what, name)
+                self.add(rc.resource, fld, DriftKind.CHANGED, desired, got, what, name)
 
+    def environment(self, rc: AppliedContainer, name: str, config: Mapping[str, Any]) -> None:
         want_env, have_env = _env_map(rc.env), _env_map(config.get("Env") or ())
         changed = sorted(k for k, v in want_env.items() if have_env.get(k) != v)
         if changed:
             self.add(
-                res,
+                rc.resource,
                 DriftField.ENVIRONMENT,
                 DriftKind.CHANGED,
                 ", ".join(_show_env(k, want_env[k], self.secret_names) for k in changed),
                 ", ".join(_show_env(k, have_env.get(k), self.secret_names) for k in changed),
                 container=name,
             )
-        live_ports = port_keys(host.get("PortBindings"))
-        if set(live_ports) != set(rc.ports):
-            self.add(
-                res,
-                DriftField.PORTS,
-                DriftKind.CHANGED,
-                ", ".join(rc.ports) or "none",
-                ", ".join(live_ports) or "none",
-                container=name,
-            )
+
+    def port_bindings(self, rc: AppliedContainer, name: str, host: Mapping[str, Any]) -> None:
+        self.changed_set(rc, name, DriftField.PORTS, rc.ports, port_keys(host.get("PortBindings")))
+
+    def mounts(self, rc: AppliedContainer, name: str, host: Mapping[str, Any]) -> None:
         live_mounts = {
             m for m in mount_keys(host) if not (m.startswith("volume:") and _is_anonymous(m, rc.mounts))
         }
         want_mounts = {m for m in rc.mounts if not m.startswith("volume::")}
-        if live_mounts != want_mounts:
-            self.add(
-                res,
-                DriftField.VOLUMES,
-                DriftKind.CHANGED,
-                ", ".join(sorted(want_mounts)) or "none",
-                ", ".join(sorted(live_mounts)) or "none",
-                container=name,
-            )
+        self.changed_set(rc, name, DriftField.VOLUMES, want_mounts, live_mounts)
+
+    def changed_set(
+        self,
+        rc: AppliedContainer,
+        name: str,
+        fld: DriftField,
+        want: Collection[str],
+        have: Collection[str],
+        what: str = "",
+    ) -> None:
+        """One CHANGED item when two sets differ, each shown sorted (``none`` when empty)."""
+        if set(want) != set(have):
+            self.add(rc.resource, fld, DriftKind.CHANGED, _listed(want), _listed(have), what, name)
 
     def rogues(self, matched: set[str]) -> None:
         project = self.record.project
@@ -701,7 +711,7 @@ def detect_drift(
 def is_relevant_event(event: DockerEvent) -> bool:
     """Whether an event can mean drift (health checks' exec_* events cannot). Pure."""
     if event.type == "container":
-        return event.action in _CONTAINER_ACTIONS
+        return event.action in CONTAINER_ACTIONS
     if event.type == "network":
         return event.action in ("connect", "disconnect", "destroy", "create")
     return event.type == "volume" and event.action in ("destroy", "create")
@@ -744,7 +754,7 @@ def plan_blind_spots(report: DriftReport, record: AppliedRecord) -> tuple[list[s
         elif (
             item.field is DriftField.STATE
             and item.live in ("exited (0)", "created")
-            and rc.restart.split(":", 1)[0] in ("no", "on-failure")
+            and is_one_shot(rc.restart)
         ):
             start.add(item.container)
     return sorted(start - recreate), sorted(recreate)

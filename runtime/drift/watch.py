@@ -9,7 +9,8 @@ Events gitdock causes itself are muted with ``pause(project)`` / ``resume(projec
 an apply: events stamped inside that window are dropped even when they arrive after it.
 
 ``check_drift`` is the impure half of drift detection: observe (the four list calls a no-op
-reconcile makes), inspect only the containers that need it, then ``drift.detect_drift``.
+reconcile makes), inspect only the containers that need it, then the pure
+``gitdock.runtime.drift.detect.detect_drift``.
 
 Each stream uses its own DockerClient on the same host, so its long-lived stream never counts
 against, or blocks, the reconciles' client.
@@ -27,6 +28,7 @@ from typing import Any
 
 from gitdock.runtime.docker import DockerClient, DockerError, DockerUnavailable, NotFound
 from gitdock.runtime.drift.detect import (
+    CONTAINER_ACTIONS,
     DockerEvent,
     DriftReport,
     containers_to_inspect,
@@ -41,19 +43,6 @@ __all__ = ["CONTAINER_ACTIONS", "EventWatcher", "check_drift", "docker_time", "f
 
 log = logging.getLogger("gitdock.runtime.drift.watch")
 
-CONTAINER_ACTIONS = (
-    "create",
-    "start",
-    "die",
-    "kill",
-    "stop",
-    "destroy",
-    "update",
-    "rename",
-    "pause",
-    "unpause",
-    "oom",
-)
 _OBJECT_ACTIONS = ("create", "destroy", "connect", "disconnect")
 _MUTE_KEEP_NS = 60_000_000_000  # a closed mute window is kept this long for late events
 
@@ -241,61 +230,86 @@ class EventWatcher:
 
     def _follow_with(self, clients: list[DockerClient], filters: dict[str, list[str]], since_ns: int) -> None:
         """The stream loop; ``clients[-1]`` is the live client (replaced after a failure)."""
-        client = clients[-1]
-        seen: set[tuple[str, str, str]] = set()  # events at exactly since_ns, replayed on reconnect
-        backoff = 0.05
+        cursor = _Cursor(since_ns)
         down = False
         while not self._stop.is_set():
-            if down:
-                try:
-                    if not _is_listening(self.host):
-                        raise DockerUnavailable(f"nothing listens on {self.host}")
-                    client.ping()
-                except DockerUnavailable:
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.max_backoff)
-                    continue
-                down, backoff = False, 0.05
-                self.reconnects += 1
-                log.info("dockerd at %s is back; resuming events since %s", self.host, docker_time(since_ns))
-                if self.on_reconnect is not None:
-                    try:
-                        self.on_reconnect(since_ns / 1e9)
-                    except Exception:  # see _deliver
-                        log.exception("reconnect callback failed")
-            opened = time.monotonic()
-            try:
-                for raw in client.events(
-                    since=docker_time(since_ns), filters=filters, read_timeout=self.idle_timeout
-                ):
-                    self.connected.set()
-                    event = DockerEvent.from_raw(raw)
-                    key = (event.type, event.action, event.id)
-                    if event.time_ns < since_ns or (event.time_ns == since_ns and key in seen):
-                        continue
-                    if event.time_ns > since_ns:
-                        since_ns, seen = event.time_ns, set()
-                    seen.add(key)
-                    self.last_event_ns = max(self.last_event_ns, event.time_ns)
-                    self._deliver(event)
-                    if self._stop.is_set():
-                        return
-                down = True  # dockerd closed the stream: it is going away
-            except DockerUnavailable:
-                # An idle stream times out after idle_timeout: just reopen it. A quick failure
-                # means dockerd is not there.
-                down = time.monotonic() - opened < self.idle_timeout * 0.9 or not _is_listening(self.host)
-                if not down:
-                    self.connected.set()
-            except DockerError as exc:  # e.g. 500 while dockerd shuts down
-                log.debug("events stream error: %s", exc)
-                down = True
+            if down and not self._await_dockerd(clients[-1], cursor):
+                return
+            down = self._read_stream(clients[-1], filters, cursor)
             if down:
                 self.connected.clear()
                 # Drop the dead connection: httpcore does not close a pooled one that broke.
-                client.close()
-                client = DockerClient(self.host, timeout=self._timeout)
-                clients.append(client)
+                clients[-1].close()
+                clients.append(DockerClient(self.host, timeout=self._timeout))
+
+    def _await_dockerd(self, client: DockerClient, cursor: _Cursor) -> bool:
+        """Back off until dockerd answers again (then call ``on_reconnect``); False if stopped."""
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                if not _is_listening(self.host):
+                    raise DockerUnavailable(f"nothing listens on {self.host}")
+                client.ping()
+            except DockerUnavailable:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            self.reconnects += 1
+            log.info(
+                "dockerd at %s is back; resuming events since %s", self.host, docker_time(cursor.since_ns)
+            )
+            if self.on_reconnect is not None:
+                try:
+                    self.on_reconnect(cursor.since_ns / 1e9)
+                except Exception:  # see _deliver
+                    log.exception("reconnect callback failed")
+            return True
+        return False
+
+    def _read_stream(self, client: DockerClient, filters: dict[str, list[str]], cursor: _Cursor) -> bool:
+        """Deliver the stream's new events until it ends; returns whether dockerd looks down."""
+        opened = time.monotonic()
+        try:
+            for raw in client.events(
+                since=docker_time(cursor.since_ns), filters=filters, read_timeout=self.idle_timeout
+            ):
+                self.connected.set()
+                event = DockerEvent.from_raw(raw)
+                if cursor.is_new(event):
+                    self.last_event_ns = max(self.last_event_ns, event.time_ns)
+                    self._deliver(event)
+                if self._stop.is_set():
+                    return False
+            return True  # dockerd closed the stream: it is going away
+        except DockerUnavailable:
+            # An idle stream times out after idle_timeout: just reopen it. A quick failure
+            # means dockerd is not there.
+            down = time.monotonic() - opened < self.idle_timeout * 0.9 or not _is_listening(self.host)
+            if not down:
+                self.connected.set()
+            return down
+        except DockerError as exc:  # e.g. 500 while dockerd shuts down
+            log.debug("events stream error: %s", exc)
+            return True
+
+
+class _Cursor:
+    """Where a stream resumes: the newest event time, and the events seen at exactly that time
+    (``since`` is inclusive, so a reopened stream replays them)."""
+
+    def __init__(self, since_ns: int) -> None:
+        self.since_ns = since_ns
+        self.seen: set[tuple[str, str, str]] = set()
+
+    def is_new(self, event: DockerEvent) -> bool:
+        """Whether the event was not delivered yet; moves the cursor to it."""
+        key = (event.type, event.action, event.id)
+        if event.time_ns < self.since_ns or (event.time_ns == self.since_ns and key in self.seen):
+            return False
+        if event.time_ns > self.since_ns:
+            self.since_ns, self.seen = event.time_ns, set()
+        self.seen.add(key)
+        return True
 
 
 def fetch_events(
