@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING
 
-from gitdock.runtime.converge import Outcome, converge
+from gitdock.runtime.converge import NO_HOOKS, ConvergeHooks, Outcome, converge
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.drift.detect import DriftItem, DriftReport, plan_blind_spots
 from gitdock.runtime.record import AppliedRecord
 from gitdock.specs.model import Project
+
+if TYPE_CHECKING:
+    from gitdock.runtime.trust.resolve import TrustContext
 
 __all__ = ["HealDecision", "HealMode", "HealPolicy", "Healer", "heal_project"]
 
@@ -107,7 +110,11 @@ def heal_project(
     docker: DockerClient,
     report: DriftReport,
     record: AppliedRecord,
-    **converge_args: Any,
+    *,
+    trust: TrustContext | None = None,
+    wait_timeout: float = 120.0,
+    should_stop: Callable[[], bool] | None = None,
+    hooks: ConvergeHooks = NO_HOOKS,
 ) -> tuple[Outcome, list[str]]:
     """Heal drift with one converge. Returns (outcome, actions).
 
@@ -121,7 +128,10 @@ def heal_project(
         docker,
         force_recreate={name: "drift: changed by hand" for name in recreate},
         force_start={name: "drift: stopped by hand" for name in start},
-        **converge_args,
+        trust=trust,
+        wait_timeout=wait_timeout,
+        should_stop=should_stop,
+        hooks=hooks,
     )
     actions = [f"recreate {name}" for name in recreate] + [f"start {name}" for name in start]
     return outcome, actions

@@ -1,12 +1,14 @@
-"""Metrics: gitdock's instruments behind a typed facade, exported over OTLP and as Prometheus text.
+"""Metrics: gitdock's instruments behind a typed facade, exported over OTLP and to Prometheus.
 
 Import-cheap: only the OTel metrics API is imported here. ``Metrics.noop()`` (the default
 until ``telemetry.setup_telemetry`` installs real ones) records nothing and starts no thread.
 ``create_metrics`` builds the SDK side: an in-process reader that ``render_prometheus``
 collects on demand (the agent's ``/metrics``) and, optionally, a periodic OTLP push reader.
 
-Prometheus names follow the OTel compatibility rules: dots become underscores, the unit is a
-suffix (``_seconds``) and counters end in ``_total``::
+The Prometheus text is written by ``prometheus_client`` (this is the one module that imports
+it): the OTel data points become its metric families, and so do the agent's own ``Family``
+values (webhook deliveries, readiness). Names follow the OTel compatibility rules: dots become
+underscores, the unit is a suffix (``_seconds``) and counters end in ``_total``::
 
     gitdock_reconcile_duration_seconds      histogram  project, result
     gitdock_reconciles_total                counter    project, result
@@ -22,22 +24,27 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Final
 
-from opentelemetry.metrics import Meter, NoOpMeter
+from opentelemetry.metrics import Counter, Histogram, Meter, NoOpMeter, _Gauge
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric, MetricReader, MetricsData
     from opentelemetry.sdk.resources import Resource
+    from prometheus_client.metrics_core import Metric as PromMetric
 
 __all__ = [
     "PROMETHEUS_CONTENT_TYPE",
+    "Family",
+    "FamilyKind",
     "Metrics",
     "create_metrics",
-    "format_prometheus",
     "get_metrics",
+    "prometheus_name",
     "render_prometheus",
     "set_metrics",
 ]
@@ -49,44 +56,63 @@ PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
+@dataclass(frozen=True)
+class _Instrument:
+    """An OTel instrument's name, unit and description (its Prometheus HELP)."""
+
+    name: str
+    unit: str
+    description: str
+
+
+RECONCILE_DURATION: Final = _Instrument(
+    "gitdock.reconcile.duration", "s", "Duration of one reconcile, by project and result."
+)
+RECONCILES: Final = _Instrument("gitdock.reconciles", "1", "Reconciles finished, by project and result.")
+OPERATIONS: Final = _Instrument("gitdock.operations", "1", "Plan operations executed, by kind and result.")
+DRIFT_ITEMS: Final = _Instrument(
+    "gitdock.drift.items", "1", "Operations the last plan of a project held (0 means converged)."
+)
+LAST_APPLY: Final = _Instrument(
+    "gitdock.last_apply.timestamp", "s", "Unix time of the last successful apply of a project."
+)
+VERIFICATION_FAILURES: Final = _Instrument(
+    "gitdock.verification.failures", "1", "Images refused by signature policy, by reason."
+)
+GIT_FETCH_DURATION: Final = _Instrument(
+    "gitdock.git.fetch.duration", "s", "Duration of one git fetch, by source."
+)
+
+
+def _counter(meter: Meter, spec: _Instrument) -> Counter:
+    return meter.create_counter(spec.name, unit=spec.unit, description=spec.description)
+
+
+def _gauge(meter: Meter, spec: _Instrument) -> _Gauge:
+    return meter.create_gauge(spec.name, unit=spec.unit, description=spec.description)
+
+
+def _histogram(meter: Meter, spec: _Instrument) -> Histogram:
+    return meter.create_histogram(
+        spec.name,
+        unit=spec.unit,
+        description=spec.description,
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    )
+
+
 class Metrics:
     """gitdock's instruments with one typed method per measurement. Thread-safe."""
 
     def __init__(self, meter: Meter, reader: InMemoryMetricReader | None = None) -> None:
         self._reader = reader
-        self._reconcile_duration = meter.create_histogram(
-            "gitdock.reconcile.duration",
-            unit="s",
-            description="Duration of one reconcile, by project and result.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self._reconciles = meter.create_counter(
-            "gitdock.reconciles", unit="1", description="Reconciles finished, by project and result."
-        )
-        self._operations = meter.create_counter(
-            "gitdock.operations", unit="1", description="Plan operations executed, by kind and result."
-        )
-        self._drift = meter.create_gauge(
-            "gitdock.drift.items",
-            unit="1",
-            description="Operations the last plan of a project held (0 means converged).",
-        )
-        self._last_apply = meter.create_gauge(
-            "gitdock.last_apply.timestamp",
-            unit="s",
-            description="Unix time of the last successful apply of a project.",
-        )
-        self._verification_failures = meter.create_counter(
-            "gitdock.verification.failures",
-            unit="1",
-            description="Images refused by signature policy, by reason.",
-        )
-        self._git_fetch_duration = meter.create_histogram(
-            "gitdock.git.fetch.duration",
-            unit="s",
-            description="Duration of one git fetch, by source.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
+        self._reconcile_duration = _histogram(meter, RECONCILE_DURATION)
+        self._reconciles = _counter(meter, RECONCILES)
+        self._operations = _counter(meter, OPERATIONS)
+        self._drift = _gauge(meter, DRIFT_ITEMS)
+        self._last_apply = _gauge(meter, LAST_APPLY)
+        self._verification_failures = _counter(meter, VERIFICATION_FAILURES)
+        self._git_fetch_duration = _histogram(meter, GIT_FETCH_DURATION)
 
     @classmethod
     def noop(cls) -> Metrics:
@@ -117,12 +143,16 @@ class Metrics:
     def record_git_fetch(self, source: str, seconds: float) -> None:
         self._git_fetch_duration.record(seconds, {"source": source})
 
+    def families(self) -> list[PromMetric]:
+        """Everything recorded so far as Prometheus metric families, by name ([] for no-op)."""
+        if self._reader is None:
+            return []
+        data = self._reader.get_metrics_data()
+        return [] if data is None else _otel_families(data)
+
     def render_prometheus(self) -> str:
         """Everything recorded so far in Prometheus text format 0.0.4 ("" for no-op metrics)."""
-        if self._reader is None:
-            return ""
-        data = self._reader.get_metrics_data()
-        return "" if data is None else format_prometheus(data)
+        return _exposition(self.families())
 
 
 def create_metrics(
@@ -158,16 +188,68 @@ def set_metrics(metrics: Metrics) -> None:
         _active = metrics
 
 
-def render_prometheus() -> str:
-    """The process's metrics as Prometheus text, for ``GET /metrics`` (``PROMETHEUS_CONTENT_TYPE``)."""
-    return get_metrics().render_prometheus()
+# --- Prometheus exposition ------------------------------------------------------------------
 
 
-# --- Prometheus text format -----------------------------------------------------------------
+class FamilyKind(str, Enum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A metric family kept outside OTel (the agent's own counters and gauges).
+
+    ``name`` is the Prometheus name (a counter's ends in ``_total``); each sample is
+    ``(labels, value)``, and every sample of a family has the same label names.
+    """
+
+    name: str
+    kind: FamilyKind
+    help: str
+    samples: Sequence[tuple[Mapping[str, str], float]] = field(default=())
+
+
+def render_prometheus(extra: Iterable[Family] = (), *, stand_in: Iterable[Family] = ()) -> str:
+    """The process's metrics plus ``extra`` as Prometheus text (``PROMETHEUS_CONTENT_TYPE``).
+
+    ``stand_in`` families are rendered only when the process's instruments hold nothing yet
+    (telemetry metrics off): the agent's own reconcile counter stands in for the OTel one.
+    """
+    shared = get_metrics().families()
+    own = [_family(f) for f in (*extra, *([] if shared else stand_in))]
+    return _exposition([*shared, *own])
+
+
+def _exposition(families: Sequence[PromMetric]) -> str:
+    from prometheus_client.exposition import generate_latest
+
+    return generate_latest(_Families(families)).decode()
+
+
+class _Families:
+    """A prometheus_client collector over metric families gathered beforehand."""
+
+    def __init__(self, families: Sequence[PromMetric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[PromMetric]:
+        return self._families
+
+
+def _family(family: Family) -> PromMetric:
+    from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
+    names = sorted(family.samples[0][0]) if family.samples else []
+    kind = CounterMetricFamily if family.kind is FamilyKind.COUNTER else GaugeMetricFamily
+    built = kind(family.name, family.help, labels=names)
+    for labels, value in family.samples:
+        built.add_metric([labels[n] for n in names], value)
+    return built
+
 
 _UNITS: Final = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "%": "percent"}
 _INVALID_NAME = re.compile(r"[^a-zA-Z0-9_:]")
-_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def prometheus_name(name: str, unit: str, *, counter: bool) -> str:
@@ -183,79 +265,68 @@ def prometheus_name(name: str, unit: str, *, counter: bool) -> str:
     return base
 
 
-def _label_name(key: str) -> str:
-    name = _INVALID_LABEL.sub("_", key)
-    return f"_{name}" if name[:1].isdigit() else name
+def _otel_families(data: MetricsData) -> list[PromMetric]:
+    """``data`` (cumulative) as prometheus_client families, one per name, sorted by name.
 
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "+Inf" if value > 0 else "-Inf"
-        return repr(value)
-    return str(value)
-
-
-def _labels(attributes: Mapping[str, object] | None, extra: Sequence[tuple[str, str]] = ()) -> str:
-    pairs = [(_label_name(k), str(v)) for k, v in sorted((attributes or {}).items())]
-    pairs += list(extra)
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in pairs) + "}"
-
-
-def format_prometheus(data: MetricsData) -> str:
-    """``data`` (cumulative) in Prometheus text exposition format 0.0.4. Pure.
-
-    One ``# HELP``/``# TYPE`` header per metric family; histograms as cumulative ``_bucket``
-    lines (``le``, ending with ``+Inf``) plus ``_sum`` and ``_count``.
+    Exponential histograms are left out: gitdock creates none.
     """
-    from opentelemetry.sdk.metrics.export import Gauge, Histogram, Sum
-
-    families: dict[str, tuple[str, str, list[str]]] = {}
+    families: dict[str, PromMetric] = {}
     for metric in _metrics(data):
-        samples: list[str] = []
-        point_data = metric.data
-        if isinstance(point_data, Histogram):
-            kind = "histogram"
-            name = prometheus_name(metric.name, metric.unit or "", counter=False)
-            for hp in point_data.data_points:
-                cumulative = 0
-                bounds = [*hp.explicit_bounds, math.inf]
-                for bound, count in zip(bounds, hp.bucket_counts, strict=False):
-                    cumulative += count
-                    le = _labels(hp.attributes, [("le", _number(float(bound)))])
-                    samples.append(f"{name}_bucket{le} {cumulative}")
-                samples.append(f"{name}_sum{_labels(hp.attributes)} {_number(hp.sum)}")
-                samples.append(f"{name}_count{_labels(hp.attributes)} {hp.count}")
-        elif isinstance(point_data, Sum | Gauge):
-            is_counter = isinstance(point_data, Sum) and point_data.is_monotonic
-            kind = "counter" if is_counter else "gauge"
-            name = prometheus_name(metric.name, metric.unit or "", counter=is_counter)
-            samples += [f"{name}{_labels(p.attributes)} {_number(p.value)}" for p in point_data.data_points]
-        else:  # exponential histograms: gitdock creates none
+        family = _otel_family(metric)
+        if family is None:
             continue
-        family = families.setdefault(name, (kind, metric.description or metric.name, []))
-        family[2].extend(samples)
-    lines: list[str] = []
-    for name, (kind, help_text, samples) in sorted(families.items()):
-        lines.append(f"# HELP {name} {_escape_help(help_text)}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(samples)
-    return "\n".join(lines) + "\n" if lines else ""
+        known = families.setdefault(family.name, family)
+        if known is not family:
+            known.samples.extend(family.samples)
+    return [families[name] for name in sorted(families)]
 
 
-def _metrics(data: MetricsData) -> Iterable[Metric]:
+def _otel_family(metric: Metric) -> PromMetric | None:
+    from opentelemetry.sdk.metrics.export import Gauge, Histogram, Sum
+    from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    data = metric.data
+    help_text = metric.description or metric.name
+    is_counter = isinstance(data, Sum) and data.is_monotonic
+    name = prometheus_name(metric.name, metric.unit or "", counter=is_counter)
+    if isinstance(data, Histogram):
+        histogram = HistogramMetricFamily(name, help_text, labels=_label_names(data.data_points))
+        for hp in data.data_points:
+            histogram.add_metric(
+                _label_values(hp.attributes), _buckets(hp.explicit_bounds, hp.bucket_counts), hp.sum
+            )
+        return histogram
+    if not isinstance(data, Sum | Gauge):
+        return None
+    kind = CounterMetricFamily if is_counter else GaugeMetricFamily
+    family = kind(name, help_text, labels=_label_names(data.data_points))
+    for point in data.data_points:
+        family.add_metric(_label_values(point.attributes), point.value)
+    return family
+
+
+def _label_names(points: Iterable[object]) -> list[str]:
+    names: set[str] = set()
+    for point in points:
+        names.update(getattr(point, "attributes", None) or {})
+    return sorted(names)
+
+
+def _label_values(attributes: Mapping[str, object] | None) -> list[str]:
+    return [str(value) for _, value in sorted((attributes or {}).items())]
+
+
+def _buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
+    """OTel's per-bucket counts as Prometheus's cumulative ``(le, count)`` pairs, ending at +Inf."""
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip([*bounds, math.inf], counts, strict=False):
+        cumulative += count
+        buckets.append(("+Inf" if math.isinf(bound) else repr(float(bound)), cumulative))
+    return buckets
+
+
+def _metrics(data: MetricsData) -> Iterator[Metric]:
     for resource_metrics in data.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
             yield from scope_metrics.metrics

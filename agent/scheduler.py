@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
 from apscheduler.jobstores.base import JobLookupError
@@ -30,12 +31,22 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from gitdock.agent.reconcile import ReconcileResult, backoff_delay
+from gitdock.agent.results import ReconcileResult
 from gitdock.agent.state import Result, Trigger
 
-__all__ = ["Schedule", "SourceScheduler", "Ticket"]
+__all__ = ["BACKOFF_CAP", "Schedule", "SourceScheduler", "Ticket", "backoff_delay"]
 
 log = logging.getLogger("gitdock.agent.scheduler")
+
+BACKOFF_BASE: Final = 2.0
+BACKOFF_CAP: Final = 300.0
+
+
+def backoff_delay(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Seconds to wait after `failures` consecutive transient errors: base·2ⁿ⁻¹, capped. Pure."""
+    if failures <= 0:
+        return 0.0
+    return float(min(cap, base * 2 ** min(failures - 1, 30)))
 
 
 class Ticket:

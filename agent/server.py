@@ -1,4 +1,4 @@
-"""The agent process: wiring (``Agent``) and its HTTP API (stdlib ``ThreadingHTTPServer``).
+"""The agent process: its HTTP API (stdlib ``ThreadingHTTPServer``) over ``daemon.Agent``.
 
 Endpoints:
 
@@ -8,6 +8,7 @@ Endpoints:
     GET  /api/v1/sources                       status of every source (Flux-style conditions)
     GET  /api/v1/sources/<name>                status of one source
     GET  /api/v1/sources/<name>/history        recorded reconciles, newest first (?limit=N)
+    GET  /api/v1/sources/<name>/drift          drift against the applied record (?deep=1)
     POST /api/v1/sources/<name>/reconcile      reconcile now (?wait=1: answer with the result)
     POST /api/v1/sources/<name>/suspend        stop reconciling it
     POST /api/v1/sources/<name>/resume         reconcile it again (and once right away)
@@ -15,7 +16,8 @@ Endpoints:
 
 When an API token is configured, every POST under /api/ needs ``Authorization: Bearer
 <token>``. Webhooks authenticate by their signature instead. Error bodies are
-``{"error": "what failed: why"}``.
+``{"error": "what failed: why"}``. ``run_agent`` is the process: telemetry, the agent, the
+server, and a bounded shutdown on SIGTERM.
 """
 
 from __future__ import annotations
@@ -27,25 +29,21 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from opentelemetry.trace import SpanContext
-
 from gitdock.agent import telemetry as tm
 from gitdock.agent.config import AgentConfig, SourceConfig
-from gitdock.agent.git import GitCache, RefKind, classify_ref
-from gitdock.agent.metrics import PROMETHEUS_CONTENT_TYPE, render_prometheus
-from gitdock.agent.reconcile import ConditionType, Reconciler, ReconcileResult, source_conditions
-from gitdock.agent.scheduler import Schedule, SourceScheduler
-from gitdock.agent.state import HistoryEntry, Result, StateStore, Trigger
+from gitdock.agent.daemon import SHUTDOWN_GRACE, Agent, Counts
+from gitdock.agent.git import RefKind, classify_ref
+from gitdock.agent.metrics import PROMETHEUS_CONTENT_TYPE, Family, FamilyKind, render_prometheus
+from gitdock.agent.results import iso_time
+from gitdock.agent.state import HistoryEntry, Result, Trigger
 from gitdock.agent.webhooks import (
     MAX_BODY_BYTES,
-    Debouncer,
     IgnoredEvent,
     InvalidWebhook,
     Provider,
@@ -54,243 +52,19 @@ from gitdock.agent.webhooks import (
     parse_push,
     verify,
 )
-from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.drift.detect import DockerEvent
-from gitdock.runtime.drift.watch import EventWatcher, check_drift
 from gitdock.specs.errors import GitdockError
 
 __all__ = ["Agent", "render_metrics", "run_agent"]
 
 log = logging.getLogger("gitdock.agent")
 
-MAX_LINKS: Final = 16  # webhook requests one reconcile links to
-SHUTDOWN_GRACE: Final = 8.0  # seconds a running reconcile gets after SIGTERM (exit within 10 s)
-DOCKER_CHECK_INTERVAL: Final = 15.0
 WAIT_LIMIT: Final = 900.0  # longest ?wait=1 answer
-
-
-class Agent:
-    """Everything a running agent holds: state, git cache, Docker client, scheduler, counters."""
-
-    def __init__(self, config: AgentConfig) -> None:
-        self.config = config
-        self.started = datetime.now(UTC)
-        self._stop = threading.Event()
-        self.store = StateStore(config.state_dir / "state.db")
-        self.cache = GitCache(config.state_dir / "git", fetch_timeout=config.defaults.timeout)
-        self.docker = DockerClient(config.docker_host, timeout=30.0)
-        self.docker_ok: bool | None = None
-        self.docker_checked: datetime | None = None
-        self.reconciler = Reconciler(
-            config,
-            self.store,
-            self.cache,
-            self.docker,
-            should_stop=self._stop.is_set,
-            on_docker_status=self._set_docker,
-        )
-        self.scheduler = SourceScheduler(
-            [Schedule(s.name, config.interval(s), config.jitter(s)) for s in config.sources],
-            self._run,
-            on_result=self._count,
-        )
-        self.debouncer: Debouncer[str, str] = Debouncer(
-            config.defaults.debounce, self._webhook_fire, max_delay=max(2.0, config.defaults.debounce)
-        )
-        self.drift_debouncer: Debouncer[str, str] = Debouncer(0.1, self._drift_fire, max_delay=0.5)
-        self.counters: dict[tuple[str, str], int] = {}
-        self.webhooks: dict[tuple[str, str], int] = {}
-        self._counters_lock = threading.Lock()
-        self._transitions: dict[tuple[str, ConditionType], tuple[bool, datetime]] = {}
-        self._transitions_lock = threading.Lock()
-        self._links: dict[str, list[SpanContext]] = {}
-        self._links_lock = threading.Lock()
-        # Drift: the events stream tells when to look again (level-based: the reconcile decides).
-        self._source_of = {s.project_name: s.name for s in config.sources}
-        self.watcher = EventWatcher(
-            self.docker,
-            list(self._source_of),
-            on_event=self._on_docker_event,
-            resource_names=self._resource_names,
-            on_reconnect=self._on_docker_reconnect,
-        )
-        self.reconciler.watcher = self.watcher
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self.watcher.start()
-        self.check_docker()
-        self.scheduler.add_job(self.check_docker, DOCKER_CHECK_INTERVAL, "docker-ping")
-        self.scheduler.start()
-
-    def stop(self, grace: float = SHUTDOWN_GRACE) -> bool:
-        """Stop taking work, let running reconciles stop between operations. True if all finished."""
-        self._stop.set()
-        self.watcher.stop()
-        self.debouncer.close()
-        self.drift_debouncer.close()
-        finished = self.scheduler.stop(grace)
-        if finished:
-            self.reconciler.close()
-            self.store.close()
-            self.docker.close()
-        return finished
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def check_docker(self) -> None:
-        try:
-            self._set_docker(self.docker.ping())
-        except GitdockError:
-            self._set_docker(False)
-
-    def _set_docker(self, ok: bool) -> None:
-        self.docker_ok = ok
-        self.docker_checked = datetime.now(UTC)
-
-    # -- reconciles ------------------------------------------------------------------------
-
-    def _run(self, name: str, trigger: Trigger) -> ReconcileResult:
-        source = self.config.source(name)
-        assert source is not None
-        links = self._take_links(name) if trigger is Trigger.WEBHOOK else []
-        return self.reconciler.reconcile(source, trigger, links)
-
-    def add_link(self, name: str, request: SpanContext) -> None:
-        """Remember a webhook request, so the reconcile it triggers links to its span."""
-        with self._links_lock:
-            pending = self._links.setdefault(name, [])
-            pending.append(request)
-            del pending[:-MAX_LINKS]  # a burst of pushes is one reconcile; keep the newest
-
-    def _take_links(self, name: str) -> list[SpanContext]:
-        with self._links_lock:
-            return self._links.pop(name, [])
-
-    def _count(self, result: ReconcileResult) -> None:
-        source = self.config.source(result.source)
-        project = source.project_name if source else result.source
-        with self._counters_lock:
-            key = (project, result.result.value)
-            self.counters[key] = self.counters.get(key, 0) + 1
-        # The reconcile's duration and result are recorded by its SYNC span (telemetry.sync_span).
-
-    def _on_docker_event(self, event: DockerEvent) -> None:
-        name = self._source_of.get(event.project or "")
-        if name is not None and not self._stop.is_set():
-            # kill, die and stop arrive together: one drift reconcile for the burst.
-            self.drift_debouncer.trigger(name, f"{event.type} {event.action} {event.name}")
-
-    def _on_docker_reconnect(self, since: float) -> None:
-        log.info("docker events stream is back (since %.0f): checking every source", since)
-        for source in self.config.sources:
-            self.scheduler.request(source.name, Trigger.DRIFT)
-
-    def _drift_fire(self, name: str, what: str) -> None:
-        log.info("source %s: docker event (%s), checking drift", name, what)
-        self.scheduler.request(name, Trigger.DRIFT)
-
-    def _resource_names(self) -> dict[str, str]:
-        """Docker network and volume names -> project, from the applied records."""
-        names: dict[str, str] = {}
-        for project in self._source_of:
-            record = self.reconciler.applied.load(project)
-            if record is not None:
-                names.update({n.name: project for n in record.networks})
-                names.update({v.name: project for v in record.volumes})
-        return names
-
-    def drift(self, source: SourceConfig, *, deep: bool = False) -> dict[str, Any]:
-        """The source's drift, checked now against its applied record."""
-        record = self.reconciler.applied.load(source.project_name)
-        if record is None:
-            return {"source": source.name, "project": source.project_name, "applied": False, "items": []}
-        report = check_drift(self.docker, record, deep=deep, secret_names=set(source.variables))
-        return {"source": source.name, "applied": True, **report.to_dict()}
-
-    def _webhook_fire(self, name: str, sha: str) -> None:
-        log.info("source %s: webhook push (%s), reconciling", name, sha[:12] or "-")
-        self.scheduler.request(name, Trigger.WEBHOOK)
-
-    # -- status ----------------------------------------------------------------------------
-
-    def _since(self, name: str, kind: ConditionType, status: bool, default: datetime) -> datetime:
-        with self._transitions_lock:
-            seen = self._transitions.get((name, kind))
-            if seen is None or seen[0] != status:
-                at = default if seen is None else datetime.now(UTC)
-                self._transitions[(name, kind)] = (status, at)
-                return at
-            return seen[1]
-
-    def status(self, source: SourceConfig) -> dict[str, Any]:
-        """The JSON status of one source."""
-        state = self.store.source(source.name)
-        memo = self.reconciler.memo(source.name)
-        running = self.scheduler.is_reconciling(source.name)
-        default = state.result_at or self.started
-        conditions = source_conditions(
-            state, running=running, since=lambda k, s: self._since(source.name, k, s, default)
-        )
-        retry = self.scheduler.retry_at(source.name)
-        return {
-            "name": source.name,
-            "url": source.display_url,
-            "ref": source.ref,
-            "path": source.path,
-            "files": list(source.files),
-            "project": source.project_name,
-            "interval": self.config.interval(source),
-            "suspended": state.suspended,
-            "revision": {
-                "fetched": state.fetched_sha,
-                "attempted": state.attempted_sha,
-                "applied": state.applied_sha,
-                "failed": state.failed_sha,
-            },
-            "lastResult": state.result.value if state.result else None,
-            "reason": state.reason,
-            "message": state.message,
-            "lastResultAt": _iso(state.result_at),
-            "appliedAt": _iso(state.applied_at),
-            "lastCheckedAt": _iso(memo.last_checked),
-            "lastDurationMs": round(memo.last_duration * 1000, 1),
-            "retryAt": _iso(retry),
-            "failures": self.scheduler.failures(source.name),
-            "conditions": conditions,
-        }
-
-    def ready(self) -> tuple[bool, dict[str, Any]]:
-        checks = {
-            "stateStore": self._store_ok(),
-            "scheduler": self.scheduler.is_running,
-            "docker": bool(self.docker_ok),
-        }
-        return all(checks.values()), {
-            "ready": all(checks.values()),
-            "checks": checks,
-            "dockerCheckedAt": _iso(self.docker_checked),
-        }
-
-    def _store_ok(self) -> bool:
-        try:
-            _ = self.store.schema_version
-        except Exception:  # sqlite3.ProgrammingError once closed, or any database error
-            return False
-        return True
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def _history_dict(entry: HistoryEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
-        "at": _iso(entry.at),
+        "at": iso_time(entry.at),
         "trigger": entry.trigger.value,
         "revision": entry.revision,
         "result": entry.outcome.value,
@@ -309,44 +83,41 @@ def render_metrics(agent: Agent) -> str:
 
     Until telemetry installs real instruments, the agent's reconcile counter stands in.
     """
-    shared = render_prometheus()
-    return shared + _own_metrics(agent, with_reconciles=not shared.strip())
+    counts = agent.counts()
+    reconciles = Family(
+        "gitdock_reconciles_total",
+        FamilyKind.COUNTER,
+        "Reconciles finished, by project and result.",
+        [({"project": p, "result": r}, n) for (p, r), n in sorted(counts.reconciles.items())],
+    )
+    return render_prometheus(_own_families(agent, counts), stand_in=[reconciles])
 
 
-def _own_metrics(agent: Agent, *, with_reconciles: bool) -> str:
-    lines: list[str] = []
-    with agent._counters_lock:
-        counters = dict(agent.counters)
-        hooks = dict(agent.webhooks)
-    if with_reconciles:
-        lines += [
-            "# HELP gitdock_reconciles_total Reconciles finished, by project and result.",
-            "# TYPE gitdock_reconciles_total counter",
-        ]
-        lines += [
-            f'gitdock_reconciles_total{{project="{p}",result="{r}"}} {n}'
-            for (p, r), n in sorted(counters.items())
-        ]
-    lines += [
-        "# HELP gitdock_webhooks_total Webhook deliveries, by provider and HTTP status.",
-        "# TYPE gitdock_webhooks_total counter",
+def _own_families(agent: Agent, counts: Counts) -> list[Family]:
+    ready = [
+        ({"source": s.name}, int(agent.store.source(s.name).result is Result.SUCCESS))
+        for s in agent.config.sources
     ]
-    for (provider, status), n in sorted(hooks.items()):
-        lines.append(f'gitdock_webhooks_total{{provider="{provider}",code="{status}"}} {n}')
-    lines += [
-        "# HELP gitdock_source_ready Whether the source's last reconcile applied its revision.",
-        "# TYPE gitdock_source_ready gauge",
+    return [
+        Family(
+            "gitdock_webhooks_total",
+            FamilyKind.COUNTER,
+            "Webhook deliveries, by provider and HTTP status.",
+            [({"provider": p, "code": c}, n) for (p, c), n in sorted(counts.webhooks.items())],
+        ),
+        Family(
+            "gitdock_source_ready",
+            FamilyKind.GAUGE,
+            "Whether the source's last reconcile applied its revision.",
+            ready,
+        ),
+        Family(
+            "gitdock_docker_up",
+            FamilyKind.GAUGE,
+            "Whether Docker answered the last check.",
+            [({}, int(bool(agent.docker_ok)))],
+        ),
     ]
-    for s in agent.config.sources:
-        state = agent.store.source(s.name)
-        ready = int(state.result is Result.SUCCESS)
-        lines.append(f'gitdock_source_ready{{source="{s.name}"}} {ready}')
-    lines += [
-        "# HELP gitdock_docker_up Whether Docker answered the last check.",
-        "# TYPE gitdock_docker_up gauge",
-        f"gitdock_docker_up {int(bool(agent.docker_ok))}",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 # --- webhooks ------------------------------------------------------------------------------
@@ -537,15 +308,11 @@ class _Handler(BaseHTTPRequestHandler):
         with tm.webhook_span(dict(self.headers.items()), route=self.path) as span:
             status, body = self._webhook_inner(provider_name, span.get_span_context())
             span.set_attribute("http.response.status_code", int(status))
-        with self.agent._counters_lock:
-            key = (
-                provider_name if provider_name in Provider._value2member_map_ else "unknown",
-                str(status.value),
-            )
-            self.agent.webhooks[key] = self.agent.webhooks.get(key, 0) + 1
+        known = provider_name in {p.value for p in Provider}
+        self.agent.count_webhook(provider_name if known else "unknown", status.value)
         return status, body
 
-    def _webhook_inner(self, provider_name: str, request: SpanContext) -> tuple[HTTPStatus, Any]:
+    def _webhook_inner(self, provider_name: str, request: tm.SpanContext) -> tuple[HTTPStatus, Any]:
         try:
             provider = Provider(provider_name)
         except ValueError:

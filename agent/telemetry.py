@@ -1,5 +1,10 @@
 """Telemetry: gitdock's one seam to OpenTelemetry tracing (metrics live in ``metrics``).
 
+The rest of gitdock reaches OTel only through here: ``converge_hooks`` builds the typed
+``runtime.converge.ConvergeHooks`` that trace a converge's steps, ``sync_span``/``step_span``
+frame a reconcile, ``add_drift_events`` marks drift on it, and ``SpanContext`` (re-exported)
+carries the webhook requests a reconcile links to.
+
 Import-cheap and inert: this module imports only the OTel API. Until ``setup_telemetry`` runs,
 or when telemetry is disabled, every helper works on the API's no-op tracer and no thread is
 started. The SDK and the exporters are imported by ``setup_telemetry`` only.
@@ -14,7 +19,8 @@ at most that long.
 
 Trace shape (span names)::
 
-    SYNC <project>                      cicd.pipeline.*, vcs.*, deployment.environment.name
+    SYNC <project>                      cicd.pipeline.*, vcs.*, deployment.environment.name;
+    │                                   events "drift.item" when drift was found
     ├── fetch | load | resolve | verify | observe | execute
     ├── verify <image>                  container.image.name, oci.manifest.digest (under verify)
     ├── plan                            event "plan" carries the rendered plan
@@ -30,7 +36,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,6 +58,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+    from gitdock.runtime.converge import ConvergeHooks
+    from gitdock.runtime.drift.detect import DriftItem
     from gitdock.runtime.execute import ExecEvent
     from gitdock.runtime.plan import Operation, Plan
 
@@ -62,13 +70,18 @@ __all__ = [
     "ImageSpan",
     "OperationSpans",
     "Protocol",
+    "SpanContext",
     "Step",
     "SyncSpan",
     "Telemetry",
     "TelemetryConfig",
     "TelemetryError",
     "TraceContextFilter",
+    "add_drift_events",
+    "add_plan_event",
+    "converge_hooks",
     "extract_traceparent",
+    "fail_span",
     "get_tracer",
     "image_span",
     "install_log_correlation",
@@ -646,6 +659,19 @@ def _status_description(span: Span) -> str | None:
 
 
 @contextmanager
+def _recorded_span(name: str, tracer: Tracer | None, **options: Any) -> Iterator[Span]:
+    """A span current inside the block; an escaping exception is recorded on it and re-raised."""
+    with (tracer or get_tracer()).start_as_current_span(
+        name, record_exception=False, set_status_on_exception=False, **options
+    ) as span:
+        try:
+            yield span
+        except Exception as exc:
+            record_error(span, exc)
+            raise
+
+
+@contextmanager
 def step_span(
     step: Step | str, *, tracer: Tracer | None = None, **attributes: AttributeValue
 ) -> Iterator[Span]:
@@ -655,14 +681,11 @@ def step_span(
     """
     name = _result_value(step)
     attrs: dict[str, AttributeValue] = {CICD_TASK_NAME: name, **attributes}
-    with (tracer or get_tracer()).start_as_current_span(
-        name, attributes=attrs, record_exception=False, set_status_on_exception=False
-    ) as span:
+    with _recorded_span(name, tracer, attributes=attrs) as span:
         try:
             yield span
         except Exception as exc:
             span.set_attribute(CICD_TASK_RESULT, _result_for(exc))
-            record_error(span, exc)
             raise
         span.set_attribute(CICD_TASK_RESULT, "success")
 
@@ -731,18 +754,10 @@ def operation_span(
     op: Operation, *, context: Context | None = None, tracer: Tracer | None = None
 ) -> Iterator[Span]:
     """A span for one plan operation run inline (``context``: the execute span's, across threads)."""
-    with (tracer or get_tracer()).start_as_current_span(
-        _operation_name(op),
-        context=context,
-        attributes=operation_attributes(op),
-        record_exception=False,
-        set_status_on_exception=False,
+    with _recorded_span(
+        _operation_name(op), tracer, context=context, attributes=operation_attributes(op)
     ) as span:
-        try:
-            yield span
-        except Exception as exc:
-            record_error(span, exc)
-            raise
+        yield span
 
 
 class OperationSpans:
@@ -827,14 +842,8 @@ def image_span(
     attributes = _image_attributes(reference)
     if service:
         attributes["gitdock.service"] = service
-    with (tracer or get_tracer()).start_as_current_span(
-        f"verify {reference}", attributes=attributes, record_exception=False, set_status_on_exception=False
-    ) as span:
-        try:
-            yield ImageSpan(span, metrics)
-        except Exception as exc:
-            record_error(span, exc)
-            raise
+    with _recorded_span(f"verify {reference}", tracer, attributes=attributes) as span:
+        yield ImageSpan(span, metrics)
 
 
 # --- webhooks: W3C trace context ------------------------------------------------------------
@@ -906,23 +915,39 @@ def install_log_correlation(handler: logging.Handler, *, set_format: bool = True
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
 
 
+def add_drift_events(items: Iterable[DriftItem]) -> None:
+    """One ``drift.item`` event per drifting field, on the current span (the reconcile's)."""
+    span = trace.get_current_span()
+    for item in items:
+        span.add_event(
+            "drift.item",
+            {
+                "resource": item.resource,
+                "field": item.field.value,
+                "kind": item.kind.value,
+                "what": item.what,
+            },
+        )
+
+
 def converge_hooks(
     *, metrics: Metrics | None = None, then: Callable[[ExecEvent], None] | None = None
-) -> dict[str, Any]:
-    """Keyword arguments for ``runtime.converge.converge`` that trace one reconcile's steps.
+) -> ConvergeHooks:
+    """Hooks for ``runtime.converge.converge`` that trace one reconcile's steps.
 
     Step spans (verify, observe, plan, execute), one span per image under verify, the rendered
     plan as an event on the plan span, and one span per operation under execute. ``then``
     still receives every executor event (the progress display).
     """
+    from gitdock.runtime.converge import ConvergeHooks
 
     def on_plan(plan: Plan) -> None:
         span = trace.get_current_span()
         add_plan_event(span, plan.render(), operations=len(plan.operations), warnings=len(plan.warnings))
 
-    return {
-        "step": step_span,
-        "on_plan": on_plan,
-        "on_event": OperationSpans(then=then, metrics=metrics),
-        "image_hook": lambda reference: image_span(reference, metrics=metrics),
-    }
+    return ConvergeHooks(
+        step=step_span,
+        on_plan=on_plan,
+        on_event=OperationSpans(then=then, metrics=metrics),
+        image_hook=lambda reference: image_span(reference, metrics=metrics),
+    )

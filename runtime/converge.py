@@ -1,14 +1,16 @@
-"""One reconcile of a loaded project: observe → plan → execute.
+"""One reconcile of a loaded project: (verify →) observe → plan → execute.
 
 The command line (``gitdock plan``/``apply``/``down``) and the agent both go through here, so
-there is one path from a Project to a converged host.
+there is one path from a Project to a converged host. ``ConvergeHooks`` is the typed seam for
+instrumentation: this module imports no telemetry library (the agent's ``telemetry`` module
+builds the hooks that trace each step).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gitdock.runtime.docker import DockerClient
@@ -20,14 +22,31 @@ from gitdock.specs.model import Project
 if TYPE_CHECKING:  # the trust machinery (cryptography, registry) loads only when a policy is used
     from gitdock.runtime.trust.resolve import ImageHook, ResolvedImage, TrustContext
 
-# Instrumentation hooks, so this module stays free of any telemetry library: ``step(name)`` is
-# entered around each step (resolve, observe, plan, execute), ``on_plan`` sees the plan inside
-# the plan step, and ``image_hook`` wraps the resolution of each image.
+__all__ = ["NO_HOOKS", "ConvergeHooks", "Outcome", "StepHook", "converge", "tear_down"]
+
 StepHook = Callable[[str], AbstractContextManager[Any]]
 
 
 def _no_step(_name: str) -> AbstractContextManager[Any]:
     return nullcontext()
+
+
+@dataclass(frozen=True)
+class ConvergeHooks:
+    """What a caller may observe of one converge; every hook is optional.
+
+    ``step(name)`` is entered around each step (verify, observe, plan, execute); ``on_plan``
+    sees the plan inside the plan step; ``on_event`` receives every executor event (progress,
+    operation spans); ``image_hook`` wraps the resolution of each image.
+    """
+
+    step: StepHook = field(default=_no_step)
+    on_plan: Callable[[Plan], None] | None = None
+    on_event: Callable[[ExecEvent], None] | None = None
+    image_hook: ImageHook | None = None
+
+
+NO_HOOKS = ConvergeHooks()
 
 
 @dataclass
@@ -38,6 +57,11 @@ class Outcome:
     api_calls: int
     mutating_calls: int
     images: dict[str, ResolvedImage] | None = None  # the lock record, when digests were resolved
+
+    @property
+    def is_ok(self) -> bool:
+        """Nothing failed: the plan was empty, a dry run, or every operation finished."""
+        return self.report is None or self.report.ok
 
 
 def _count(docker: DockerClient) -> tuple[int, int]:
@@ -52,11 +76,8 @@ def converge(
     dry_run: bool = False,
     concurrency: int = 8,
     wait_timeout: float = 120.0,
-    on_event: Callable[[ExecEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    step: StepHook | None = None,
-    on_plan: Callable[[Plan], None] | None = None,
-    image_hook: ImageHook | None = None,
+    hooks: ConvergeHooks = NO_HOOKS,
     force_recreate: Mapping[str, str] | None = None,
     force_start: Mapping[str, str] | None = None,
 ) -> Outcome:
@@ -67,34 +88,38 @@ def converge(
     Raises ConflictError/PlanError (nothing changed), DockerUnavailable or RegistryUnavailable.
     Failures of single operations do not raise: they are in ``Outcome.report``.
     """
-    step = step or _no_step
     calls0, mut0 = _count(docker)
-    with step("observe"):
+    with hooks.step("observe"):
         observed = observe(docker)
-    images = None
-    if trust is not None:
-        from gitdock.runtime.trust.resolve import known_images, resolve_images
-
-        with step("verify"):
-            known = known_images(observed, project.name)
-            images = resolve_images(project, trust, known=known, image_hook=image_hook)
-    with step("plan"):
+    images = _verify_images(project, observed, trust, hooks) if trust is not None else None
+    with hooks.step("plan"):
         plan = plan_project(project, observed, images, force_recreate=force_recreate, force_start=force_start)
-        if on_plan is not None:
-            on_plan(plan)
+        if hooks.on_plan is not None:
+            hooks.on_plan(plan)
     report = None
     if not dry_run and not plan.is_empty:
         executor = Executor(
             docker,
             concurrency=concurrency,
             wait_timeout=wait_timeout,
-            on_event=on_event,
+            on_event=hooks.on_event,
             should_stop=should_stop,
         )
-        with step("execute"):
+        with hooks.step("execute"):
             report = executor.execute(plan, observed)
     calls1, mut1 = _count(docker)
     return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0, images)
+
+
+def _verify_images(
+    project: Project, observed: ObservedState, trust: TrustContext, hooks: ConvergeHooks
+) -> dict[str, ResolvedImage]:
+    """Resolve and verify every image of ``project`` (the verify step). Raises ImagesRefused."""
+    from gitdock.runtime.trust.resolve import known_images, resolve_images
+
+    with hooks.step("verify"):
+        known = known_images(observed, project.name)
+        return resolve_images(project, trust, known=known, image_hook=hooks.image_hook)
 
 
 def tear_down(

@@ -88,7 +88,7 @@ def test_report_policy_reports_drift_and_heals_nothing(tmp_path: Path, project_n
         code, metrics = agent.get("/metrics")
         assert code == 200
         assert any(
-            line.startswith("gitdock_drift_items") and project_name in line and line.rstrip().endswith(" 1")
+            line.startswith("gitdock_drift_items") and project_name in line and float(line.split()[-1]) == 1
             for line in str(metrics).splitlines()
         ), metrics
         assert "hunter2" not in agent.log()

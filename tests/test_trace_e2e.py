@@ -19,8 +19,8 @@ from gitdock.agent.reconcile import Reconciler
 from gitdock.agent.state import Result, StateStore, Trigger
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.trust.keys import public_key_pem
-from gitdock.runtime.trust.policy import sign_image
 from gitdock.runtime.trust.registry import RegistryClient
+from gitdock.runtime.trust.sign import sign_image
 from gitdock.specs.reference import parse_reference
 from support.agent import AgentProcess, github_push
 from support.docker import TEST_IMAGE, TEST_IMAGE_2

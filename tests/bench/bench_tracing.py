@@ -58,7 +58,7 @@ def child(mode: str, file: str, rounds: int, pause: float) -> None:
             with tm.sync_span(PROJECT):
                 with tm.step_span(tm.Step.LOAD):
                     project = load_project([file], project_name=PROJECT)
-                outcome = converge(project, docker, **tm.converge_hooks())
+                outcome = converge(project, docker, hooks=tm.converge_hooks())
             elapsed = time.perf_counter() - started
             if telemetry is not None:
                 # Exported in the pause, as the batch processor does between an agent's reconciles.
