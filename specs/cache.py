@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Unpack
 
+from gitdock.specs.inputs import input_digest
 from gitdock.specs.model import Project
 
 if TYPE_CHECKING:
@@ -49,11 +50,6 @@ def _key(
     h.update(repr((FORMAT, sys.version_info[:2], list(files), sorted(options.items()))).encode())
     h.update(repr(sorted(environ.items())).encode())
     return h.hexdigest()
-
-
-def input_digest(data: bytes) -> str:
-    """How the loader records a file it read."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _unchanged(inputs: Mapping[str, str]) -> bool:

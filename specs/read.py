@@ -16,8 +16,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gitdock.specs.cache import input_digest
 from gitdock.specs.errors import SpecProblem
+from gitdock.specs.inputs import input_digest
 from gitdock.specs.interpolate import InterpolationError, interpolate, parse_env_file
 from gitdock.specs.merge import merge_documents, merge_service, resolve_markers
 from gitdock.specs.model import Position
