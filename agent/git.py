@@ -28,6 +28,7 @@ and one URL's hung fetch never blocks another URL.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -46,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pygit2
 import pygit2.callbacks as _pygit2_callbacks
-from pygit2.enums import CredentialType, FetchPrune, FileMode
+from pygit2.enums import CredentialType, FetchPrune, FileMode, SortMode
 from pygit2.ffi import C as _C
 from pygit2.ffi import ffi as _ffi
 from pygit2.utils import StrArray as _StrArray
@@ -55,8 +56,11 @@ from gitdock.specs.errors import GitdockError, PermanentError, TransientError
 
 __all__ = [
     "AmbiguousRef",
+    "Ancestry",
     "BasicAuth",
     "CommitNotFound",
+    "CommitSignature",
+    "CommitWalk",
     "GitCache",
     "GitRemote",
     "HostKeyError",
@@ -250,6 +254,50 @@ class Revision:
     def summary(self) -> str:
         """The first line of the commit message."""
         return self.message.split("\n", 1)[0]
+
+
+@dataclass(frozen=True, repr=False)
+class CommitSignature:
+    """A commit's armored signature and the exact bytes it signs (the commit minus ``gpgsig``).
+
+    ``signature`` is empty for an unsigned commit.
+    """
+
+    sha: str
+    signature: bytes
+    payload: bytes
+    committed_at: datetime  # committer time, UTC (ssh-keygen checks key validity at it, as git does)
+    summary: str
+
+    @property
+    def is_signed(self) -> bool:
+        return bool(self.signature)
+
+    def __repr__(self) -> str:
+        return f"CommitSignature(sha={self.sha[:12]!r}, signed={self.is_signed})"
+
+
+class Ancestry(str, Enum):
+    """How a new head relates to the base a walk started from."""
+
+    NO_BASE = "no base"  # nothing deployed yet, or the base is not in the clone: head only
+    DESCENDANT = "descendant"  # a fast-forward: the commits since the base
+    REWRITTEN = "rewritten"  # a force-push that kept a common ancestor: the commits since it
+    UNRELATED = "unrelated"  # a force-push to a history with no common ancestor: head only
+
+
+@dataclass(frozen=True)
+class CommitWalk:
+    """The commits reachable from a head and not from its base, newest first (head included).
+
+    ``complete`` is False when the walk stopped at its limit before reaching the base.
+    """
+
+    head: str
+    shas: tuple[str, ...]
+    ancestry: Ancestry
+    base: str | None
+    complete: bool
 
 
 # --- URLs ----------------------------------------------------------------------------------
@@ -784,6 +832,46 @@ class GitCache:
             raise PathNotFound(f"{path}: not a file in {revision.url}@{revision.sha[:12]}")
         data: bytes = obj.data
         return data
+
+    def read_signature(self, revision: Revision, sha: str | None = None) -> CommitSignature:
+        """The signature and signed payload of commit `sha` (default: the revision's)."""
+        repo = self._open(revision)
+        commit = _commit(repo, revision if sha is None else dataclasses.replace(revision, sha=sha))
+        signed = commit.gpg_signature
+        signature, payload = signed if signed[0] is not None else (b"", commit.read_raw())
+        return CommitSignature(
+            sha=str(commit.id),
+            signature=signature,
+            payload=payload or b"",
+            committed_at=datetime.fromtimestamp(commit.commit_time, UTC),
+            summary=commit.message.split("\n", 1)[0],
+        )
+
+    def walk_new_commits(self, revision: Revision, base: str | None, limit: int) -> CommitWalk:
+        """The commits `revision` brings since `base`, newest first, at most `limit`.
+
+        A fast-forward walks back to `base`; a force-push that kept a common ancestor walks back
+        to it (every commit of the rewritten history); with no common ancestor, or no base in
+        the clone, the walk is the head alone (nothing earlier can be told apart as new).
+        """
+        repo = self._open(revision)
+        head = revision.sha
+        if base is None or repo.get(base) is None:
+            return CommitWalk(head, (head,), Ancestry.NO_BASE, base, True)
+        if base == head:
+            return CommitWalk(head, (head,), Ancestry.DESCENDANT, base, True)
+        try:
+            fork = repo.merge_base(pygit2.Oid(hex=head), pygit2.Oid(hex=base))
+        except pygit2.GitError as exc:
+            raise SourceUnavailable(f"git cache for {revision.url}: {exc}") from None
+        if fork is None:
+            return CommitWalk(head, (head,), Ancestry.UNRELATED, base, True)
+        ancestry = Ancestry.DESCENDANT if str(fork) == base else Ancestry.REWRITTEN
+        walker = repo.walk(pygit2.Oid(hex=head), SortMode.TOPOLOGICAL)
+        walker.hide(fork)
+        shas = [str(c.id) for c in itertools.islice(walker, limit + 1)]
+        complete = len(shas) <= limit
+        return CommitWalk(head, tuple(shas[:limit]) or (head,), ancestry, str(fork), complete)
 
     def path_for(self, remote: GitRemote) -> Path:
         """Where the bare clone of this remote's URL lives."""
