@@ -13,6 +13,18 @@ default: require                     # or allow-unsigned (a warning in the plan)
 insecure_registries: ["localhost:5000"]
 registry_auth_file: ~/.docker/config.json
 rekor_public_key_file: rekor.pub
+trusted_root_file: trusted_root.json # Sigstore's format: Fulcio CAs, Rekor, CT logs (keyless)
+```
+
+A rule may name keyless signers instead of (or beside) keys; a keyless signature counts as
+one signer for `all-of`:
+
+```yaml
+rules:
+  - pattern: "ghcr.io/team/*"
+    keyless:
+      - identity: release@example.com            # or identity_regexp (whole value)
+        issuer: https://accounts.example.com     # or issuer_regexp
 ```
 
 Relative paths are relative to the policy file. The same model is the agent config's
@@ -26,7 +38,14 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gitdock.agent.yamlconfig import validation_problems
-from gitdock.runtime.trust.policy import DefaultAction, KeyMatch, TrustKey, TrustPolicy, TrustRule
+from gitdock.runtime.trust.policy import (
+    DefaultAction,
+    KeylessIdentity,
+    KeyMatch,
+    TrustKey,
+    TrustPolicy,
+    TrustRule,
+)
 from gitdock.runtime.trust.registry import RegistryClient
 from gitdock.runtime.trust.resolve import TrustContext
 from gitdock.runtime.trust.signature import IdentityMode, RekorMode
@@ -46,11 +65,23 @@ class KeyConfig(BaseModel):
     rekor: RekorMode = RekorMode.IGNORE
 
 
+class KeylessConfig(BaseModel):
+    """A keyless signer: certificate SAN and OIDC issuer, each exact or a whole-value regexp."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    identity: str | None = None
+    identity_regexp: str | None = None
+    issuer: str | None = None
+    issuer_regexp: str | None = None
+
+
 class RuleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pattern: str
-    keys: list[str] = Field(min_length=1)
+    keys: list[str] = Field(default_factory=list)
+    keyless: list[KeylessConfig] = Field(default_factory=list)
     match: KeyMatch = KeyMatch.ANY_OF
     identity: IdentityMode = IdentityMode.EXACT_REPOSITORY
 
@@ -64,6 +95,7 @@ class TrustConfig(BaseModel):
     rules: list[RuleConfig] = Field(default_factory=list)
     default: DefaultAction = DefaultAction.REQUIRE
     rekor_public_key_file: Path | None = None
+    trusted_root_file: Path | None = None  # Sigstore trusted_root.json, for keyless rules
     insecure_registries: list[str] = Field(default_factory=list)
     registry_auth_file: Path | None = None
     registry_timeout: float = 10.0
@@ -82,14 +114,17 @@ class TrustConfig(BaseModel):
                 if self.rekor_public_key_file
                 else None
             )
+            root = (
+                _read(base_dir, self.trusted_root_file, "trusted_root_file")
+                if self.trusted_root_file
+                else None
+            )
             return TrustPolicy(
                 keys=keys,
-                rules=tuple(
-                    TrustRule(pattern=r.pattern, keys=tuple(r.keys), match=r.match, identity=r.identity)
-                    for r in self.rules
-                ),
+                rules=tuple(_rule(r) for r in self.rules),
                 default=self.default,
                 rekor_public_key=rekor,
+                trusted_root=root,
             )
         except ValidationError as exc:
             raise PolicyError(f"trust policy: {_first_error(exc)}") from None
@@ -100,6 +135,16 @@ class TrustConfig(BaseModel):
             insecure=self.insecure_registries, auth_file=auth, timeout=self.registry_timeout
         )
         return TrustContext(self.policy(base_dir), client)
+
+
+def _rule(config: RuleConfig) -> TrustRule:
+    return TrustRule(
+        pattern=config.pattern,
+        keys=tuple(config.keys),
+        keyless=tuple(KeylessIdentity(**k.model_dump()) for k in config.keyless),
+        match=config.match,
+        identity=config.identity,
+    )
 
 
 def _read(base_dir: Path, path: Path | None, field: str) -> str:

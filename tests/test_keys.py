@@ -152,3 +152,45 @@ def test_read_password_prefers_file_then_env(tmp_path: Path, monkeypatch: pytest
     monkeypatch.delenv("COSIGN_PASSWORD")
     with pytest.raises(KeyFileError, match="set COSIGN_PASSWORD"):
         read_password()
+
+
+def test_legacy_key_pair_uses_the_cosign_label_and_scrypt_n_32768() -> None:
+    pair = generate_key_pair(b"s3cret", legacy=True)
+    assert pair.private_pem.startswith(b"-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n")
+    assert pair.private_pem.rstrip().endswith(b"-----END ENCRYPTED COSIGN PRIVATE KEY-----")
+    assert _pem_json(pair.private_pem)["kdf"]["params"] == {"N": 32768, "r": 8, "p": 1}
+    key = load_private_key(pair.private_pem, b"s3cret")
+    assert key_id(key.public_key()) == key_id(load_public_key(pair.public_pem))
+
+
+@needs_vectors
+def test_legacy_key_pair_has_the_shape_of_cosigns_own_legacy_vector() -> None:
+    vector = (COSIGN_KEYS / "pemcosignkey.key").read_bytes()
+    ours = generate_key_pair(b"hello", legacy=True).private_pem
+    assert ours.splitlines()[0] == vector.splitlines()[0]
+    theirs, mine = _pem_json(vector), _pem_json(ours)
+    assert mine["kdf"]["params"] == theirs["kdf"]["params"]
+    assert (mine["kdf"]["name"], mine["cipher"]["name"]) == (theirs["kdf"]["name"], theirs["cipher"]["name"])
+    assert sorted(mine) == sorted(theirs)
+
+
+def test_cli_keygen_format_legacy_writes_the_older_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from gitdock.agent.cli.trust import add_trust_commands
+
+    monkeypatch.setenv("COSIGN_PASSWORD", "pw")
+    parser = argparse.ArgumentParser()
+    add_trust_commands(parser.add_subparsers(dest="command", required=True))
+    prefix = str(tmp_path / "old")
+    args = parser.parse_args(["keygen", "--format", "legacy", "--output-key-prefix", prefix])
+    assert args.func(args) == 0
+    pem = (tmp_path / "old.key").read_bytes()
+    assert pem.startswith(b"-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----")
+    assert _pem_json(pem)["kdf"]["params"]["N"] == 32768
+    load_private_key(pem, b"pw")
+    args = parser.parse_args(["keygen", "--output-key-prefix", str(tmp_path / "new")])
+    assert args.func(args) == 0
+    assert (tmp_path / "new.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----")

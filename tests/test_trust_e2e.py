@@ -107,9 +107,27 @@ def test_wrong_key_is_refused(registry: LocalRegistry, client: RegistryClient) -
     digest = sign_image(ref, signer, client)
     with pytest.raises(ImageRefused) as info:
         verify_image(ref, policy_for(other), client, cache=VerificationCache())
-    assert info.value.reason is Reason.BAD_SIGNATURE
+    assert info.value.reason is Reason.UNKNOWN_KEY
     assert info.value.digest == digest
-    assert str(info.value).startswith(f"image {ref.familiar} ({digest}) refused: bad signature: ")
+    assert str(info.value).startswith(f"image {ref.familiar} ({digest}) refused: unknown key: ")
+    assert "made by none of the keys the rule '127.0.0.1:*' lists (k0)" in str(info.value)
+
+
+def test_signature_by_a_key_only_another_rule_lists_is_an_unknown_key_named(
+    registry: LocalRegistry, client: RegistryClient
+) -> None:
+    signer, listed = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ref = pushed(registry, "e2e/otherrule")
+    sign_image(ref, signer, client)
+    pem = {name: public_key_pem(k.public_key()).decode() for name, k in (("team", signer), ("ci", listed))}
+    policy = TrustPolicy(
+        keys={name: TrustKey(public_key=p) for name, p in pem.items()},
+        rules=(TrustRule(pattern="*/team/*", keys=("team",)), TrustRule(pattern="127.0.0.1:*", keys=("ci",))),
+    )
+    with pytest.raises(ImageRefused) as info:
+        verify_image(ref, policy, client, cache=VerificationCache())
+    assert info.value.reason is Reason.UNKNOWN_KEY
+    assert "signed by key team, which the rule '127.0.0.1:*' does not list" in str(info.value)
 
 
 def test_unsigned_image_is_refused_or_allowed_by_default_action(
@@ -271,7 +289,7 @@ def test_cli_keygen_sign_verify(
     assert out["status"] == "verified"
     assert run_cli("verify", image, "--key", str(tmp_path / "other.pub"), "--output", "json") == 1
     refused = json.loads(capsys.readouterr().out)
-    assert (refused["status"], refused["reason"]) == ("refused", "bad signature")
+    assert (refused["status"], refused["reason"]) == ("refused", "unknown key")
     monkeypatch.setenv("COSIGN_PASSWORD", "wrong")
     assert run_cli("sign", image, "--key", f"{prefix}.key") == 1
     assert "correct horse" not in capsys.readouterr().err

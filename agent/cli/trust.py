@@ -24,7 +24,7 @@ from gitdock.runtime.trust.keys import (
 )
 from gitdock.runtime.trust.policy import TrustKey, TrustPolicy, TrustRule
 from gitdock.runtime.trust.registry import RegistryClient
-from gitdock.runtime.trust.sign import sign_image
+from gitdock.runtime.trust.sign import sign_image, sign_image_recursive
 from gitdock.runtime.trust.signature import IdentityMode, RekorMode
 from gitdock.runtime.trust.verify import ImageRefused, verify_image
 from gitdock.specs.errors import GitdockError
@@ -65,7 +65,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     if existing and not args.force:
         return _fail(f"keygen: {', '.join(existing)} already exist (use --force to overwrite)", EXIT_ERROR)
     try:
-        pair = generate_key_pair(_password(args, confirm=True))
+        pair = generate_key_pair(_password(args, confirm=True), legacy=args.format == "legacy")
     except TrustError as exc:
         return _fail(f"keygen: {exc}", EXIT_REFUSED)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -78,12 +78,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    """Push a cosign legacy signature for IMAGE."""
+    """Push a cosign legacy signature for IMAGE (and, with --recursive, each platform's manifest)."""
     try:
         ref = parse_reference(args.image)
         key = load_private_key(Path(args.key).read_bytes(), _password(args))
         with _client(args) as client:
-            digest = sign_image(ref, key, client)
+            digests = (
+                sign_image_recursive(ref, key, client) if args.recursive else [sign_image(ref, key, client)]
+            )
     except ValueError as exc:
         return _fail(f"sign: {exc}", EXIT_ERROR)
     except OSError as exc:
@@ -92,7 +94,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
         return _fail(f"sign: {exc}", EXIT_REFUSED)
     except GitdockError as exc:
         return _fail(f"sign: {exc}", EXIT_ERROR)
-    print(f"Signed {ref.familiar}@{digest}")
+    for digest in digests:
+        print(f"Signed {ref.familiar}@{digest}")
     return EXIT_OK
 
 
@@ -162,12 +165,21 @@ def add_trust_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     keygen.add_argument("--output-key-prefix", default="cosign", help="writes PREFIX.key and PREFIX.pub")
     keygen.add_argument("--password-file", type=Path, default=None, help=f"else ${PASSWORD_ENV}")
     keygen.add_argument("--force", action="store_true", help="overwrite existing files")
+    keygen.add_argument(
+        "--format",
+        choices=("sigstore", "legacy"),
+        default="sigstore",
+        help="legacy: ENCRYPTED COSIGN PRIVATE KEY, scrypt N=32768 (podman/skopeo before 1.12)",
+    )
     keygen.set_defaults(func=cmd_keygen)
 
     sign = subparsers.add_parser("sign", help="sign an image (cosign-compatible .sig attachment)")
     sign.add_argument("image")
     sign.add_argument("--key", required=True, help="encrypted cosign private key")
     sign.add_argument("--password-file", type=Path, default=None, help=f"else ${PASSWORD_ENV}")
+    sign.add_argument(
+        "--recursive", action="store_true", help="a multi-arch index: sign it and every platform manifest"
+    )
     _registry_options(sign)
     sign.set_defaults(func=cmd_sign)
 

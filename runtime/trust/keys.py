@@ -30,7 +30,10 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from gitdock.runtime.trust.errors import TrustError
 
 __all__ = [
+    "COSIGN_LABEL",
+    "LEGACY_SCRYPT_N",
     "PASSWORD_ENV",
+    "SIGSTORE_LABEL",
     "KeyFileError",
     "KeyPair",
     "PrivateKey",
@@ -49,6 +52,8 @@ COSIGN_LABEL = "ENCRYPTED COSIGN PRIVATE KEY"
 _ACCEPTED_LABELS = (SIGSTORE_LABEL, COSIGN_LABEL)
 # cosign's defaults for new keys.
 SCRYPT_N = 65536
+# The format before cosign v2 (and what podman/skopeo before 1.12 read): the older label, N=32768.
+LEGACY_SCRYPT_N = 32768
 SCRYPT_R = 8
 SCRYPT_P = 1
 _SALT_BYTES = 32
@@ -101,8 +106,10 @@ def _derive_key(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
     return Scrypt(salt=salt, length=nacl.secret.SecretBox.KEY_SIZE, n=n, r=r, p=p).derive(password)
 
 
-def encrypt_private_key(key: PrivateKey, password: bytes, *, scrypt_n: int = SCRYPT_N) -> bytes:
-    """Seal `key` as PKCS#8 in cosign's encrypted JSON, PEM label `ENCRYPTED SIGSTORE PRIVATE KEY`."""
+def encrypt_private_key(
+    key: PrivateKey, password: bytes, *, scrypt_n: int = SCRYPT_N, label: str = SIGSTORE_LABEL
+) -> bytes:
+    """Seal `key` as PKCS#8 in cosign's encrypted JSON, PEM label `label` (cosign v2's by default)."""
     der = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -119,7 +126,7 @@ def encrypt_private_key(key: PrivateKey, password: bytes, *, scrypt_n: int = SCR
         "cipher": {"name": "nacl/secretbox", "nonce": base64.b64encode(nonce).decode()},
         "ciphertext": base64.b64encode(sealed).decode(),
     }
-    return _pem_block(SIGSTORE_LABEL, json.dumps(doc, separators=(",", ":")).encode())
+    return _pem_block(label, json.dumps(doc, separators=(",", ":")).encode())
 
 
 def public_key_pem(key: PublicKey) -> bytes:
@@ -127,10 +134,19 @@ def public_key_pem(key: PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def generate_key_pair(password: bytes, *, scrypt_n: int = SCRYPT_N) -> KeyPair:
-    """New ECDSA P-256 key pair in cosign's format (what `cosign generate-key-pair` writes)."""
+def generate_key_pair(password: bytes, *, scrypt_n: int = SCRYPT_N, legacy: bool = False) -> KeyPair:
+    """New ECDSA P-256 key pair in cosign's format (what `cosign generate-key-pair` writes).
+
+    `legacy` writes the pre-v2 format instead: label `ENCRYPTED COSIGN PRIVATE KEY`, scrypt
+    N=32768 (unless `scrypt_n` says otherwise), which podman/skopeo before 1.12 can load.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
-    return KeyPair(encrypt_private_key(key, password, scrypt_n=scrypt_n), public_key_pem(key.public_key()))
+    if legacy:
+        n = LEGACY_SCRYPT_N if scrypt_n == SCRYPT_N else scrypt_n
+        private = encrypt_private_key(key, password, scrypt_n=n, label=COSIGN_LABEL)
+    else:
+        private = encrypt_private_key(key, password, scrypt_n=scrypt_n)
+    return KeyPair(private, public_key_pem(key.public_key()))
 
 
 def _b64field(doc: dict[str, Any], *path: str) -> bytes:

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gitdock.runtime.trust.keyless import CertificateIdentity
 from gitdock.runtime.trust.keys import PublicKey, load_public_key
 from gitdock.runtime.trust.signature import IdentityMode, RekorMode
+from gitdock.runtime.trust.trusted_root import TrustedRoot, TrustedRootError, parse_trusted_root
 from gitdock.specs.reference import ImageReference
 
 __all__ = [
     "DefaultAction",
     "KeyMatch",
+    "KeylessIdentity",
     "TrustKey",
     "TrustPolicy",
     "TrustRule",
@@ -57,15 +61,59 @@ class TrustKey(BaseModel):
         return load_public_key(self.public_key.encode())
 
 
+class KeylessIdentity(BaseModel):
+    """A keyless signer: certificate SAN (`identity`, or `identity_regexp`) and OIDC issuer.
+
+    Exactly one of `identity` / `identity_regexp` and one of `issuer` / `issuer_regexp`;
+    a regexp must match the whole value.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    identity: str | None = None
+    identity_regexp: str | None = None
+    issuer: str | None = None
+    issuer_regexp: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> KeylessIdentity:
+        if (self.identity is None) == (self.identity_regexp is None):
+            raise ValueError("set exactly one of identity and identity_regexp")
+        if (self.issuer is None) == (self.issuer_regexp is None):
+            raise ValueError("set exactly one of issuer and issuer_regexp")
+        for name in ("identity_regexp", "issuer_regexp"):
+            pattern = getattr(self, name)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"{name}: {pattern!r} is not a regular expression ({exc})") from None
+        return self
+
+    def matcher(self) -> CertificateIdentity:
+        return CertificateIdentity(self.identity, self.identity_regexp, self.issuer, self.issuer_regexp)
+
+
 class TrustRule(BaseModel):
-    """Images whose `registry/repository` matches `pattern` (fnmatch; `*` crosses `/`) need `keys`."""
+    """Images whose `registry/repository` matches `pattern` (fnmatch; `*` crosses `/`) need a signer.
+
+    Signers are the named `keys` and, when `keyless` lists identities, one keyless signature
+    by any of them (it counts as one more signer for `all-of`).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pattern: str
-    keys: tuple[str, ...] = Field(min_length=1)
+    keys: tuple[str, ...] = ()
+    keyless: tuple[KeylessIdentity, ...] = ()
     match: KeyMatch = KeyMatch.ANY_OF
     identity: IdentityMode = IdentityMode.EXACT_REPOSITORY
+
+    @model_validator(mode="after")
+    def _has_signer(self) -> TrustRule:
+        if not self.keys and not self.keyless:
+            raise ValueError(f"rule {self.pattern!r}: list keys, keyless identities, or both")
+        return self
 
     def matches(self, ref: ImageReference) -> bool:
         return fnmatch.fnmatchcase(ref.repository_ref, self.pattern)
@@ -80,6 +128,17 @@ class TrustPolicy(BaseModel):
     rules: tuple[TrustRule, ...] = ()
     default: DefaultAction = DefaultAction.REQUIRE
     rekor_public_key: str | None = None
+    trusted_root: str | None = None  # Sigstore trusted_root.json text, for keyless rules
+
+    @field_validator("trusted_root")
+    @classmethod
+    def _root_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_trusted_root(value)
+            except TrustedRootError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("rekor_public_key")
     @classmethod
@@ -94,6 +153,9 @@ class TrustPolicy(BaseModel):
             unknown = sorted(set(rule.keys) - set(self.keys))
             if unknown:
                 raise ValueError(f"rules[{i}] ({rule.pattern}): unknown key(s) {', '.join(unknown)}")
+        keyless = [rule.pattern for rule in self.rules if rule.keyless]
+        if keyless and self.trusted_root is None:
+            raise ValueError(f"rules {', '.join(keyless)} have keyless identities but trusted_root is unset")
         needs_rekor = [n for n, k in self.keys.items() if k.rekor is not RekorMode.IGNORE]
         if needs_rekor and self.rekor_public_key is None:
             raise ValueError(
@@ -108,6 +170,10 @@ class TrustPolicy(BaseModel):
     def rekor_key(self) -> PublicKey | None:
         """The Rekor public key, when the policy names one."""
         return load_public_key(self.rekor_public_key.encode()) if self.rekor_public_key else None
+
+    def trusted_root_parsed(self) -> TrustedRoot | None:
+        """The parsed trusted root (parsed once per process), when the policy has one."""
+        return parse_trusted_root(self.trusted_root) if self.trusted_root is not None else None
 
     def policy_hash(self) -> str:
         """Stable hash of the whole policy, part of the verification cache key."""

@@ -25,7 +25,14 @@ from gitdock.runtime.observe import ObservedState
 from gitdock.runtime.trust.errors import TrustError
 from gitdock.runtime.trust.policy import TrustPolicy
 from gitdock.runtime.trust.registry import RegistryClient
-from gitdock.runtime.trust.verify import ImageRefused, VerificationCache, VerificationStatus, verify_image
+from gitdock.runtime.trust.verify import (
+    ImageRefused,
+    Platform,
+    VerificationCache,
+    VerificationStatus,
+    host_platform,
+    verify_image,
+)
 from gitdock.specs.errors import GitdockError, PermanentError
 from gitdock.specs.model import Project
 from gitdock.specs.reference import ImageReference, parse_reference
@@ -45,9 +52,11 @@ class ResolvedImage:
     signed_at: int | None = None
     warnings: tuple[str, ...] = ()
     policy: str = ""  # short hash of the policy that accepted it
+    # A multi-arch index: the manifest digest of the platform this host runs.
+    platform_digest: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "reference": self.reference,
             "pinned": self.pinned,
             "digest": self.digest,
@@ -55,6 +64,9 @@ class ResolvedImage:
             "keys": list(self.keys),
             "signed_at": self.signed_at,
         }
+        if self.platform_digest is not None:
+            out["platform_digest"] = self.platform_digest
+        return out
 
 
 @dataclass
@@ -65,6 +77,7 @@ class TrustContext:
     registry: RegistryClient
     cache: VerificationCache = field(default_factory=VerificationCache)
     concurrency: int = DEFAULT_CONCURRENCY
+    platform: Platform = field(default_factory=host_platform)  # what a multi-arch index runs as
 
     @property
     def policy_hash(self) -> str:
@@ -140,7 +153,9 @@ def _resolve_one(reference: str, trust: TrustContext) -> ResolvedImage | Gitdock
     except ValueError as exc:
         return InvalidImage(str(exc))
     try:
-        verification = verify_image(ref, trust.policy, trust.registry, cache=trust.cache)
+        verification = verify_image(
+            ref, trust.policy, trust.registry, cache=trust.cache, platform=trust.platform
+        )
     except GitdockError as exc:
         return exc
     return ResolvedImage(
@@ -151,6 +166,7 @@ def _resolve_one(reference: str, trust: TrustContext) -> ResolvedImage | Gitdock
         keys=verification.keys,
         signed_at=verification.signed_at,
         policy=trust.policy_hash,
+        platform_digest=verification.platform_digest,
         warnings=verification.warnings if verification.status is VerificationStatus.UNSIGNED_ALLOWED else (),
     )
 
@@ -241,5 +257,6 @@ def known_images(observed: ObservedState, project: str) -> dict[tuple[str, str],
             keys=tuple(str(k) for k in record.get("keys") or ()),
             signed_at=record.get("signed_at") if isinstance(record.get("signed_at"), int) else None,
             policy=str(record["policy"]),
+            platform_digest=str(record["platform_digest"]) if record.get("platform_digest") else None,
         )
     return known

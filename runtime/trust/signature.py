@@ -31,6 +31,8 @@ from gitdock.specs.reference import parse_reference
 
 __all__ = [
     "BUNDLE_ANNOTATION",
+    "CERTIFICATE_ANNOTATION",
+    "CHAIN_ANNOTATION",
     "COSIGN_SIGNATURE_TYPE",
     "SIGNATURE_ANNOTATION",
     "SIGSTORE_BUNDLE_MEDIA_TYPE",
@@ -47,6 +49,7 @@ __all__ = [
     "SimpleSigningPayload",
     "dsse_pae",
     "is_identity_match",
+    "is_well_formed_signature",
     "legacy_signature_tag",
     "make_simple_signing_payload",
     "parse_rekor_bundle",
@@ -67,6 +70,7 @@ SIGSTORE_BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 _IN_TOTO_STATEMENT_TYPES = frozenset({"https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"})
@@ -87,6 +91,12 @@ class Reason(StrEnum):
     DIGEST_MISMATCH = "digest mismatch"
     IDENTITY_MISMATCH = "identity mismatch"
     TLOG = "transparency log check failed"
+    # Keyless (Fulcio certificate) signatures:
+    UNTRUSTED_CERTIFICATE = "untrusted certificate"
+    CERTIFICATE_EXPIRED = "certificate expired"
+    SCT = "certificate transparency check failed"
+    CERTIFICATE_IDENTITY = "certificate identity mismatch"
+    ISSUER_MISMATCH = "issuer mismatch"
 
 
 class RekorMode(StrEnum):
@@ -111,6 +121,9 @@ class Check:
     ok: bool
     reason: Reason | None = None
     detail: str = ""
+    # A well-formed signature that this key did not make: when no listed key made it, the
+    # signer is a key the policy does not list (`unknown key`), not a broken signature.
+    wrong_key: bool = False
 
     @classmethod
     def passed(cls, detail: str = "") -> Check:
@@ -119,6 +132,24 @@ class Check:
     @classmethod
     def failed(cls, reason: Reason, detail: str) -> Check:
         return cls(False, reason, detail)
+
+    @classmethod
+    def not_this_key(cls, key: PublicKey, signature: bytes, detail: str) -> Check:
+        """BAD_SIGNATURE for `signature` not verifying with `key`; `wrong_key` when it is well-formed."""
+        return cls(False, Reason.BAD_SIGNATURE, detail, is_well_formed_signature(key, signature))
+
+
+def is_well_formed_signature(key: PublicKey, signature: bytes) -> bool:
+    """Whether `signature` has the shape `key`'s algorithm makes (DER ECDSA, RSA modulus size, 64 bytes)."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        try:
+            utils.decode_dss_signature(signature)
+        except ValueError:
+            return False
+        return True
+    if isinstance(key, rsa.RSAPublicKey):
+        return len(signature) == (key.key_size + 7) // 8
+    return len(signature) == 64
 
 
 def sha256_digest(data: bytes) -> str:
@@ -447,7 +478,7 @@ def verify_legacy_signature(
     except SignatureFormatError as exc:
         return Check.failed(Reason.BAD_SIGNATURE, str(exc))
     if not verify_signature(key, sig.payload, signature):
-        return Check.failed(Reason.BAD_SIGNATURE, "signature does not verify with the key")
+        return Check.not_this_key(key, signature, "signature does not verify with the key")
     try:
         payload = parse_simple_signing(sig.payload)
         entry = (
@@ -495,6 +526,9 @@ class SigstoreBundle:
     message_digest: bytes | None  # SHA-256 of the signed artifact, for message signatures
     message_signature: bytes | None
     tlog_entries: Sequence[RekorEntry]
+    # DER certificates, leaf first: verificationMaterial.certificate (v0.3) or
+    # x509CertificateChain (v0.1, v0.2). Empty for a bundle signed by a key.
+    certificates: Sequence[bytes] = ()
 
 
 def _parse_tlog_entry(node: Any) -> RekorEntry | None:
@@ -510,6 +544,20 @@ def _parse_tlog_entry(node: Any) -> RekorEntry | None:
         raise SignatureFormatError("bundle: tlog entry integratedTime/logIndex are not integers") from exc
     return RekorEntry(
         _b64decode(promise, "bundle SET"), body, integrated, index, _b64decode(key_id, "bundle logId").hex()
+    )
+
+
+def _bundle_certificates(material: Any) -> tuple[bytes, ...]:
+    single = _get(material, "certificate", "rawBytes")
+    if isinstance(single, str):
+        return (_b64decode(single, "bundle certificate"),)
+    chain = _get(material, "x509CertificateChain", "certificates")
+    if not isinstance(chain, list):
+        return ()
+    return tuple(
+        _b64decode(c["rawBytes"], "bundle certificate chain")
+        for c in chain
+        if isinstance(_get(c, "rawBytes"), str)
     )
 
 
@@ -549,6 +597,7 @@ def parse_sigstore_bundle(data: bytes) -> SigstoreBundle:
         _b64decode(digest_b64, "message digest") if isinstance(digest_b64, str) else None,
         _b64decode(sig_b64, "message signature") if isinstance(sig_b64, str) else None,
         entries,
+        _bundle_certificates(_get(doc, "verificationMaterial")),
     )
 
 
@@ -586,7 +635,11 @@ def verify_bundle(
             signed = dsse_pae(envelope.payload_type, envelope.payload)
             good = next((s for s in envelope.signatures if verify_signature(key, signed, s)), None)
             if good is None:
-                return Check.failed(Reason.BAD_SIGNATURE, "DSSE signature does not verify with the key")
+                return Check.not_this_key(
+                    key,
+                    envelope.signatures[0] if envelope.signatures else b"",
+                    "DSSE signature does not verify with the key",
+                )
             if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
                 return Check.failed(Reason.BAD_SIGNATURE, f"DSSE payload type {envelope.payload_type!r}")
             subjects = _statement_subject_digests(envelope.payload)
@@ -599,7 +652,7 @@ def verify_bundle(
             message, signature = bundle.message_digest, bundle.message_signature
             assert message is not None and signature is not None  # parse_sigstore_bundle guarantees it
             if not _verify_prehashed(key, message, signature):
-                return Check.failed(Reason.BAD_SIGNATURE, "message signature does not verify with the key")
+                return Check.not_this_key(key, signature, "message signature does not verify with the key")
             if "sha256:" + message.hex() != digest:
                 return Check.failed(Reason.DIGEST_MISMATCH, "message signature is for another manifest")
             tlog = _check_rekor(

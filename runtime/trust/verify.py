@@ -11,16 +11,30 @@ digest, policy hash); refusals are not cached, so signing an image fixes it on t
 from __future__ import annotations
 
 import contextlib
+import platform as platform_module
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from gitdock.runtime.trust.errors import TrustError
+from gitdock.runtime.trust.keyless import (
+    CertificateIdentity,
+    verify_keyless_bundle,
+    verify_keyless_signature,
+)
 from gitdock.runtime.trust.keys import PublicKey
 from gitdock.runtime.trust.policy import DefaultAction, KeyMatch, TrustKey, TrustPolicy, TrustRule
-from gitdock.runtime.trust.registry import INDEX_TYPES, Descriptor, ManifestNotFound, RegistryClient
+from gitdock.runtime.trust.registry import (
+    INDEX_TYPES,
+    Descriptor,
+    Manifest,
+    ManifestNotFound,
+    RegistryClient,
+    select_platform_digest,
+)
 from gitdock.runtime.trust.signature import (
     BUNDLE_ANNOTATION,
     SIGSTORE_BUNDLE_MEDIA_TYPE,
@@ -38,14 +52,17 @@ from gitdock.runtime.trust.signature import (
     verify_bundle,
     verify_legacy_signature,
 )
+from gitdock.runtime.trust.trusted_root import TrustedRoot
 from gitdock.specs.reference import ImageReference
 
 __all__ = [
     "MAX_SIGNATURE_LAYERS",
     "ImageRefused",
+    "Platform",
     "Verification",
     "VerificationCache",
     "VerificationStatus",
+    "host_platform",
     "verify_image",
 ]
 
@@ -74,11 +91,15 @@ class Verification:
     # When the accepted signature was made (unix seconds): Rekor's integratedTime, else the
     # simple-signing payload's optional.timestamp; None when the signature says neither.
     signed_at: int | None = None
+    # When `digest` is a multi-arch index: the manifest of the platform this host runs (the
+    # signature may be on either).
+    platform_digest: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
             "image": self.reference.familiar,
             "digest": self.digest,
+            "platform_digest": self.platform_digest,
             "status": self.status.value,
             "keys": list(self.keys),
             "signatures": list(self.signatures),
@@ -228,6 +249,7 @@ class _Subject:
     digest: str
     identity: IdentityMode
     rekor_key: PublicKey | None
+    now: datetime
 
 
 def _signed_at(candidate: _Candidate) -> int | None:
@@ -270,27 +292,90 @@ def _check(candidate: _Candidate, key: PublicKey, trust_key: TrustKey, subject: 
     )
 
 
-def _check_key(
-    name: str, trust_key: TrustKey, candidates: Sequence[_Candidate], subject: _Subject
-) -> tuple[_Candidate | None, list[tuple[str, Check]]]:
-    """The first candidate that key `name` verifies (or None), and every failure before it."""
+@dataclass(frozen=True)
+class _Outcome:
+    """One verifier's verdict on one candidate; `name` is who vouched when it passed."""
+
+    check: Check
+    name: str
+    signed_at: int | None = None
+
+
+@dataclass(frozen=True)
+class _Verifier:
+    """One of a rule's signers: a named key, or the rule's keyless identities."""
+
+    name: str
+    run: Callable[[_Candidate], _Outcome]
+    label: str  # how failures name it: "key ci", "keyless"
+
+
+def _key_verifier(name: str, trust_key: TrustKey, subject: _Subject) -> _Verifier:
     key = trust_key.load()
+
+    def run(candidate: _Candidate) -> _Outcome:
+        check = _check(candidate, key, trust_key, subject)
+        return _Outcome(check, name, _signed_at(candidate) if check.ok else None)
+
+    return _Verifier(name, run, f"key {name}")
+
+
+def _keyless_verifier(
+    identities: Sequence[CertificateIdentity], root: TrustedRoot, subject: _Subject
+) -> _Verifier:
+    def run(candidate: _Candidate) -> _Outcome:
+        try:
+            if candidate.legacy is not None:
+                result = verify_keyless_signature(
+                    candidate.legacy,
+                    root,
+                    identities,
+                    digest=subject.digest,
+                    repository_ref=subject.ref.repository_ref,
+                    identity=subject.identity,
+                    now=subject.now,
+                )
+            else:
+                assert candidate.bundle_bytes is not None
+                result = verify_keyless_bundle(
+                    parse_sigstore_bundle(candidate.bundle_bytes),
+                    root,
+                    identities,
+                    digest=subject.digest,
+                    now=subject.now,
+                )
+        except SignatureFormatError as exc:
+            return _Outcome(Check.failed(Reason.BAD_SIGNATURE, str(exc)), "keyless")
+        return _Outcome(result.check, f"keyless:{result.signer}", result.signed_at)
+
+    return _Verifier("keyless", run, "keyless")
+
+
+def _check_verifier(
+    verifier: _Verifier, candidates: Sequence[_Candidate]
+) -> tuple[tuple[_Candidate, _Outcome] | None, list[tuple[str, Check]]]:
+    """The first candidate `verifier` accepts (or None), and every failure before it."""
     failures: list[tuple[str, Check]] = []
     for candidate in candidates:
-        result = _check(candidate, key, trust_key, subject)
-        if result.ok:
-            return candidate, failures
-        failures.append((f"key {name}, {candidate.label}", result))
+        outcome = verifier.run(candidate)
+        if outcome.check.ok:
+            return (candidate, outcome), failures
+        failures.append((f"{verifier.label}, {candidate.label}", outcome.check))
     return None, failures
 
 
 _REASON_RANK = {
     Reason.NO_SIGNATURE: 0,
     Reason.BAD_SIGNATURE: 1,
-    Reason.TLOG: 2,
-    Reason.IDENTITY_MISMATCH: 3,
-    Reason.DIGEST_MISMATCH: 4,
-    Reason.UNKNOWN_KEY: 5,
+    Reason.UNKNOWN_KEY: 2,
+    Reason.TLOG: 3,
+    Reason.UNTRUSTED_CERTIFICATE: 4,
+    Reason.CERTIFICATE_EXPIRED: 5,
+    Reason.SCT: 6,
+    Reason.CERTIFICATE_IDENTITY: 7,
+    Reason.ISSUER_MISMATCH: 8,
+    Reason.IDENTITY_MISMATCH: 9,
+    Reason.DIGEST_MISMATCH: 10,
 }
 
 
@@ -306,28 +391,60 @@ def _refusal(
     return ImageRefused(ref.familiar, digest, worst, detail)
 
 
-def _later(a: int | None, b: int | None) -> int | None:
-    times = [t for t in (a, b) if t is not None]
-    return max(times) if times else None
+def _unknown_keys(
+    rule: TrustRule, policy: TrustPolicy, search: _Search, subject: _Subject
+) -> list[tuple[str, Check]]:
+    """`unknown key` for each candidate well-formed but made by none of the rule's keys.
+
+    Without a certificate the signer of a bare signature cannot be named; a key the policy
+    knows under another rule is named.
+    """
+    verifiers = [_key_verifier(n, policy.keys[n], subject) for n in rule.keys]
+    others = [_key_verifier(n, k, subject) for n, k in policy.keys.items() if n not in rule.keys]
+    found: list[tuple[str, Check]] = []
+    for candidate in search.candidates:
+        if not verifiers or not all(v.run(candidate).check.wrong_key for v in verifiers):
+            continue
+        signer = next((v.name for v in others if not v.run(candidate).check.wrong_key), None)
+        detail = (
+            f"signed by key {signer}, which the rule {rule.pattern!r} does not list"
+            if signer
+            else f"made by none of the keys the rule {rule.pattern!r} lists ({', '.join(rule.keys)})"
+        )
+        found.append((candidate.label, Check.failed(Reason.UNKNOWN_KEY, detail)))
+    return found
+
+
+def _verifiers(rule: TrustRule, policy: TrustPolicy, subject: _Subject) -> list[_Verifier]:
+    verifiers = [_key_verifier(n, policy.keys[n], subject) for n in rule.keys]
+    if rule.keyless:
+        root = policy.trusted_root_parsed()
+        assert root is not None  # TrustPolicy's validator requires a trusted root for keyless rules
+        verifiers.append(_keyless_verifier([k.matcher() for k in rule.keyless], root, subject))
+    return verifiers
 
 
 def _verify_rule(
     rule: TrustRule, policy: TrustPolicy, search: _Search, subject: _Subject, pinned: ImageReference
 ) -> Verification:
-    """Check the found signatures against the rule's keys; raise ImageRefused when they fall short."""
+    """Check the found signatures against the rule's signers; raise ImageRefused when they fall short."""
     verified_by: dict[str, str] = {}
     signed_at: int | None = None
     failures: dict[str, list[tuple[str, Check]]] = {}
-    for name in rule.keys:
-        accepted, failures[name] = _check_key(name, policy.keys[name], search.candidates, subject)
+    passed: set[str] = set()
+    verifiers = _verifiers(rule, policy, subject)
+    for verifier in verifiers:
+        accepted, failures[verifier.name] = _check_verifier(verifier, search.candidates)
         if accepted is not None:
-            verified_by[name] = accepted.label
-            signed_at = _later(signed_at, _signed_at(accepted))
-        if rule.match is KeyMatch.ANY_OF and verified_by:
+            candidate, outcome = accepted
+            passed.add(verifier.name)
+            verified_by[outcome.name] = candidate.label
+            signed_at = _later(signed_at, outcome.signed_at)
+        if rule.match is KeyMatch.ANY_OF and passed:
             break
-    missing = [n for n in rule.keys if n not in verified_by]
-    if not verified_by or (rule.match is KeyMatch.ALL_OF and missing):
-        failed = [f for n in missing for f in failures.get(n, [])]
+    if not passed or (rule.match is KeyMatch.ALL_OF and len(passed) < len(verifiers)):
+        failed = [f for v in verifiers if v.name not in passed for f in failures.get(v.name, [])]
+        failed += _unknown_keys(rule, policy, search, subject)
         raise _refusal(subject.ref, subject.digest, failed, search.notes)
     return Verification(
         pinned,
@@ -338,6 +455,11 @@ def _verify_rule(
         tuple(search.notes),
         signed_at,
     )
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    times = [t for t in (a, b) if t is not None]
+    return max(times) if times else None
 
 
 def _verify_unmatched(ref: ImageReference, digest: str, default: DefaultAction) -> Verification:
@@ -354,19 +476,119 @@ def _verify_unmatched(ref: ImageReference, digest: str, default: DefaultAction) 
     )
 
 
+# --- multi-arch ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Platform:
+    """An OCI platform: what a multi-arch index is resolved to on this host."""
+
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+# uname machine names (and Docker's /info Architecture, which is the same) to OCI's.
+_MACHINES: dict[str, tuple[str, str | None]] = {
+    "x86_64": ("amd64", None),
+    "amd64": ("amd64", None),
+    "aarch64": ("arm64", None),
+    "arm64": ("arm64", None),
+    "armv7l": ("arm", "v7"),
+    "armv6l": ("arm", "v6"),
+    "i386": ("386", None),
+    "i686": ("386", None),
+    "ppc64le": ("ppc64le", None),
+    "s390x": ("s390x", None),
+    "riscv64": ("riscv64", None),
+}
+
+
+def host_platform(machine: str | None = None, os: str = "linux") -> Platform:
+    """The platform of `machine` (default: this host's `platform.machine()`), in OCI names."""
+    name = (machine or platform_module.machine()).lower()
+    architecture, variant = _MACHINES.get(name, (name, None))
+    return Platform(os, architecture, variant)
+
+
+def _platform_digest(
+    client: RegistryClient, ref: ImageReference, digest: str, platform: Platform, manifest: Manifest | None
+) -> str | None:
+    """The host platform's manifest digest when `digest` is an index, else None."""
+    manifest = (
+        manifest if manifest is not None and manifest.digest == digest else client.get_manifest(ref, digest)
+    )
+    if not manifest.is_index:
+        return None
+    try:
+        return select_platform_digest(
+            manifest, os=platform.os, architecture=platform.architecture, variant=platform.variant
+        )
+    except ManifestNotFound:
+        return None
+
+
+def _verify_digest(
+    rule: TrustRule, policy: TrustPolicy, client: RegistryClient, subject: _Subject
+) -> Verification:
+    search = _find_signatures(client, subject.ref, subject.digest)
+    return _verify_rule(rule, policy, search, subject, subject.ref.with_digest(subject.digest))
+
+
+def _verify_index_or_platform(
+    rule: TrustRule,
+    policy: TrustPolicy,
+    client: RegistryClient,
+    subject: _Subject,
+    platform: Platform,
+    manifest: Manifest | None,
+) -> Verification:
+    """A signature on the index, or else on the manifest of the platform this host runs."""
+    try:
+        verification = _verify_digest(rule, policy, client, subject)
+    except ImageRefused as on_index:
+        platform_digest = _platform_digest(client, subject.ref, subject.digest, platform, manifest)
+        if platform_digest is None:
+            raise
+        try:
+            on_platform = _verify_digest(rule, policy, client, replace(subject, digest=platform_digest))
+        except ImageRefused as refused:
+            worst = max(on_index, refused, key=lambda r: _REASON_RANK[r.reason])
+            detail = f"index: {on_index.detail}; {platform} manifest {platform_digest}: {refused.detail}"
+            raise ImageRefused(subject.ref.familiar, subject.digest, worst.reason, detail) from None
+        return replace(
+            on_platform,
+            reference=subject.ref.with_digest(subject.digest),
+            digest=subject.digest,
+            platform_digest=platform_digest,
+        )
+    platform_digest = _platform_digest(client, subject.ref, subject.digest, platform, manifest)
+    return replace(verification, platform_digest=platform_digest)
+
+
 def verify_image(
     ref: ImageReference,
     policy: TrustPolicy,
     registry_client: RegistryClient,
     *,
     cache: VerificationCache | None = None,
+    now: datetime | None = None,
+    platform: Platform | None = None,
 ) -> Verification:
     """Resolve `ref` to a digest and check it against `policy`; raise ImageRefused when it fails.
 
     A digest-pinned `ref` is not re-resolved. Registry errors (RegistryUnavailable, ...) propagate.
+    For a multi-arch index a signature on the index or on the manifest of `platform` (default:
+    this host's) is accepted; the index digest is pinned and the platform's is recorded.
+    `now` (default: the clock) is the time a keyless certificate is judged at when no
+    transparency-log entry proves when it signed.
     """
     cache = cache if cache is not None else _DEFAULT_CACHE
-    digest = registry_client.resolve_digest(ref)
+    manifest = registry_client.get_manifest(ref) if ref.digest is None else None
+    digest = manifest.digest if manifest is not None else registry_client.resolve_digest(ref)
     rule = policy.rule_for(ref)
     if rule is None:
         return _verify_unmatched(ref, digest, policy.default)
@@ -375,8 +597,9 @@ def verify_image(
     hit = cache.get(cache_key)
     if hit is not None:
         return replace(hit, reference=pinned)
-    search = _find_signatures(registry_client, ref, digest)
-    subject = _Subject(ref, digest, rule.identity, policy.rekor_key())
-    verification = _verify_rule(rule, policy, search, subject, pinned)
+    subject = _Subject(ref, digest, rule.identity, policy.rekor_key(), now or datetime.now(UTC))
+    verification = _verify_index_or_platform(
+        rule, policy, registry_client, subject, platform or host_platform(), manifest
+    )
     cache.put(cache_key, verification)
     return verification
