@@ -127,7 +127,8 @@ def store_applied(
     if outcome.report is None and not outcome.plan.is_empty:
         return None  # a dry run: nothing was applied
     observed = outcome.observed if outcome.report is None else observe(docker)
-    record = applied_record(project, observed, outcome.images, applied_at=time.time(), revision=revision)
+    planned = outcome.project or project  # with built images bound to their content tags
+    record = applied_record(planned, observed, outcome.images, applied_at=time.time(), revision=revision)
     if isinstance(state_dir, AppliedStore):
         state_dir.save(record)
     else:

@@ -8,15 +8,17 @@ builds the hooks that trace each step).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gitdock.runtime.build import BuildMode, bind_builds
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.execute import ExecEvent, ExecutionReport, Executor
 from gitdock.runtime.observe import ObservedState, observe
-from gitdock.runtime.plan import Plan, plan_down, plan_project
+from gitdock.runtime.plan import Operation, Plan, plan_down, plan_project
 from gitdock.specs.model import Project
 
 if TYPE_CHECKING:  # the trust machinery (cryptography, registry) loads only when a policy is used
@@ -37,13 +39,15 @@ class ConvergeHooks:
 
     ``step(name)`` is entered around each step (verify, observe, plan, execute); ``on_plan``
     sees the plan inside the plan step; ``on_event`` receives every executor event (progress,
-    operation spans); ``image_hook`` wraps the resolution of each image.
+    operation spans); ``image_hook`` wraps the resolution of each image; ``on_output``
+    receives each line a BuildImage's builder prints.
     """
 
     step: StepHook = field(default=_no_step)
     on_plan: Callable[[Plan], None] | None = None
     on_event: Callable[[ExecEvent], None] | None = None
     image_hook: ImageHook | None = None
+    on_output: Callable[[Operation, str], None] | None = None
 
 
 NO_HOOKS = ConvergeHooks()
@@ -57,6 +61,8 @@ class Outcome:
     api_calls: int
     mutating_calls: int
     images: dict[str, ResolvedImage] | None = None  # the lock record, when digests were resolved
+    # The project as planned: images built from the revision bound to their content tags.
+    project: Project | None = None
 
     @property
     def is_ok(self) -> bool:
@@ -80,6 +86,9 @@ def converge(
     hooks: ConvergeHooks = NO_HOOKS,
     force_recreate: Mapping[str, str] | None = None,
     force_start: Mapping[str, str] | None = None,
+    pinned: Mapping[str, ResolvedImage] | None = None,
+    build: BuildMode = BuildMode.AUTO,
+    revision: str | None = None,
 ) -> Outcome:
     """Observe the host, plan ``project`` against it and, unless ``dry_run``, execute the plan.
 
@@ -87,13 +96,22 @@ def converge(
     one refused image refuses the whole project before anything changes (ImagesRefused).
     Raises ConflictError/PlanError (nothing changed), DockerUnavailable or RegistryUnavailable.
     Failures of single operations do not raise: they are in ``Outcome.report``.
+    ``pinned`` (a rollback: the images a healthy revision ran) replaces resolving and verifying.
+    Services with ``build:`` are first bound to their content tags (reading their contexts;
+    a missing one raises BuildError) and built as ``build`` says, labelled with ``revision``.
     """
     calls0, mut0 = _count(docker)
+    project = bind_builds(project, revision=revision)
     with hooks.step("observe"):
         observed = observe(docker)
-    images = _verify_images(project, observed, trust, hooks) if trust is not None else None
+    if pinned is not None:
+        images: dict[str, ResolvedImage] | None = dict(pinned)
+    else:
+        images = _verify_images(project, observed, trust, hooks) if trust is not None else None
     with hooks.step("plan"):
-        plan = plan_project(project, observed, images, force_recreate=force_recreate, force_start=force_start)
+        plan = plan_project(
+            project, observed, images, force_recreate=force_recreate, force_start=force_start, build=build
+        )
         if hooks.on_plan is not None:
             hooks.on_plan(plan)
     report = None
@@ -104,22 +122,28 @@ def converge(
             wait_timeout=wait_timeout,
             on_event=hooks.on_event,
             should_stop=should_stop,
+            on_output=hooks.on_output,
         )
         with hooks.step("execute"):
             report = executor.execute(plan, observed)
     calls1, mut1 = _count(docker)
-    return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0, images)
+    return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0, images, project)
 
 
 def _verify_images(
     project: Project, observed: ObservedState, trust: TrustContext, hooks: ConvergeHooks
 ) -> dict[str, ResolvedImage]:
-    """Resolve and verify every image of ``project`` (the verify step). Raises ImagesRefused."""
+    """Resolve and verify every pulled image of ``project`` (the verify step). Raises ImagesRefused.
+
+    An image built from the revision comes from no registry: its containers record
+    ``io.gitdock.image.source: build@<revision>`` instead of a digest.
+    """
     from gitdock.runtime.trust.resolve import known_images, resolve_images
 
+    pulled = dataclasses.replace(project, services=tuple(s for s in project.services if s.build is None))
     with hooks.step("verify"):
         known = known_images(observed, project.name)
-        return resolve_images(project, trust, known=known, image_hook=hooks.image_hook)
+        return resolve_images(pulled, trust, known=known, image_hook=hooks.image_hook)
 
 
 def tear_down(

@@ -24,11 +24,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gitdock.runtime import labels
+from gitdock.runtime.build import dockerfile_in_context
 from gitdock.runtime.labels import (
+    LABEL_BUILD_DIGEST,
+    LABEL_BUILD_REVISION,
     LABEL_CONFIG_FIELDS,
     LABEL_CONFIG_HASH,
     LABEL_IMAGE,
     LABEL_IMAGE_DIGEST,
+    LABEL_IMAGE_SOURCE,
     LABEL_IMAGE_TRUST,
     LABEL_NETWORK,
     LABEL_NUMBER,
@@ -36,7 +40,18 @@ from gitdock.runtime.labels import (
     LABEL_SERVICE,
     LABEL_VOLUME,
 )
-from gitdock.specs.model import Healthcheck, Mount, Network, Project, Service, ServiceFile, Volume
+from gitdock.specs.model import (
+    OMIT_DEFAULT,
+    Build,
+    Healthcheck,
+    Mount,
+    Network,
+    NetworkAttachment,
+    Project,
+    Service,
+    ServiceFile,
+    Volume,
+)
 
 if TYPE_CHECKING:
     from gitdock.runtime.trust.resolve import ResolvedImage
@@ -53,6 +68,8 @@ _UNHASHED_FIELDS = frozenset(
         "stop_grace_period",  # hashed with extra, as its Engine field (StopTimeout)
         "pull_policy",  # decides when to pull, not what the container is
         "profiles",  # decides whether the service exists, not what it is
+        "build",  # how the image is made: the content tag in ``image`` carries it
+        "secret_env",  # says how to record the environment, which is hashed already
     }
 )
 
@@ -69,7 +86,9 @@ def _plain(value: Any) -> Any:
     """Dataclasses and enums into JSON-able values, keeping tuples as lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "position"
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.name != "position" and not _is_omitted_default(f, getattr(value, f.name))
         }
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
@@ -78,6 +97,11 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
         return value.value
     return value
+
+
+def _is_omitted_default(f: dataclasses.Field[Any], value: Any) -> bool:
+    """A field added after hashes were in use (``model.when_set``), still at its default."""
+    return bool(f.metadata.get(OMIT_DEFAULT)) and value == f.default
 
 
 def container_name(project: str, service: Service, number: int) -> str:
@@ -104,6 +128,18 @@ class DesiredContainer:
     # Configs and secrets with inline content: copied in after create, before start.
     files: tuple[ServiceFile, ...] = ()
     platform: str | None = None
+    # Environment names whose values came from a SOPS file: recorded only as digests.
+    secret_env: frozenset[str] = frozenset()
+    # Docker network name -> its endpoint config (aliases, addresses, driver options).
+    endpoints: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+    def endpoint_config(self, network: str) -> dict[str, Any]:
+        """The endpoint config to connect ``network`` with (its aliases at least)."""
+        found = dict(self.endpoints).get(network)
+        if found is not None:
+            return found
+        aliases = next((a for n, a in self.networks if n == network), ())
+        return {"Aliases": list(aliases)}
 
     @property
     def resource(self) -> str:
@@ -194,13 +230,11 @@ _ENGINE_PATHS = {
     "extra_hosts": "HostConfig.ExtraHosts",
     "group_add": "HostConfig.GroupAdd",
     "init": "HostConfig.Init",
-    "ipc": "HostConfig.IpcMode",
     "mac_address": "MacAddress",
     "mem_swappiness": "HostConfig.MemorySwappiness",
     "memswap_limit": "HostConfig.MemorySwap",
     "oom_kill_disable": "HostConfig.OomKillDisable",
     "oom_score_adj": "HostConfig.OomScoreAdj",
-    "pid": "HostConfig.PidMode",
     "privileged": "HostConfig.Privileged",
     "read_only": "HostConfig.ReadonlyRootfs",
     "runtime": "HostConfig.Runtime",
@@ -213,6 +247,12 @@ _ENGINE_PATHS = {
     "tty": "Tty",
     "userns_mode": "HostConfig.UsernsMode",
     "uts": "HostConfig.UTSMode",
+    # Issue 11.
+    "cpu_count": "HostConfig.CpuCount",
+    "cpu_percent": "HostConfig.CpuPercent",
+    "cpu_rt_period": "HostConfig.CpuRealtimePeriod",
+    "cpu_rt_runtime": "HostConfig.CpuRealtimeRuntime",
+    "isolation": "HostConfig.Isolation",
     # Resources: the service key or its deploy.resources path, whichever the spec used.
     "mem_limit": "HostConfig.Memory",
     "deploy.resources.limits.memory": "HostConfig.Memory",
@@ -267,6 +307,53 @@ def _volumes_from(project: Project, entries: list[str]) -> list[str]:
     return out
 
 
+def _external_links(project: Project, links: list[str]) -> list[str]:
+    """external_links name containers: ``NAME[:ALIAS]``, the alias defaulting to the name."""
+    return [f"{name}:{alias or name}" for name, _, alias in (link.partition(":") for link in links)]
+
+
+def _shared_mode(project: Project, mode: str) -> str:
+    """``ipc``/``pid`` of ``service:NAME``: that service's first container, as Compose does."""
+    if mode.startswith("service:"):
+        return f"container:{_first_container(project, mode.removeprefix('service:'))}"
+    return mode
+
+
+def _device_requests(project: Project, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "Driver": d["driver"],
+            "Count": d["count"],
+            "DeviceIDs": d["device_ids"] or None,
+            "Capabilities": [d["capabilities"]],
+            "Options": d["options"] or None,
+        }
+        for d in devices
+    ]
+
+
+_BLKIO_PATHS = {
+    "weight": "HostConfig.BlkioWeight",
+    "weight_device": "HostConfig.BlkioWeightDevice",
+    "device_read_bps": "HostConfig.BlkioDeviceReadBps",
+    "device_read_iops": "HostConfig.BlkioDeviceReadIOps",
+    "device_write_bps": "HostConfig.BlkioDeviceWriteBps",
+    "device_write_iops": "HostConfig.BlkioDeviceWriteIOps",
+}
+
+
+def _blkio_settings(key: str, blkio: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    out: list[tuple[str, str, Any]] = []
+    for name, value in blkio.items():
+        if name == "weight":
+            out.append((key, _BLKIO_PATHS[name], value))
+        elif name == "weight_device":
+            out.append((key, _BLKIO_PATHS[name], [{"Path": d["path"], "Weight": d["weight"]} for d in value]))
+        else:
+            out.append((key, _BLKIO_PATHS[name], [{"Path": d["path"], "Rate": d["rate"]} for d in value]))
+    return out
+
+
 # Compose keys whose value the Engine takes in its own shape: key -> (API path, shaper).
 _ENGINE_SHAPES: dict[str, tuple[str, Callable[[Project, Any], Any]]] = {
     "cpus": ("HostConfig.NanoCpus", _nano_cpus),
@@ -276,6 +363,11 @@ _ENGINE_SHAPES: dict[str, tuple[str, Callable[[Project, Any], Any]]] = {
     "logging": ("HostConfig.LogConfig", _log_config),
     "ulimits": ("HostConfig.Ulimits", _ulimits),
     "volumes_from": ("HostConfig.VolumesFrom", _volumes_from),
+    "ipc": ("HostConfig.IpcMode", _shared_mode),
+    "pid": ("HostConfig.PidMode", _shared_mode),
+    "external_links": ("HostConfig.Links", _external_links),
+    "gpus": ("HostConfig.DeviceRequests", _device_requests),
+    "deploy.resources.reservations.devices": ("HostConfig.DeviceRequests", _device_requests),
 }
 
 
@@ -286,6 +378,8 @@ def engine_settings(project: Project, service: Service) -> list[tuple[str, str, 
     for key, value in service.extra:
         if key == "expose":
             out += [(key, f"ExposedPorts.{port}", {}) for port in value]
+        elif key == "blkio_config":
+            out += _blkio_settings(key, value)
         elif key in _ENGINE_SHAPES:
             path, shape = _ENGINE_SHAPES[key]
             out.append((key, path, shape(project, value)))
@@ -317,8 +411,12 @@ def desired_container(
     for _key, path, value in engine_settings(project, service):
         _set_path(host if path.startswith("HostConfig.") else config, path, value)
     config["HostConfig"] = host
+    endpoints = _endpoints(project, service, networks)
     if networks:
-        config["NetworkingConfig"] = _networking_config(networks, host)
+        config["NetworkingConfig"] = _networking_config(networks, endpoints, host)
+        first_mac = endpoints[networks[0][0]].get("MacAddress")
+        if first_mac and "MacAddress" not in config:
+            config["MacAddress"] = first_mac  # API 1.41 sets the first endpoint's MAC here
     return DesiredContainer(
         project=project.name,
         service=service.name,
@@ -333,6 +431,8 @@ def desired_container(
         stop_timeout=10 if service.stop_grace_period is None else service.stop_grace_period,
         files=tuple(f for f in service.files if f.content is not None),
         platform=service.platform,
+        secret_env=frozenset(service.secret_env),
+        endpoints=tuple(endpoints.items()),
     )
 
 
@@ -351,6 +451,8 @@ def _container_labels(
             LABEL_IMAGE: service.image,
         }
     )
+    if service.build is not None:
+        out[LABEL_IMAGE_SOURCE] = labels.image_source(service.build.revision)
     if image is not None:
         out[LABEL_IMAGE_DIGEST] = image.digest
         out[LABEL_IMAGE_TRUST] = _canonical(
@@ -412,13 +514,11 @@ def _host_config(project: Project, service: Service) -> tuple[dict[str, Any], di
     host: dict[str, Any] = {"RestartPolicy": _restart_policy(service.restart)}
     if bindings:
         host["PortBindings"] = bindings
-    binds = [
-        f"{m.source}:{m.target}{':ro' if m.read_only else ''}" for m in service.mounts if m.type == "bind"
-    ]
+    binds = [_bind(m) for m in service.mounts if m.type == "bind" and not m.non_recursive]
     binds += [f"{f.source}:{f.target}:ro" for f in service.files if f.source]
     if binds:
         host["Binds"] = binds
-    mounts = [_mount_body(project, m) for m in service.mounts if m.type != "bind"]
+    mounts = [_mount_body(project, m) for m in service.mounts if m.type != "bind" or m.non_recursive]
     if mounts:
         host["Mounts"] = mounts
     return host, exposed
@@ -444,10 +544,39 @@ def _attach(
     return networks, None
 
 
-def _networking_config(networks: list[tuple[str, tuple[str, ...]]], host: dict[str, Any]) -> dict[str, Any]:
-    """The endpoint of the first network (the rest are connected after create)."""
-    first, aliases = networks[0]
+def _endpoints(
+    project: Project, service: Service, networks: list[tuple[str, tuple[str, ...]]]
+) -> dict[str, dict[str, Any]]:
+    """Docker network name -> endpoint config: aliases, then what the attachment sets."""
+    network_names = {n.key: n.name for n in project.networks}
+    attachments = {network_names[key]: attachment for key, attachment in service.networks}
+    return {name: _endpoint(aliases, attachments[name]) for name, aliases in networks}
+
+
+def _endpoint(aliases: tuple[str, ...], attachment: NetworkAttachment) -> dict[str, Any]:
     endpoint: dict[str, Any] = {"Aliases": list(aliases)}
+    ipam: dict[str, Any] = {}
+    if attachment.ipv4_address:
+        ipam["IPv4Address"] = attachment.ipv4_address
+    if attachment.ipv6_address:
+        ipam["IPv6Address"] = attachment.ipv6_address
+    if attachment.link_local_ips:
+        ipam["LinkLocalIPs"] = list(attachment.link_local_ips)
+    if ipam:
+        endpoint["IPAMConfig"] = ipam
+    if attachment.driver_opts:
+        endpoint["DriverOpts"] = dict(attachment.driver_opts)
+    if attachment.mac_address:
+        endpoint["MacAddress"] = attachment.mac_address  # API 1.44+; 1.41 reads the container's
+    return endpoint
+
+
+def _networking_config(
+    networks: list[tuple[str, tuple[str, ...]]], endpoints: dict[str, dict[str, Any]], host: dict[str, Any]
+) -> dict[str, Any]:
+    """The endpoint of the first network (the rest are connected after create)."""
+    first, _aliases = networks[0]
+    endpoint = dict(endpoints[first])
     links = host.pop("Links", None)
     if links:
         # Docker ignores HostConfig.Links on user-defined networks; links live on the endpoint.
@@ -459,17 +588,46 @@ def _port_key(target: int, protocol: str) -> str:
     return f"{target}/{protocol}"
 
 
+def _bind(mount: Mount) -> str:
+    """A bind as ``Binds`` takes it: ``SOURCE:TARGET[:ro,PROPAGATION,z]``."""
+    options = [o for o in ("ro" if mount.read_only else None, mount.propagation, mount.selinux) if o]
+    return f"{mount.source}:{mount.target}" + (f":{','.join(options)}" if options else "")
+
+
 def _mount_body(project: Project, mount: Mount) -> dict[str, Any]:
     if mount.type == "volume":
         body: dict[str, Any] = {"Type": "volume", "Target": mount.target, "ReadOnly": mount.read_only}
         if mount.source:
             body["Source"] = project.volume(mount.source).name
+        volume_options: dict[str, Any] = {}
+        if mount.nocopy:
+            volume_options["NoCopy"] = True
+        if mount.volume_labels:
+            volume_options["Labels"] = dict(mount.volume_labels)
+        if volume_options:
+            body["VolumeOptions"] = volume_options
         return body
     if mount.type == "tmpfs":
         body = {"Type": "tmpfs", "Target": mount.target, "ReadOnly": mount.read_only}
+        tmpfs: dict[str, Any] = {}
         if mount.tmpfs_size:
-            body["TmpfsOptions"] = {"SizeBytes": mount.tmpfs_size}
+            tmpfs["SizeBytes"] = mount.tmpfs_size
+        if mount.tmpfs_mode is not None:
+            tmpfs["Mode"] = mount.tmpfs_mode
+        if tmpfs:
+            body["TmpfsOptions"] = tmpfs
         return body
+    if mount.type == "bind":  # sent as a Mount only for what Binds cannot say (non-recursive)
+        bind: dict[str, Any] = {"NonRecursive": True}
+        if mount.propagation:
+            bind["Propagation"] = mount.propagation
+        return {
+            "Type": "bind",
+            "Source": mount.source,
+            "Target": mount.target,
+            "ReadOnly": mount.read_only,
+            "BindOptions": bind,
+        }
     raise ValueError(f"mount type {mount.type!r} is not sent as a Mount")
 
 
@@ -488,7 +646,43 @@ def _set_path(root: dict[str, Any], path: str, value: Any) -> None:
     node = root
     for part in parts[:-1]:
         node = node.setdefault(part, {})
-    node[parts[-1]] = value
+    if isinstance(node.get(parts[-1]), list) and isinstance(value, list):
+        node[parts[-1]] = [*node[parts[-1]], *value]  # links and external_links, gpus and devices
+    else:
+        node[parts[-1]] = value
+
+
+def _network_extras(network: Network) -> dict[str, Any]:
+    """Issue 11's network settings, as hashed: only those set, so older hashes stay."""
+    extras: dict[str, Any] = {
+        "driver_opts": dict(network.driver_opts),
+        "enable_ipv6": network.enable_ipv6,
+        "ipam_driver": network.ipam_driver,
+        "ipam_options": dict(network.ipam_options),
+        "pools": _plain(network.pools),
+    }
+    return {k: v for k, v in extras.items() if v not in (None, False, {}, [])}
+
+
+def _ipam_body(network: Network) -> dict[str, Any] | None:
+    if not (network.subnets or network.ipam_driver or network.ipam_options or network.pools):
+        return None
+    ipam: dict[str, Any] = {"Driver": network.ipam_driver or "default"}
+    if network.pools:
+        ipam["Config"] = [_pool_body(p) for p in network.pools]
+    else:
+        ipam["Config"] = [{"Subnet": s} for s in network.subnets]
+    if network.ipam_options:
+        ipam["Options"] = dict(network.ipam_options)
+    return ipam
+
+
+def _pool_body(pool: Any) -> dict[str, Any]:
+    body = {"Subnet": pool.subnet, "IPRange": pool.ip_range, "Gateway": pool.gateway}
+    out: dict[str, Any] = {k: v for k, v in body.items() if v}
+    if pool.aux_addresses:
+        out["AuxiliaryAddresses"] = dict(pool.aux_addresses)
+    return out
 
 
 def desired_network(project: Project, network: Network) -> DesiredNetwork:
@@ -497,6 +691,7 @@ def desired_network(project: Project, network: Network) -> DesiredNetwork:
         "internal": network.internal,
         "subnets": list(network.subnets),
         "labels": dict(network.labels),
+        **_network_extras(network),
     }
     config_hash = _digest(spec)
     labels = dict(network.labels)
@@ -509,8 +704,12 @@ def desired_network(project: Project, network: Network) -> DesiredNetwork:
         "CheckDuplicate": True,
         "Attachable": True,
     }
-    if network.subnets:
-        body["IPAM"] = {"Driver": "default", "Config": [{"Subnet": s} for s in network.subnets]}
+    if (ipam := _ipam_body(network)) is not None:
+        body["IPAM"] = ipam
+    if network.driver_opts:
+        body["Options"] = dict(network.driver_opts)
+    if network.enable_ipv6:
+        body["EnableIPv6"] = True
     return DesiredNetwork(
         key=network.key,
         name=network.name,
@@ -560,3 +759,53 @@ def changed_fields(desired: tuple[tuple[str, str], ...], observed_label: str | N
     wanted = dict(desired)
     keys = sorted(set(wanted) | set(observed))
     return [k for k in keys if wanted.get(k) != observed.get(k)]
+
+
+# --- images built from the revision ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DesiredBuild:
+    """One image to build: the service's build (its context) and the ``POST /build`` query."""
+
+    service: str
+    image: str  # the content tag: <project>-<service>:<digest prefix>
+    build: Build
+    params: dict[str, str | list[str]]
+
+    @property
+    def resource(self) -> str:
+        return labels.build_resource(self.service)
+
+
+def desired_build(project: Project, service: Service) -> DesiredBuild:
+    """The classic builder's query for ``service``'s bound build (``runtime.build``). Pure."""
+    build = service.build
+    assert build is not None, "only a service with build: is built"
+    image_labels = dict(build.labels)
+    image_labels.update(
+        {LABEL_PROJECT: project.name, LABEL_SERVICE: service.name, LABEL_BUILD_DIGEST: build.digest}
+    )
+    image_labels[LABEL_IMAGE_SOURCE] = labels.image_source(build.revision)
+    if build.revision:
+        image_labels[LABEL_BUILD_REVISION] = build.revision
+    params: dict[str, str | list[str]] = {
+        "t": [service.image, *build.tags],
+        "dockerfile": dockerfile_in_context(build),
+        "labels": _canonical(image_labels),
+        "rm": "1",
+        "forcerm": "1",  # a failed step leaves no intermediate container behind
+    }
+    optional: dict[str, str | list[str] | None] = {
+        "buildargs": _canonical(dict(build.args)) if build.args else None,
+        "target": build.target,
+        "networkmode": build.network,
+        "extrahosts": list(build.extra_hosts) or None,
+        "shmsize": str(build.shm_size) if build.shm_size else None,
+        "nocache": "1" if build.no_cache else None,
+        "pull": "1" if build.pull else None,
+        "cachefrom": _canonical(list(build.cache_from)) if build.cache_from else None,
+        "platform": build.platform,
+    }
+    params.update({k: v for k, v in optional.items() if v is not None})
+    return DesiredBuild(service.name, service.image, build, params)

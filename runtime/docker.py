@@ -324,6 +324,41 @@ class DockerClient:
                 if on_progress is not None:
                     on_progress(event)
 
+    def build_image(
+        self,
+        context: bytes,
+        params: Mapping[str, str | list[str]],
+        *,
+        on_output: Callable[[str], None] | None = None,
+    ) -> str:
+        """``POST /build`` with the context tar as the body; returns the built image's id.
+
+        This is the classic builder: BuildKit is reachable over the Engine API only through
+        its session protocol (gRPC over a hijacked ``/session`` connection). ``params`` are
+        the query parameters (``t`` may repeat). Each output line goes to ``on_output``; an
+        error in the 200 stream is raised as a DockerError naming the step it failed in.
+        """
+        path = "/build"
+        query: list[tuple[str, str | int | float | bool | None]] = [
+            (k, v) for k, values in params.items() for v in ([values] if isinstance(values, str) else values)
+        ]
+        self._count("POST")
+        headers = {"Content-Type": "application/x-tar"}
+        with (
+            self._translated(),
+            self._http.stream(
+                "POST",
+                f"/v{self.api_version()}{path}",
+                params=query,
+                content=context,
+                headers=headers,
+                timeout=None,
+            ) as resp,
+        ):
+            if resp.status_code != 200:
+                raise self._error("POST", path, resp.status_code, resp.read())
+            return _read_build_stream(resp.iter_lines(), on_output)
+
     # -- streams ----------------------------------------------------------------------------
 
     def container_logs(
@@ -387,3 +422,33 @@ class DockerClient:
             for line in resp.iter_lines():
                 if line.strip():
                     yield dict(json.loads(line))
+
+
+def _read_build_stream(lines: Iterator[str], on_output: Callable[[str], None] | None) -> str:
+    """Follow ``POST /build``'s JSON lines: output to ``on_output``, the image id at the end.
+
+    Raises DockerError with the step that failed (``Step 3/5 : RUN make: ...``).
+    """
+    step, image_id = "", ""
+    for line in lines:
+        try:
+            event = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if "error" in event or "errorDetail" in event:
+            detail = event.get("errorDetail") or {}
+            message = str(detail.get("message") or event.get("error") or "build failed").strip()
+            raise DockerError(f"{step}: {message}" if step else message)
+        aux = event.get("aux")
+        if isinstance(aux, dict) and aux.get("ID"):
+            image_id = str(aux["ID"])
+        for text in str(event.get("stream") or "").splitlines():
+            if text.startswith("Step "):
+                step = text.strip()
+            if text.strip() and on_output is not None:
+                on_output(text.rstrip())
+    if not image_id:
+        raise DockerError(f"the build ended without an image{f' after {step}' if step else ''}")
+    return image_id

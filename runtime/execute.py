@@ -12,6 +12,7 @@ before the old one is stopped, so a bad config never leaves a service with nothi
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from gitdock.runtime.build import BuildError, context_tar, tar_digest
 from gitdock.runtime.desired import DesiredContainer
 from gitdock.runtime.docker import DockerClient, DockerError, NotFound
 from gitdock.runtime.observe import ObservedState
@@ -31,6 +33,8 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_WAIT_TIMEOUT = 120.0
 _POLL = 0.2
 NETWORK_RELEASE_WAIT = 5.0  # seconds
+
+log = logging.getLogger("gitdock.runtime.execute")
 
 
 class OpStatus(str, Enum):
@@ -108,8 +112,11 @@ class Executor:
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         on_event: Callable[[ExecEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_output: Callable[[Operation, str], None] | None = None,
     ) -> None:
+        """``on_output`` receives each line a BuildImage's builder prints (progress, trace)."""
         self.docker = docker
+        self.on_output = on_output
         self.concurrency = max(1, concurrency)
         self.wait_timeout = wait_timeout
         self.on_event = on_event
@@ -256,6 +263,21 @@ class Executor:
         image, tag = op.pull
         self.docker.pull_image(image, tag)
 
+    def _build_image(self, op: Operation) -> None:
+        """Send the context tar to the classic builder; the tar must still be what was planned."""
+        assert op.build is not None
+        build = op.build.build
+        tar = context_tar(build)
+        if tar_digest(build, tar) != build.digest:
+            raise BuildError(f"service {op.build.service}: the build context changed since the plan was made")
+
+        def output(line: str) -> None:
+            log.info("build %s: %s", op.build.service if op.build else "", line)
+            if self.on_output is not None:
+                self.on_output(op, line)
+
+        self.docker.build_image(tar, op.build.params, on_output=output)
+
     def _create_container(self, op: Operation) -> str:
         dc = op.container
         assert dc is not None
@@ -343,6 +365,7 @@ _HANDLERS: dict[OpKind, Callable[[Executor, Operation], str | None]] = {
     OpKind.CREATE_VOLUME: Executor._create_volume,
     OpKind.REMOVE_VOLUME: Executor._remove_volume,
     OpKind.PULL_IMAGE: Executor._pull_image,
+    OpKind.BUILD_IMAGE: Executor._build_image,
     OpKind.CREATE_CONTAINER: Executor._create_container,
     OpKind.RECREATE_CONTAINER: Executor._recreate_container,
     OpKind.START_CONTAINER: Executor._start_container,

@@ -20,6 +20,11 @@ LABEL_VOLUME = "io.gitdock.volume"
 # The lock record of the image a container runs, when digests are resolved and verified.
 LABEL_IMAGE_DIGEST = "io.gitdock.image.digest"
 LABEL_IMAGE_TRUST = "io.gitdock.image.trust"
+# Where a container's image came from when gitdock built it: "build@<revision>" (or "build"
+# when the revision is not known); built images carry the revision and their content digest.
+LABEL_IMAGE_SOURCE = "io.gitdock.image.source"
+LABEL_BUILD_REVISION = "io.gitdock.build.revision"
+LABEL_BUILD_DIGEST = "io.gitdock.build.digest"
 
 
 def service_resource(service: str, number: int | None = None) -> str:
@@ -38,6 +43,16 @@ def volume_resource(key: str) -> str:
 def container_name(project: str, service: str, number: int, explicit: str | None = None) -> str:
     """Compose's naming: ``container_name`` if the service sets one, else ``<project>-<service>-<n>``."""
     return explicit or f"{project}-{service}-{number}"
+
+
+def build_resource(service: str) -> str:
+    """``build:web``: the image of one service, built from the revision."""
+    return f"build:{service}"
+
+
+def image_source(revision: str | None) -> str:
+    """The ``io.gitdock.image.source`` of a built image: ``build@<revision>``."""
+    return f"build@{revision}" if revision else "build"
 
 
 def replacement_name(name: str, config_hash: str) -> str:

@@ -11,6 +11,7 @@ Project and a snapshot taken after the apply; ``AppliedRecord`` round-trips thro
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ __all__ = [
     "AppliedVolume",
     "ExpectedState",
     "applied_record",
+    "env_digest",
+    "is_env_digest",
     "mount_keys",
     "port_keys",
     "record_applied",
@@ -46,6 +49,25 @@ __all__ = [
 RECORD_VERSION = 1
 # HostConfig resource limits that `docker update` can change in place (0 is "unlimited").
 RESOURCE_KEYS = ("Memory", "MemoryReservation", "NanoCpus", "CpuShares", "PidsLimit")
+
+
+# How the record keeps a secret (SOPS-decrypted) environment value: its digest, never the
+# value. NUL cannot occur in a real environment string, so no value is mistaken for one.
+_ENV_DIGEST = "\0sha256:"
+
+
+def env_digest(value: str) -> str:
+    """The recorded form of a secret environment value. Pure."""
+    return _ENV_DIGEST + hashlib.sha256(value.encode()).hexdigest()
+
+
+def is_env_digest(value: str) -> bool:
+    return value.startswith(_ENV_DIGEST)
+
+
+def _recorded_env(entry: str, secret: frozenset[str]) -> str:
+    key, sep, value = entry.partition("=")
+    return f"{key}={env_digest(value)}" if sep and key in secret else entry
 
 
 class ExpectedState(str, Enum):
@@ -106,7 +128,7 @@ class AppliedContainer:
     expect: ExpectedState
     restart: str  # Compose syntax: no, always, unless-stopped, on-failure[:N]
     resources: tuple[tuple[str, int], ...]  # RESOURCE_KEYS -> value from the create body
-    env: tuple[str, ...]  # KEY=VALUE as sent
+    env: tuple[str, ...]  # KEY=VALUE as sent; a secret's value as its env_digest
     ports: tuple[str, ...]  # port_keys of the PortBindings sent
     mounts: tuple[str, ...]  # mount_keys of the Binds and Mounts sent
     networks: tuple[str, ...]  # Docker network names attached after the apply
@@ -260,7 +282,7 @@ def _applied_container(dc: DesiredContainer, live: ObservedContainer) -> Applied
         expect=_expect(live, restart),
         restart=restart,
         resources=tuple((k, int(host.get(k) or 0)) for k in RESOURCE_KEYS),
-        env=tuple(str(e) for e in body.get("Env") or ()),
+        env=tuple(_recorded_env(str(e), dc.secret_env) for e in body.get("Env") or ()),
         ports=port_keys(host.get("PortBindings")),
         mounts=mount_keys(host),
         networks=tuple(sorted(live.networks)),

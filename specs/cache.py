@@ -9,7 +9,8 @@ match, and never imports the validator.
 The entry lives in gitdock's own state directory (created 0700). It is a pickle, so it is read
 only from a file owned by this user that nobody else can write; anything else, or any error,
 is a miss and the files are loaded again. Only successful loads are stored: a bad spec is
-always reported afresh.
+always reported afresh. A load that decrypted a SOPS file (an input recorded as "sops:...")
+is never stored: the pickle would hold the plaintext, so such a load is done afresh each time.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def load_project_cached(
         from gitdock.specs.load import load_project_with_inputs
 
         project, warnings, inputs = load_project_with_inputs(paths, **options)
-        _write_entry(cache_dir, entry, (inputs, project, warnings))
+        if not any(digest.startswith("sops:") for digest in inputs.values()):
+            _write_entry(cache_dir, entry, (inputs, project, warnings))
     for warning in warnings:
         log.warning("%s", warning)
     return project

@@ -23,6 +23,7 @@ from gitdock.specs.schema import (
     resource_settings,
     service_dependencies,
     service_network_keys,
+    shared_mode_service,
     suggest,
     volumes_from_services,
 )
@@ -35,8 +36,9 @@ Add = Callable[..., None]
 
 def check_compose(data: Any, doc: Document) -> tuple[Validated, list[SpecProblem]]:
     """Run all three passes over one (merged) document; returns what validated and every problem."""
-    cleaned, problems = check_keys(data, doc)
+    cleaned, problems, warnings = check_keys(data, doc)
     top, type_problems = validate_compose(cleaned, doc)
+    top.warnings += warnings
     # A service with build: and no image: gets one problem (which says "set image:"), not two.
     built = {p.path.removesuffix(".build") for p in problems if p.message == BUILD_MESSAGE}
     problems += [
@@ -107,6 +109,10 @@ def _check_dependencies(name: str, spec: ServiceSpec, services: set[str], add: A
 def _check_networking(name: str, spec: ServiceSpec, services: set[str], top: Validated, add: Add) -> None:
     """network_mode's service, networks against network_mode, and undefined networks."""
     svc = ("services", name)
+    for key in ("ipc", "pid"):
+        target = shared_mode_service(getattr(spec, key))
+        if target is not None and target not in services:
+            add(f'{key} refers to undefined service "{target}"{suggest(target, services)}', *svc, key)
     if spec.network_mode:
         mode_kind, _, target = spec.network_mode.partition(":")
         if mode_kind == "service" and target not in services:

@@ -2,8 +2,9 @@
 
 Implements the Compose Specification's interpolation: ``$VAR``, ``${VAR}``, the
 ``:-`` ``-`` ``:?`` ``?`` ``:+`` ``+`` modifiers, nesting in the modifier's word, and ``$$``
-as an escaped dollar. Words are evaluated lazily, so ``${A:-${B:?}}`` only fails when A is
-unset or empty.
+as an escaped dollar. A ``$`` that starts neither a name nor ``{`` (``$(cmd)``, ``$1``,
+``$@``, a trailing ``$``) stays as written, as in Compose. Words are evaluated lazily, so
+``${A:-${B:?}}`` only fails when A is unset or empty.
 
 This module is purely computational: it reads no files and no environment on its own.
 """
@@ -88,7 +89,10 @@ def _parse(s: str, i: int, *, in_braces: bool) -> tuple[tuple[str | _Var, ...], 
         else:
             m = _NAME_RE.match(s, i + 1)
             if m is None:
-                raise _invalid(s)
+                # "$(cmd)", "$1", "$@", a trailing "$": not a variable; Compose keeps it as written.
+                buf.append("$")
+                i += 1
+                continue
             i = m.end()
             var = _Var(m.group())
         if buf:

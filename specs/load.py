@@ -20,6 +20,7 @@ from typing import TypedDict, Unpack
 
 from gitdock.specs.checks import check_compose
 from gitdock.specs.errors import SpecError, SpecProblem
+from gitdock.specs.keyring import Keyring
 from gitdock.specs.model import Project
 from gitdock.specs.normalise import choose_project_name, normalise_project, normalise_project_name
 from gitdock.specs.read import Reader
@@ -45,7 +46,8 @@ class LoadOptions(TypedDict, total=False):
     ``os.environ`` and overrides ``env_file``, which defaults to ``.env`` beside the first
     file when that exists. ``profiles`` are the active profiles; None reads
     ``COMPOSE_PROFILES``. ``ignore_build`` drops ``build:`` from services that also name an
-    ``image:`` instead of refusing them.
+    ``image:`` instead of refusing them. ``keyring`` opens SOPS-encrypted env, config and
+    secret files; None finds the keys as sops does (``SOPS_AGE_KEY_FILE``, ``GNUPGHOME``).
     """
 
     project_name: str | None
@@ -53,6 +55,7 @@ class LoadOptions(TypedDict, total=False):
     env_file: StrPath | None
     profiles: Sequence[str] | None
     ignore_build: bool
+    keyring: Keyring | None
 
 
 def load_project(files: Sequence[StrPath], **options: Unpack[LoadOptions]) -> Project:
@@ -87,7 +90,9 @@ def load_project_with_inputs(
         raise SpecError([SpecProblem("no Compose file given")])
     environ = options.get("environ")
     reader = Reader(
-        [os.path.abspath(os.fspath(f)) for f in files], os.environ if environ is None else environ
+        [os.path.abspath(os.fspath(f)) for f in files],
+        os.environ if environ is None else environ,
+        options.get("keyring"),
     )
     env_file = options.get("env_file")
     reader.load_dotenv(None if env_file is None else os.path.abspath(os.fspath(env_file)))

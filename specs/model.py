@@ -13,6 +13,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+# Field metadata: leave the field out of config hashes while it has its default, so adding
+# a field to a hashed class does not change the hash of every existing container.
+OMIT_DEFAULT = "gitdock.omit_default"
+
+
+def when_set(default: Any) -> Any:
+    """A dataclass field that config hashes see only when it differs from ``default``."""
+    return field(default=default, metadata={OMIT_DEFAULT: True})
+
 
 class Condition(str, Enum):
     """A depends_on condition, as the Compose Specification names it."""
@@ -58,6 +67,13 @@ class Mount:
     read_only: bool = False
     tmpfs_size: int | None = None  # bytes, tmpfs only
     create_host_path: bool = True  # bind only: create the host path when missing
+    # Issue 11's options: hashed only when set (see when_set), so existing hashes stay.
+    propagation: str | None = when_set(None)  # bind only: rshared, rslave, ...
+    selinux: str | None = when_set(None)  # bind only: z or Z
+    non_recursive: bool = when_set(False)  # bind only: recursive: disabled
+    nocopy: bool = when_set(False)  # volume only: do not copy the image's files in
+    volume_labels: tuple[tuple[str, str], ...] = when_set(())  # volume only
+    tmpfs_mode: int | None = when_set(None)  # tmpfs only
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,11 @@ class NetworkAttachment:
 
     aliases: tuple[str, ...] = ()
     ipv4_address: str | None = None
+    ipv6_address: str | None = when_set(None)
+    link_local_ips: tuple[str, ...] = when_set(())
+    mac_address: str | None = when_set(None)
+    driver_opts: tuple[tuple[str, str], ...] = when_set(())
+    priority: int = when_set(0)  # networks are connected in descending priority
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,38 @@ class Healthcheck:
 class Dependency:
     condition: Condition = Condition.STARTED
     required: bool = True
+    restart: bool = False  # restart this dependent when the dependency is recreated
+
+
+@dataclass(frozen=True)
+class Build:
+    """How a service's image is built from the revision (``build:``).
+
+    ``context`` is an absolute directory inside the project directory; ``dockerfile`` is
+    relative to it (or absolute, inside the project directory); ``dockerfile_inline`` replaces
+    it. ``repository`` is what the image is named (``<project>-<service>``); ``tags`` are the
+    further names it gets (``image:`` or ``<project>-<service>:latest``, and ``build.tags``).
+    """
+
+    context: str
+    repository: str
+    dockerfile: str = "Dockerfile"
+    dockerfile_inline: str | None = None
+    args: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    network: str | None = None
+    extra_hosts: tuple[str, ...] = ()
+    shm_size: int | None = None
+    no_cache: bool = False
+    pull: bool = False
+    cache_from: tuple[str, ...] = ()
+    platform: str | None = None
+    tags: tuple[str, ...] = ()
+    # Set by gitdock.runtime.build when it binds the image to its content: the content digest
+    # (context, Dockerfile, arguments) and the git revision being deployed, when known.
+    digest: str = ""
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +173,9 @@ class Service:
     command: tuple[str, ...] | None = None
     entrypoint: tuple[str, ...] | None = None
     environment: tuple[tuple[str, str | None], ...] = ()
+    # Environment names whose values came from a SOPS-encrypted file: the applied record
+    # keeps only their digest, and drift reports show them redacted.
+    secret_env: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     ports: tuple[PortMapping, ...] = ()
     mounts: tuple[Mount, ...] = ()
@@ -147,6 +203,9 @@ class Service:
     platform: str | None = None
     pull_policy: str = "missing"
     profiles: tuple[str, ...] = ()
+    # Set when the image is built from the revision; ``image`` is then the content-addressed
+    # tag once gitdock.runtime.build has bound it (``<project>-<service>:<digest prefix>``).
+    build: Build | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +220,23 @@ class Network:
     labels: tuple[tuple[str, str], ...] = ()
     external: bool = False
     position: Position | None = field(default=None, compare=False, hash=False)
+    # Issue 11: each hashed only when set (gitdock.runtime.desired.desired_network).
+    driver_opts: tuple[tuple[str, str], ...] = ()
+    enable_ipv6: bool = False
+    ipam_driver: str | None = None
+    ipam_options: tuple[tuple[str, str], ...] = ()
+    # The IPAM pools in full, when any says more than its subnet (else ``subnets`` is enough).
+    pools: tuple[IpamPool, ...] = ()
+
+
+@dataclass(frozen=True)
+class IpamPool:
+    """One IPAM config entry of a network."""
+
+    subnet: str | None = None
+    ip_range: str | None = None
+    gateway: str | None = None
+    aux_addresses: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gitdock.specs.errors import SpecProblem
-from gitdock.specs.interpolate import parse_env_file
 from gitdock.specs.model import (
+    Build,
     Dependency,
     Healthcheck,
     Mount,
@@ -34,16 +34,28 @@ from gitdock.specs.model import (
 )
 from gitdock.specs.read import Reader
 from gitdock.specs.schema import (
+    BUILDKIT_BUILD_KEYS,
+    BuildSpec,
     FileObjectSpec,
     FileRef,
     KeyValues,
     NetworkSpec,
     ServiceSpec,
     VolumeSpec,
+    external_name,
     file_ref,
     parse_tmpfs,
     resource_settings,
     service_dependencies,
+)
+from gitdock.specs.settings import (
+    API_SOCKET,
+    further_settings,
+    mount_options,
+    network_attachment,
+    network_options,
+    provider_warning,
+    service_warnings,
 )
 from gitdock.specs.validate import Validated
 from gitdock.specs.yamlpos import Document, Path, format_path
@@ -124,14 +136,21 @@ def _bad_name(name: str) -> str:
 def normalise_project(
     reader: Reader, project: str, top: Validated, doc: Document, profiles: set[str]
 ) -> Project:
-    """The model of the services enabled by ``profiles``, their networks and volumes."""
+    """The model of the services enabled by ``profiles``, their networks and volumes.
+
+    A ``provider`` service is run by a Compose plugin: it is left out, with a warning."""
+    for warning in top.warnings:
+        reader.warn(warning)
+    for name, spec in sorted(top.services.items()):
+        if (skipped := provider_warning(name, spec)) is not None:
+            reader.warn(skipped)
     enabled = {
         name
         for name, spec in top.services.items()
-        if not spec.profiles or "*" in profiles or profiles & set(spec.profiles)
+        if (not spec.profiles or "*" in profiles or profiles & set(spec.profiles)) and spec.provider is None
     }
     _check_disabled_references(reader, top, doc, enabled)
-    normaliser = _ServiceNormaliser(reader, top, doc)
+    normaliser = _ServiceNormaliser(reader, top, doc, project)
     services = tuple(normaliser.service(name, top.services[name]) for name in sorted(enabled))
     networks = [_network(project, key, spec, doc) for key, spec in sorted(top.networks.items())]
     uses_default = any(key == "default" for svc in services for key, _ in svc.networks)
@@ -153,7 +172,7 @@ def _check_disabled_references(reader: Reader, top: Validated, doc: Document, en
     for name in sorted(enabled):
         spec = top.services[name]
         for dep, how in sorted(service_dependencies(spec).items()):
-            if dep in top.services and dep not in enabled and how.required:
+            if dep in top.services and dep not in enabled and how.required and not top.services[dep].provider:
                 profiles = ", ".join(top.services[dep].profiles)
                 reader.problems.append(
                     SpecProblem(
@@ -166,26 +185,29 @@ def _check_disabled_references(reader: Reader, top: Validated, doc: Document, en
 
 def _network(project: str, key: str, spec: NetworkSpec, doc: Document) -> Network:
     subnets = tuple(c.subnet for c in spec.ipam.config if c.subnet) if spec.ipam else ()
+    name = external_name(spec.external, spec.name)
     return Network(
         key=key,
-        name=(spec.name or key) if spec.external else (spec.name or f"{project}_{key}"),
+        name=(name or key) if spec.external else (name or f"{project}_{key}"),
         driver=spec.driver or "bridge",
         internal=spec.internal,
         subnets=subnets,
         labels=_labels(spec.labels),
-        external=spec.external,
+        external=bool(spec.external),
         position=doc.locate(("networks", key), prefer_key=True),
+        **network_options(spec),
     )
 
 
 def _volume(project: str, key: str, spec: VolumeSpec, doc: Document) -> Volume:
+    name = external_name(spec.external, spec.name)
     return Volume(
         key=key,
-        name=(spec.name or key) if spec.external else (spec.name or f"{project}_{key}"),
+        name=(name or key) if spec.external else (name or f"{project}_{key}"),
         driver=spec.driver or "local",
         driver_opts=tuple(sorted(spec.driver_opts.items())),
         labels=_labels(spec.labels),
-        external=spec.external,
+        external=bool(spec.external),
         position=doc.locate(("volumes", key), prefer_key=True),
     )
 
@@ -193,29 +215,33 @@ def _volume(project: str, key: str, spec: VolumeSpec, doc: Document) -> Volume:
 class _ServiceNormaliser:
     """Services of one validated document, normalised; reads their files through ``reader``."""
 
-    def __init__(self, reader: Reader, top: Validated, doc: Document) -> None:
+    def __init__(self, reader: Reader, top: Validated, doc: Document, project: str = "") -> None:
         self.reader = reader
+        self.project = project
         self.top = top
         self.doc = doc
 
     def service(self, name: str, spec: ServiceSpec) -> Service:
         where: Path = ("services", name)
         extras = self._extras(name, spec)  # first: its warnings come before the others
+        environment = self._environment(spec, where)
         return Service(
             name=name,
-            image=spec.image,
+            image=(spec.image or "") if spec.build is None else build_repository(self.project, name),
             command=spec.command,
             entrypoint=spec.entrypoint,
-            environment=self._environment(spec, where),
-            labels=_labels(spec.labels),
+            environment=environment,
+            secret_env=self._secret_env(environment),
+            labels=self._labels(name, spec),
             ports=_ports(spec),
             mounts=self._mounts(spec),
             networks=_networks(spec),
             network_mode=spec.network_mode,
             restart=self._restart(name, spec),
             depends_on=tuple(
-                (dep, Dependency(condition=d.condition, required=d.required))
+                (dep, Dependency(condition=d.condition, required=d.required, restart=d.restart))
                 for dep, d in sorted(service_dependencies(spec).items())
+                if not (dep in self.top.services and self.top.services[dep].provider)
             ),
             healthcheck=_healthcheck(spec),
             user=spec.user,
@@ -230,6 +256,7 @@ class _ServiceNormaliser:
             platform=spec.platform,
             pull_policy=spec.pull_policy,
             profiles=tuple(spec.profiles),
+            build=normalise_build(self.reader, self.doc, self.project, name, spec),
         )
 
     def _restart(self, name: str, spec: ServiceSpec) -> str:
@@ -267,7 +294,24 @@ class _ServiceNormaliser:
             options = {k: v or "" for k, v in sorted((spec.logging.options or {}).items())}
             extras["logging"] = {"driver": spec.logging.driver or "json-file", "options": options}
         extras.update(self._resources(name, spec))
+        extras.update(further_settings(spec))
+        for warning in service_warnings(name, spec):
+            self.reader.warn(warning)
         return {k: v for k, v in extras.items() if v is not None and v != [] and v != {}}
+
+    def _labels(self, name: str, spec: ServiceSpec) -> tuple[tuple[str, str], ...]:
+        """``label_file`` entries in order, then ``labels``, which win (as in Compose)."""
+        if not spec.label_file:
+            return _labels(spec.labels)
+        labels: dict[str, str] = {}
+        for i, rel in enumerate(spec.label_file):
+            field_path: Path = ("services", name, "label_file", i)
+            path = self.reader.host_path(rel)
+            where = self.doc.locate(field_path)
+            text = self.reader.read_text(path, "label file", where=field_path, position=where)
+            labels.update(_label_lines(text or ""))
+        labels.update(_labels(spec.labels))
+        return tuple(sorted(labels.items()))
 
     def _resources(self, name: str, spec: ServiceSpec) -> dict[str, Any]:
         """Resource limits by the key that set them: the service key wins over deploy.resources."""
@@ -296,10 +340,18 @@ class _ServiceNormaliser:
                 obj = defined.get(source)
                 if obj is None:
                     continue  # an undefined reference, reported by check_semantics
+                if obj.external:
+                    self.reader.warn(
+                        f"{kind}.{source}.external is a Swarm object, which a plain Docker host does "
+                        f"not have: services.{name}.{kind}[{i}] is not mounted"
+                    )
+                    continue
                 host_path = self.reader.host_path(obj.file) if obj.file is not None else ""
                 content = self._file_content(kind, source, obj, host_path)
                 if content is None:
                     continue
+                if host_path in self.reader.decrypted:
+                    host_path = ""  # copied in like inline content: the plaintext never touches disk
                 ref = entry if isinstance(entry, FileRef) else None
                 if host_path and ref is not None and (ref.mode is not None or ref.uid or ref.gid):
                     self.reader.warn(
@@ -334,39 +386,53 @@ class _ServiceNormaliser:
 
     def _environment(self, spec: ServiceSpec, where: Path) -> tuple[tuple[str, str | None], ...]:
         env: dict[str, str | None] = {}
-        for field_path, rel, required in _env_files(spec, where):
-            env.update(self._env_file(field_path, rel, required))
+        for field_path, rel, required, raw in _env_files(spec, where):
+            env.update(self._env_file(field_path, rel, required, raw=raw))
         # environment: wins over env_file; a name without value is taken from the project
         # environment, and stays None (unset in the container) when it is not there either.
         for key, value in _pairs(spec.environment, default=None):
             env[key] = value if value is not None else self.reader.env.get(key)
         return tuple(sorted(env.items()))
 
-    def _env_file(self, field_path: Path, rel: str, required: bool) -> dict[str, str]:
+    def _env_file(self, field_path: Path, rel: str, required: bool, *, raw: bool = False) -> dict[str, str]:
         path = self.reader.host_path(rel)
         if not required and not os.path.exists(path):
             return {}
         text = self.reader.read_text(path, "env file", where=field_path, position=self.doc.locate(field_path))
         if text is None:
             return {}
-        parsed = parse_env_file(text, path, self.reader.env)
+        if raw:
+            return _label_lines(text)  # format: raw takes each KEY=VALUE line as it is
+        parsed = self.reader.parse_env(text, path, self.reader.env)
         self.reader.problems += parsed.problems
         for var in parsed.missing:
             self.reader.warn_unset(var, f"{path}: ")
         return parsed.values
 
+    def _secret_env(self, environment: tuple[tuple[str, str | None], ...]) -> tuple[str, ...]:
+        """Names whose values hold a value from a SOPS-decrypted env file (directly, or
+        interpolated from the project's ``.env``): never to be written out in the clear."""
+        secrets = self.reader.secret_values
+        if not secrets:
+            return ()
+        return tuple(k for k, v in environment if v and any(s in v for s in secrets))
+
     def _mounts(self, spec: ServiceSpec) -> tuple[Mount, ...]:
         mounts: list[Mount] = []
         for vol in spec.volumes:
+            options = mount_options(vol)
             if vol.type == "bind":
                 create = vol.bind.create_host_path if vol.bind is not None else True
                 source = self.reader.host_path(vol.source)
-                mounts.append(Mount("bind", vol.target, source, vol.read_only, None, create))
+                mounts.append(Mount("bind", vol.target, source, vol.read_only, None, create, **options))
             elif vol.type == "tmpfs":
                 size = vol.tmpfs.size if vol.tmpfs is not None else None
-                mounts.append(Mount("tmpfs", vol.target, "", vol.read_only, size))
+                mounts.append(Mount("tmpfs", vol.target, "", vol.read_only, size, **options))
             else:
-                mounts.append(Mount("volume", vol.target, vol.source, vol.read_only))
+                mounts.append(Mount("volume", vol.target, vol.source, vol.read_only, **options))
+        if spec.use_api_socket:
+            # Compose also passes the registry credentials; gitdock passes the socket alone.
+            mounts.append(Mount("bind", API_SOCKET, API_SOCKET))
         tmpfs = [spec.tmpfs] if isinstance(spec.tmpfs, str) else spec.tmpfs or []
         for entry in tmpfs:
             target, size = parse_tmpfs(entry)
@@ -390,15 +456,28 @@ def _expose(entries: list[str]) -> list[str]:
     return out
 
 
-def _env_files(spec: ServiceSpec, where: Path) -> list[tuple[Path, str, bool]]:
-    """(field path, path as written, required) of each env file, in order."""
+def _env_files(spec: ServiceSpec, where: Path) -> list[tuple[Path, str, bool, bool]]:
+    """(field path, path as written, required, is raw format) of each env file, in order."""
     if isinstance(spec.env_file, str):
-        return [((*where, "env_file"), spec.env_file, True)]
-    entries: list[tuple[Path, str, bool]] = []
+        return [((*where, "env_file"), spec.env_file, True, False)]
+    entries: list[tuple[Path, str, bool, bool]] = []
     for i, entry in enumerate(spec.env_file or []):
-        path, required = (entry, True) if isinstance(entry, str) else (entry.path, entry.required)
-        entries.append(((*where, "env_file", i), path, required))
+        if isinstance(entry, str):
+            entries.append(((*where, "env_file", i), entry, True, False))
+        else:
+            entries.append(((*where, "env_file", i), entry.path, entry.required, entry.format == "raw"))
     return entries
+
+
+def _label_lines(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines taken literally (label files, raw env files); ``#`` lines are comments."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value
+    return out
 
 
 def _service_file(
@@ -452,8 +531,10 @@ def _networks(spec: ServiceSpec) -> tuple[tuple[str, NetworkAttachment], ...]:
     if isinstance(spec.networks, list):
         return tuple((key, NetworkAttachment()) for key in sorted(set(spec.networks)))
     return tuple(
-        (key, NetworkAttachment(tuple(net.aliases), net.ipv4_address) if net else NetworkAttachment())
-        for key, net in sorted(spec.networks.items())
+        sorted(
+            ((key, network_attachment(net)) for key, net in spec.networks.items()),
+            key=lambda pair: (-pair[1].priority, pair[0]),  # by priority, then name, as in Compose
+        )
     )
 
 
@@ -474,3 +555,111 @@ def _healthcheck(spec: ServiceSpec) -> Healthcheck | None:
         retries=hc.retries,
         start_period_ns=hc.start_period,
     )
+
+
+# --- build: ------------------------------------------------------------------------------
+
+_REMOTE_CONTEXT_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://|git@")
+
+
+def build_repository(project: str, service: str) -> str:
+    """What a built service's image is named, as Compose names it: ``<project>-<service>``."""
+    return f"{project}-{service}".lower()
+
+
+def normalise_build(
+    reader: Reader, doc: Document, project: str, name: str, spec: ServiceSpec
+) -> Build | None:
+    """``build:`` with its paths made absolute and checked to stay in the project directory.
+
+    Problems (a remote context, a path out of the project directory, a BuildKit-only key) go
+    to ``reader.problems``; whether the context exists is the build's question, not the load's.
+    """
+    if spec.build is None:
+        return None
+    where: Path = ("services", name, "build")
+    b = BuildSpec(context=spec.build) if isinstance(spec.build, str) else spec.build
+    at = where if isinstance(spec.build, str) else (*where, "context")
+    context = _inside_project(reader, doc, b.context, reader.host_path(b.context), at, "build context")
+    dockerfile = b.dockerfile or "Dockerfile"
+    if b.dockerfile and b.dockerfile_inline is not None:
+        _problem(reader, doc, "dockerfile and dockerfile_inline cannot both be set", (*where, "dockerfile"))
+    elif b.dockerfile_inline is None and context:
+        full = os.path.normpath(os.path.join(context, dockerfile))
+        _inside_project(reader, doc, dockerfile, full, (*where, "dockerfile"), "dockerfile")
+    _refuse_buildkit_keys(reader, doc, b, where)
+    if len(b.platforms) > 1:
+        _problem(
+            reader,
+            doc,
+            "several platforms need BuildKit; the classic builder builds one",
+            (*where, "platforms"),
+        )
+    repository = build_repository(project, name)
+    return Build(
+        context=context or reader.host_path(b.context),
+        repository=repository,
+        dockerfile=dockerfile,
+        dockerfile_inline=b.dockerfile_inline,
+        args=_build_args(b.args, reader.env),
+        target=b.target,
+        labels=_labels(b.labels),
+        network=b.network,
+        extra_hosts=tuple(b.extra_hosts),
+        shm_size=b.shm_size,
+        no_cache=bool(b.no_cache),
+        pull=bool(b.pull),
+        cache_from=tuple(b.cache_from),
+        platform=b.platforms[0] if b.platforms else spec.platform,
+        tags=(spec.image or f"{repository}:latest", *b.tags),
+    )
+
+
+def _build_args(args: KeyValues | None, env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Build args; one without a value takes the project environment's, or is left out (Compose)."""
+    out = {}
+    for key, value in _pairs(args, None):
+        value = value if value is not None else env.get(key)
+        if value is not None:
+            out[key] = value
+    return tuple(sorted(out.items()))
+
+
+def _inside_project(reader: Reader, doc: Document, written: str, path: str, at: Path, what: str) -> str:
+    """``path`` when it is inside the project directory (symlinks resolved), else "" and a problem."""
+    if _REMOTE_CONTEXT_RE.match(written):
+        _problem(
+            reader,
+            doc,
+            f"{written}: remote build contexts are not supported; "
+            "the context must be a directory in the revision",
+            at,
+        )
+        return ""
+    root = os.path.realpath(reader.working_dir)
+    real = os.path.realpath(path)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        _problem(
+            reader, doc, f"{written}: the {what} is outside the project directory {reader.working_dir}", at
+        )
+        return ""
+    return path
+
+
+def _refuse_buildkit_keys(reader: Reader, doc: Document, b: BuildSpec, where: Path) -> None:
+    for key in BUILDKIT_BUILD_KEYS:
+        if getattr(b, key) not in (None, [], {}, False):
+            _problem(
+                reader,
+                doc,
+                f"`{key}` needs BuildKit, which the Engine API offers only over its session protocol; "
+                "gitdock builds with the classic builder",
+                (*where, key),
+            )
+    for key in ("isolation", "provenance", "sbom"):
+        if getattr(b, key) not in (None, False):
+            reader.warn(f"{format_path((*where, key))}: has no effect with the classic builder")
+
+
+def _problem(reader: Reader, doc: Document, message: str, at: Path) -> None:
+    reader.problems.append(SpecProblem(message, format_path(at), doc.locate(at)))

@@ -7,7 +7,13 @@ same Reader, so ``Reader.inputs`` holds every file the result depends on (path -
 its bytes, or "file"/"absent" where only existence was checked: what ``cache.py`` compares)
 and ``problems``/``warnings`` collect every problem and warning of the load.
 
-The only I/O is reading the files named: no Docker, no network.
+Env files and config and secret files encrypted with SOPS are decrypted in memory as they are
+read (``sops.py``; the keys through ``keyring.py``, which runs the local ``age``/``gpg``).
+Their inputs are recorded as "sops:<digest>", which ``cache.py`` never stores, so no
+decrypted value reaches the load cache; ``decrypted`` names them and ``secret_values`` holds
+the values of decrypted env files, so the normaliser can keep them out of the clear.
+
+The only I/O is reading the files named, and those two local tools: no Docker, no network.
 """
 
 from __future__ import annotations
@@ -18,23 +24,30 @@ from typing import Any
 
 from gitdock.specs.errors import SpecProblem
 from gitdock.specs.inputs import input_digest
-from gitdock.specs.interpolate import InterpolationError, interpolate, parse_env_file
+from gitdock.specs.interpolate import EnvFile, InterpolationError, interpolate, parse_env_file
+from gitdock.specs.keyring import Keyring
 from gitdock.specs.merge import merge_documents, merge_service, resolve_markers
 from gitdock.specs.model import Position
 from gitdock.specs.schema import describe_value, is_path_source, suggest
+from gitdock.specs.sops import SopsError, decrypt_file, detect_format
 from gitdock.specs.yamlpos import Document, Path, PDict, format_path, load_yaml, position_of
 
 
 class Reader:
     """The files of one load, read once each; collects problems, warnings and inputs."""
 
-    def __init__(self, paths: list[str], environ: Mapping[str, str]) -> None:
+    def __init__(self, paths: list[str], environ: Mapping[str, str], keyring: Keyring | None = None) -> None:
         self.paths = paths
         self.working_dir = os.path.dirname(paths[0])
         self.environ = environ
         # The project environment: the process environment over .env (see load_dotenv).
         self.env: dict[str, str] = dict(environ)
         self.inputs: dict[str, str] = {}
+        # SOPS: the keys (from the environment as sops finds them, when not given), the
+        # files decrypted, and the values their env files defined.
+        self.keyring = keyring
+        self.decrypted: set[str] = set()
+        self.secret_values: set[str] = set()
         self.problems: list[SpecProblem] = []
         self.warnings: list[str] = []
         # Fields whose interpolation failed: their raw text would only add a type error.
@@ -84,7 +97,7 @@ class Reader:
             with open(path, "rb") as fh:
                 data = fh.read()
             self.inputs[path] = input_digest(data)
-            return data
+            return data if what not in _DECRYPTED else self._decrypt(path, what, data, where, position)
         except FileNotFoundError:
             reason = "not found"
         except IsADirectoryError:
@@ -98,6 +111,31 @@ class Reader:
         )
         return None
 
+    def _decrypt(
+        self, path: str, what: str, data: bytes, where: Path, position: Position | None
+    ) -> bytes | None:
+        """``data``, decrypted when it is a SOPS file; None, with a problem, when that fails."""
+        if detect_format(path, data) is None:
+            return data
+        if self.keyring is None:
+            self.keyring = Keyring.from_environ(os.environ)
+        try:
+            plain = decrypt_file(path, data, self.keyring.unwrap)
+        except SopsError as exc:
+            position = position or Position(path, 1, 1)
+            self.problems.append(SpecProblem(f"{what} {path}: SOPS: {exc}", format_path(where), position))
+            return None
+        self.inputs[path] = "sops:" + self.inputs[path]
+        self.decrypted.add(path)
+        return plain
+
+    def parse_env(self, text: str, path: str, environ: Mapping[str, str]) -> EnvFile:
+        """``parse_env_file``, remembering the values of a decrypted file as secret."""
+        parsed = parse_env_file(text, path, environ)
+        if path in self.decrypted:
+            self.secret_values.update(v for v in parsed.values.values() if v)
+        return parsed
+
     def load_dotenv(self, env_file: str | None) -> None:
         path = env_file or os.path.join(self.working_dir, ".env")
         if env_file is None and not self.is_file(path):
@@ -105,7 +143,7 @@ class Reader:
         text = self.read_text(path, "env file")
         if text is None:
             return
-        parsed = parse_env_file(text, path, self.environ)
+        parsed = self.parse_env(text, path, self.environ)
         self.problems += parsed.problems
         for var in parsed.missing:
             self.warn_unset(var, f"{path}: ")
@@ -142,7 +180,7 @@ class Reader:
         text = self.read_text(path, "Compose file")
         if text is None:
             return None
-        doc, problems = load_yaml(text, path, self._interpolator(env))
+        doc, problems = load_yaml(text, path, self._interpolator(env), merge_documents)
         self.problems += problems
         if problems and doc.data is None:
             return None  # a parse error; already reported
@@ -210,7 +248,7 @@ class Reader:
         for env_path in env_files:
             text = self.read_text(env_path, "env file", where=where, position=position)
             if text is not None:
-                parsed = parse_env_file(text, env_path, self.environ)
+                parsed = self.parse_env(text, env_path, self.environ)
                 self.problems += parsed.problems
                 sub_env = {**parsed.values, **self.environ}
         return sub_env
@@ -276,7 +314,8 @@ class Reader:
             if project_dir
             else os.path.dirname(abs_paths[0])
         )
-        abs_env = [os.path.normpath(os.path.join(directory, p)) for p in env_files]
+        # As in Compose: env_file paths are relative to the including file, not the included one.
+        abs_env = [os.path.normpath(os.path.join(base_dir, p)) for p in env_files]
         if not env_files and self.is_file(os.path.join(directory, ".env")):
             abs_env = [os.path.join(directory, ".env")]
         return abs_paths, directory, abs_env
@@ -361,6 +400,10 @@ class Reader:
         return self._extends_files[path]
 
 
+# What ``read_bytes`` decrypts when it is SOPS-encrypted (Compose files themselves are not).
+_DECRYPTED = frozenset({"env file", "config file", "secret file"})
+
+
 def _drop_build(data: Any) -> None:
     """``ignore_build``: a service that names an image is deployed from it; build is dropped."""
     services = data.get("services") if isinstance(data, dict) else None
@@ -414,3 +457,13 @@ def _absolutise(data: PDict, base_dir: str) -> None:
         extends = svc.get("extends")
         if isinstance(extends, dict) and isinstance(extends.get("file"), str):
             extends["file"] = _absolute(extends["file"], base_dir)
+        _absolutise_build(svc, base_dir)
+
+
+def _absolutise_build(svc: dict[str, Any], base_dir: str) -> None:
+    """A build context is relative to the file that declares it; remote contexts stay as they are."""
+    build = svc.get("build")
+    if isinstance(build, str) and "://" not in build:
+        svc["build"] = _absolute(build, base_dir)
+    elif isinstance(build, dict) and isinstance(build.get("context"), str) and "://" not in build["context"]:
+        build["context"] = _absolute(build["context"], base_dir)

@@ -1,8 +1,9 @@
 """The Compose file as pydantic models, with the short-syntax parsers they validate through.
 
-Every model mirrors one level of the Compose Specification for the subset gitdock supports;
-``UNSUPPORTED`` names the keys the Specification defines there that gitdock does not support
-yet (``validate.check_keys`` reports them apart from unknown keys). Short syntaxes
+Every model mirrors one level of the Compose Specification. Keys a plain Docker host can honour
+are fields; ``NO_EFFECT`` names the keys the Specification defines there that are accepted and
+have no effect on this target (``validate.check_keys`` drops them with a warning saying why),
+and ``REFUSED`` the few that are refused, each with its reason. Short syntaxes
 (``"8080:80"``, ``"data:/var/lib:ro"``, ``"/dev/x:/dev/y:rw"``) are parsed while validating,
 so every problem is found before normalisation. Below the models: small questions asked of a
 validated service (its dependencies, its config and secret targets, its resource settings)
@@ -28,6 +29,7 @@ from pydantic import (
     Discriminator,
     Field,
     PlainValidator,
+    StrictStr,
     Tag,
     model_validator,
 )
@@ -111,8 +113,16 @@ def _by_kind(expected: str) -> Discriminator:
 class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
-    # Keys the Compose Specification defines at this level that gitdock does not support yet.
+    # Keys of the Compose Specification at this level that are accepted and have no effect on
+    # a plain Docker host: key -> why (the load warns with it).
+    NO_EFFECT: ClassVar[dict[str, str]] = {}
+    # Keys of the Compose Specification at this level that are refused: key -> why.
+    REFUSED: ClassVar[dict[str, str]] = {}
+    # Keys of the Compose Specification at this level that are not supported yet.
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+
+SWARM_ONLY = "has no effect on a plain Docker host (Swarm only)"
 
 
 # --- scalar parsers -------------------------------------------------------------------
@@ -142,6 +152,45 @@ def parse_bytes(value: Any) -> int:
     if isinstance(value, str) and (m := _BYTES_RE.fullmatch(value.strip())):
         return int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
     raise _fail(f"expected a size like 64m, got {describe_value(value)}")
+
+
+def parse_size(value: Any) -> int:
+    """Like ``parse_bytes``, but a negative size is a problem (tmpfs ``size: -1``)."""
+    size = parse_bytes(value)
+    if size < 0:
+        raise _fail(f"a size cannot be negative, got {value}")
+    return size
+
+
+def parse_microseconds(value: Any) -> int:
+    """cpu_rt_period/cpu_rt_runtime: microseconds as a number, or a duration ("10ms")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return parse_duration(value) // 1000
+
+
+def _device_count(value: Any) -> Any:
+    """A device request's count: a number, or "all" (Compose's -1)."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+def _file_mode(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"0?[0-7]{1,4}|0o[0-7]{1,4}", value):
+        mode = int(value.removeprefix("0o"), 8)
+    else:
+        raise _fail(f"expected a file mode like 0440, got {describe_value(value)}")
+    if not 0 <= mode <= 0o7777:
+        raise _fail(f"{value} is not a file mode")
+    return mode
+
+
+FileMode = Annotated[int, PlainValidator(_file_mode)]
 
 
 def _parse_command(value: Any) -> tuple[str, ...] | None:
@@ -264,12 +313,30 @@ def _check_ipv4(value: str | None) -> str | None:
     return value
 
 
+def _check_ipv6(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            raise _fail(f'"{value}" is not an IPv6 address') from None
+    return value
+
+
 def _check_subnet(value: str | None) -> str | None:
     if value is not None:
         try:
             ipaddress.ip_network(value)
         except ValueError:
             raise _fail(f'"{value}" is not a subnet in CIDR notation') from None
+    return value
+
+
+def _check_ip_value(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise _fail(f'"{value}" is not an IP address') from None
     return value
 
 
@@ -319,8 +386,8 @@ TmpfsSpec = Annotated[
 
 
 class PortLong(SpecModel):
-    UNSUPPORTED = frozenset({"name", "app_protocol"})
-
+    name: str | None = None  # a label for people; the Engine has no field for it (nor Compose)
+    app_protocol: str | None = None  # likewise
     target: int = Field(ge=1, le=65535)
     published: Annotated[str | None, AfterValidator(_check_published)] = None
     host_ip: str = ""
@@ -344,37 +411,62 @@ PortEntry = Annotated[
 ]
 
 
-class BindOptions(SpecModel):
-    UNSUPPORTED = frozenset({"propagation", "selinux", "recursive"})
+Propagation = Literal["shared", "slave", "private", "rshared", "rslave", "rprivate"]
 
+
+class BindOptions(SpecModel):
     create_host_path: bool = True
+    propagation: Propagation | None = None
+    selinux: Literal["z", "Z"] | None = None
+    # enabled is Docker's default; disabled is BindOptions.NonRecursive (API 1.40);
+    # writable and readonly need API 1.44 (see desired: the load warns).
+    recursive: Literal["enabled", "disabled", "writable", "readonly"] | None = None
 
 
 class TmpfsOptions(SpecModel):
-    UNSUPPORTED = frozenset({"mode"})
+    size: Annotated[int, PlainValidator(parse_size)] | None = None
+    mode: FileMode | None = None
 
-    size: ByteSize | None = None
+
+class VolumeOptions(SpecModel):
+    REFUSED = {
+        "subpath": "volume.subpath needs Docker Engine API 1.45; gitdock creates containers with the "
+        "API 1.41 subset, and mounting the whole volume instead would show the container other data"
+    }
+
+    labels: KeyValues | None = None
+    nocopy: bool = False
+
+
+_VOLUME_TYPE_REASONS = {
+    "npipe": "volume type npipe is a Windows named pipe; it does not exist on a Linux Docker host",
+    "cluster": "volume type cluster is a Swarm cluster volume; a plain Docker host has none",
+    "image": "volume type image needs Docker Engine API 1.48; gitdock creates containers with the "
+    "API 1.41 subset",
+}
 
 
 def _check_volume_type(value: str) -> str:
     if value in ("volume", "bind", "tmpfs"):
         return value
-    if value in ("npipe", "cluster", "image"):
-        raise _fail(f"volume type {value} is not supported yet")
+    if value in _VOLUME_TYPE_REASONS:
+        raise _fail(_VOLUME_TYPE_REASONS[value])
     raise _fail(f'"{value}" is not a volume type (volume, bind, tmpfs)')
 
 
 class ServiceVolume(SpecModel):
     """One service mount, long syntax (short syntax is parsed into this too)."""
 
-    UNSUPPORTED = frozenset({"consistency", "volume", "image"})
+    REFUSED = {"image": _VOLUME_TYPE_REASONS["image"]}
 
     type: Annotated[str, AfterValidator(_check_volume_type)]
     source: str = ""
     target: str
     read_only: bool = False
+    consistency: str | None = None  # macOS hints (cached, delegated); Linux has one consistency
     bind: BindOptions | None = None
     tmpfs: TmpfsOptions | None = None
+    volume: VolumeOptions | None = None
 
     @model_validator(mode="after")
     def _check_combination(self) -> ServiceVolume:
@@ -390,6 +482,8 @@ class ServiceVolume(SpecModel):
             raise _fail(f"bind options need type bind, not {self.type}")
         if self.tmpfs is not None and self.type != "tmpfs":
             raise _fail(f"tmpfs options need type tmpfs, not {self.type}")
+        if self.volume is not None and self.type != "volume":
+            raise _fail(f"volume options need type volume, not {self.type}")
         return self
 
 
@@ -411,21 +505,44 @@ def parse_volume(value: Any) -> ServiceVolume:
         source, target, mode = parts[0], parts[1], parts[2] if len(parts) == 3 else ""
     if not target.startswith("/"):
         raise _fail(f'"{value}" is not a volume mapping: the container path must be absolute')
+    is_bind = bool(source) and is_path_source(source)
+    read_only, bind, volume = _volume_modes(value, mode, is_bind=is_bind)
+    if is_bind:
+        return ServiceVolume(type="bind", source=source, target=target, read_only=read_only, bind=bind)
+    if source and not NAME_RE.fullmatch(source):
+        raise _fail(f'"{value}" is not a volume mapping: "{source}" is neither a path nor a volume name')
+    return ServiceVolume(type="volume", source=source, target=target, read_only=read_only, volume=volume)
+
+
+_PROPAGATIONS = ("shared", "slave", "private", "rshared", "rslave", "rprivate")
+
+
+def _volume_modes(
+    value: str, mode: str, *, is_bind: bool
+) -> tuple[bool, BindOptions | None, VolumeOptions | None]:
+    """The short syntax's MODE ("ro,z", "nocopy", "rshared") as read-only and long-syntax options."""
     read_only = False
+    bind: dict[str, Any] = {}
+    nocopy = False
     for option in filter(None, mode.split(",")):
         if option in ("ro", "rw"):
             read_only = option == "ro"
         elif option in ("consistent", "cached", "delegated"):
             continue  # macOS-only hints; no effect on Linux hosts
-        elif option in ("z", "Z", "nocopy", "shared", "slave", "private", "rshared", "rslave", "rprivate"):
-            raise _fail(f'volume option "{option}" is not supported yet')
+        elif option in ("z", "Z", *_PROPAGATIONS) and is_bind:
+            bind["selinux" if option in ("z", "Z") else "propagation"] = option
+        elif option == "nocopy" and not is_bind:
+            nocopy = True
+        elif option in ("z", "Z", "nocopy", *_PROPAGATIONS):
+            kind = "volumes" if option == "nocopy" else "bind mounts"
+            raise _fail(f'"{value}": volume option "{option}" applies to {kind} only')
         else:
             raise _fail(f'"{value}" is not a volume mapping: unknown mode "{option}"')
-    if source and is_path_source(source):
-        return ServiceVolume(type="bind", source=source, target=target, read_only=read_only)
-    if source and not NAME_RE.fullmatch(source):
-        raise _fail(f'"{value}" is not a volume mapping: "{source}" is neither a path nor a volume name')
-    return ServiceVolume(type="volume", source=source, target=target, read_only=read_only)
+    return (
+        read_only,
+        BindOptions(**bind) if bind else None,
+        VolumeOptions(nocopy=True) if nocopy else None,
+    )
 
 
 ShortVolume = Annotated[ServiceVolume, PlainValidator(parse_volume)]
@@ -436,10 +553,10 @@ VolumeEntry = Annotated[
 
 
 class EnvFileEntry(SpecModel):
-    UNSUPPORTED = frozenset({"format"})
-
     path: str
     required: bool = True
+    # raw: every line is KEY=VALUE taken literally (no quotes, no interpolation).
+    format: Literal["raw"] | None = None
 
 
 EnvFiles = Annotated[
@@ -458,20 +575,18 @@ EnvFiles = Annotated[
 
 
 class ServiceNetwork(SpecModel):
-    UNSUPPORTED = frozenset(
-        {
-            "ipv6_address",
-            "link_local_ips",
-            "mac_address",
-            "driver_opts",
-            "priority",
-            "gw_priority",
-            "interface_name",
-        }
-    )
+    NO_EFFECT = {
+        "gw_priority": "needs Docker Engine API 1.48; no effect with the API 1.41 subset gitdock uses",
+        "interface_name": "needs Docker Engine API 1.49; no effect with the API 1.41 subset gitdock uses",
+    }
 
     aliases: list[str] = []
     ipv4_address: Annotated[str | None, AfterValidator(_check_ipv4)] = None
+    ipv6_address: Annotated[str | None, AfterValidator(_check_ipv6)] = None
+    link_local_ips: list[str] = []
+    mac_address: str | None = None
+    driver_opts: dict[str, Annotated[str, BeforeValidator(_scalar_to_str)]] = {}
+    priority: int = 0  # networks are connected in descending priority, as in Compose
 
 
 ServiceNetworks = Annotated[
@@ -481,10 +596,9 @@ ServiceNetworks = Annotated[
 
 
 class DependsOn(SpecModel):
-    UNSUPPORTED = frozenset({"restart"})
-
     condition: Condition = Condition.STARTED
     required: bool = True
+    restart: bool = False  # restart the dependent when this dependency is recreated
 
 
 DependsOnSpec = Annotated[
@@ -498,7 +612,10 @@ HealthTest = Annotated[
 
 
 class HealthcheckSpec(SpecModel):
-    UNSUPPORTED = frozenset({"start_interval"})
+    NO_EFFECT = {
+        "start_interval": "needs Docker Engine API 1.44; no effect with the API 1.41 subset gitdock "
+        "uses (the interval applies from the start)"
+    }
 
     test: HealthTest | None = None
     interval: Duration | None = None
@@ -515,9 +632,7 @@ class HealthcheckSpec(SpecModel):
 
 
 def _check_deploy_mode(value: str) -> str:
-    if value == "global":
-        raise _fail("deploy mode global is not supported yet")
-    if value != "replicated":
+    if value not in ("replicated", "global"):
         raise _fail(f'"{value}" is not a deploy mode (replicated, global)')
     return value
 
@@ -547,11 +662,22 @@ class ResourceLimits(SpecModel):
     pids: int | None = None
 
 
+class DeviceRequest(SpecModel):
+    """A device reservation (GPUs): the Engine's DeviceRequests entry."""
+
+    capabilities: list[str] = []
+    count: Annotated[int | Literal["all"], BeforeValidator(_device_count)] | None = None
+    device_ids: list[str] = []
+    driver: str | None = None
+    options: KeyValues | None = None
+
+
 class ResourceReservations(SpecModel):
-    UNSUPPORTED = frozenset({"devices", "generic_resources"})
+    NO_EFFECT = {"generic_resources": SWARM_ONLY}
 
     cpus: Cpus | None = None  # no standalone-Docker equivalent: accepted, has no effect (as in Compose)
     memory: ByteSize | None = None
+    devices: list[DeviceRequest] = []
 
 
 class Resources(SpecModel):
@@ -567,7 +693,9 @@ class RestartPolicySpec(SpecModel):
 
 
 class DeploySpec(SpecModel):
-    UNSUPPORTED = frozenset({"endpoint_mode", "labels", "placement", "rollback_config", "update_config"})
+    NO_EFFECT = dict.fromkeys(
+        ("endpoint_mode", "labels", "placement", "rollback_config", "update_config"), SWARM_ONLY
+    )
 
     mode: Annotated[str, AfterValidator(_check_deploy_mode)] = "replicated"
     replicas: int | None = Field(default=None, ge=0)
@@ -643,14 +771,16 @@ def _extra_hosts(value: Any) -> Any:
         for entry in value:
             if not isinstance(entry, str):
                 raise _fail(f'expected "HOST:IP" strings, got {describe_value(entry)}')
-            host, sep, ip = entry.partition("=")
+            host, sep, ips = entry.partition("=")
             if not sep:
-                host, sep, ip = entry.partition(":")
-            if not sep or not host or not ip:
+                host, sep, ips = entry.partition(":")
+            if not sep or not host or not ips:
                 raise _fail(f'"{entry}" is not an extra host (HOST:IP or HOST=IP)')
-            ip = ip.removeprefix("[").removesuffix("]")
-            _check_ip_text(ip, entry)
-            out.append(f"{host}:{ip}")
+            # "h=10.0.0.1,10.0.0.2": one entry per address, as in Compose.
+            for ip in ips.split(","):
+                ip = ip.strip().removeprefix("[").removesuffix("]")
+                _check_ip_text(ip, entry)
+                out.append(f"{host}:{ip}")
         return out
     raise _fail(f"expected a list of HOST:IP strings or a mapping, got {describe_value(value)}")
 
@@ -673,34 +803,34 @@ class LoggingSpec(SpecModel):
 
 
 def _check_pull_policy(value: str) -> str:
-    if value in ("always", "never", "missing", "if_not_present", "daily", "weekly") or re.fullmatch(
-        r"every_[0-9a-z.]+", value
-    ):
+    if value in (
+        "always",
+        "never",
+        "missing",
+        "if_not_present",
+        "refresh",
+        "daily",
+        "weekly",
+    ) or re.fullmatch(r"every_[0-9a-z.]+", value):
         return value
     if value == "build":
-        raise _fail("pull_policy build is not supported: gitdock deploys images, it does not build them")
-    raise _fail(f'"{value}" is not a pull policy (always, never, missing, daily, weekly, every_<duration>)')
+        return value
+    raise _fail(
+        f'"{value}" is not a pull policy (always, never, missing, build, daily, weekly, every_<duration>)'
+    )
 
 
 def _check_shared_mode(value: str) -> str:
-    if value.startswith("service:"):
-        raise _fail(f'"{value}": sharing a namespace with a service is not supported yet; use container:NAME')
+    if value.startswith("service:") and not value.removeprefix("service:"):
+        raise _fail(f'"{value}" names no service (service:NAME)')
     return value
 
 
-def _file_mode(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        mode = value
-    elif isinstance(value, str) and re.fullmatch(r"0?[0-7]{1,4}|0o[0-7]{1,4}", value):
-        mode = int(value.removeprefix("0o"), 8)
-    else:
-        raise _fail(f"expected a file mode like 0440, got {describe_value(value)}")
-    if not 0 <= mode <= 0o7777:
-        raise _fail(f"{value} is not a file mode")
-    return mode
-
-
-FileMode = Annotated[int, PlainValidator(_file_mode)]
+def shared_mode_service(value: str | None) -> str | None:
+    """The service an ``ipc``/``pid``/``network_mode`` of ``service:NAME`` shares, or None."""
+    if value is not None and value.startswith("service:"):
+        return value.partition(":")[2]
+    return None
 
 
 class FileRef(SpecModel):
@@ -726,8 +856,107 @@ FileRefEntry = Annotated[
 ]
 
 
+class BlkioLimit(SpecModel):
+    path: str
+    rate: ByteSize
+
+
+class BlkioWeight(SpecModel):
+    path: str
+    weight: int = Field(ge=10, le=1000)
+
+
+class BlkioConfig(SpecModel):
+    """Block IO limits: the Engine's Blkio* host config fields."""
+
+    weight: int | None = Field(default=None, ge=10, le=1000)
+    weight_device: list[BlkioWeight] = []
+    device_read_bps: list[BlkioLimit] = []
+    device_read_iops: list[BlkioLimit] = []
+    device_write_bps: list[BlkioLimit] = []
+    device_write_iops: list[BlkioLimit] = []
+
+
+GpusSpec = Annotated[
+    Annotated[Literal["all"], Tag(_SCALAR)] | Annotated[list[DeviceRequest], Tag(_LIST)],
+    _by_kind('expected "all" or a list of device requests'),
+]
+
+
+class ServiceHook(SpecModel):
+    """A post_start or pre_stop command, run in the service's container."""
+
+    command: Command
+    user: str | None = None
+    privileged: bool = False
+    working_dir: str | None = None
+    environment: KeyValues | None = None
+
+
+class ProviderSpec(SpecModel):
+    type: str
+    options: dict[str, Any] = {}
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+LabelFiles = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+# build: keys only BuildKit implements. The Engine API offers BuildKit only over its session
+# protocol (gRPC over a hijacked connection), so gitdock builds with the classic builder and
+# the normaliser refuses these, naming that reason.
+BUILDKIT_BUILD_KEYS = ("additional_contexts", "cache_to", "entitlements", "privileged", "secrets", "ssh")
+
+
+class BuildSpec(SpecModel):
+    """A service's ``build:`` in the long syntax; the short syntax is the context alone."""
+
+    context: str = "."
+    dockerfile: str | None = None
+    dockerfile_inline: str | None = None
+    args: KeyValues | None = None
+    target: str | None = None
+    labels: KeyValues | None = None
+    network: str | None = None
+    extra_hosts: ExtraHosts = []
+    shm_size: ByteSize | None = None
+    no_cache: bool | None = None
+    pull: bool | None = None
+    cache_from: list[str] = []
+    tags: list[str] = []
+    platforms: list[str] = []
+    isolation: str | None = None  # Windows only: a warning
+    provenance: bool | str | None = None  # attestations: BuildKit's, a warning
+    sbom: bool | str | None = None
+    ulimits: dict[str, Any] = {}  # not passed to the build yet: a warning
+    # BuildKit only (BUILDKIT_BUILD_KEYS): refused by the normaliser, with the reason.
+    secrets: list[FileRefEntry] = []
+    ssh: KeyValues | None = None
+    cache_to: list[str] = []
+    additional_contexts: KeyValues | None = None
+    entitlements: list[str] = []
+    privileged: bool | None = None
+
+
+BuildEntry = Annotated[
+    Annotated[str, Tag(_SCALAR)] | Annotated[BuildSpec, Tag(_MAPPING)],
+    _by_kind("expected a context directory or a mapping with context"),
+]
+
+
 class ServiceSpec(SpecModel):
-    image: str
+    NO_EFFECT = {
+        "credential_spec": "is for Windows containers; it has no effect on a Linux Docker host",
+        "develop": "is for docker compose watch; it has no effect on a deploy",
+        "models": "needs Docker Model Runner, which gitdock does not drive; it has no effect on this target",
+        "pull_refresh_after": "has no effect: gitdock pulls by pull_policy and digest",
+    }
+
+    image: str | None = None
+    build: BuildEntry | None = None
     command: Command = None
     entrypoint: Command = None
     environment: KeyValues | None = None
@@ -800,80 +1029,143 @@ class ServiceSpec(SpecModel):
     volumes_from: list[str] = []
     configs: list[FileRefEntry] = []
     secrets: list[FileRefEntry] = []
+    # --- issue 11: the rest of the Specification ---
+    attach: bool | None = None  # log attachment of `compose up`; gitdock never attaches
+    blkio_config: BlkioConfig | None = None
+    cpu_count: int | None = Field(default=None, ge=0)
+    cpu_percent: int | None = Field(default=None, ge=0, le=100)
+    cpu_rt_period: Annotated[int, PlainValidator(parse_microseconds)] | None = None
+    cpu_rt_runtime: Annotated[int, PlainValidator(parse_microseconds)] | None = None
+    external_links: list[str] = []
+    gpus: GpusSpec | None = None
+    isolation: str | None = None
+    label_file: LabelFiles = []
+    post_start: list[ServiceHook] = []
+    pre_stop: list[ServiceHook] = []
+    provider: ProviderSpec | None = None  # run by a Compose plugin: no image, no container here
+    use_api_socket: bool | None = None
+
+    @model_validator(mode="after")
+    def _check_image_or_build(self) -> ServiceSpec:
+        if self.image is None and self.build is None and self.provider is None:
+            raise _fail("`image` or `build` is required")
+        if self.pull_policy == "build" and self.build is None:
+            raise _fail("pull_policy build needs build:")
+        return self
 
 
-ServiceSpec.UNSUPPORTED = COMPOSE_SERVICE_KEYS - set(ServiceSpec.model_fields)
+ServiceSpec.UNSUPPORTED = frozenset(
+    COMPOSE_SERVICE_KEYS - set(ServiceSpec.model_fields) - set(ServiceSpec.NO_EFFECT)
+)
 
 
 # --- top-level models ------------------------------------------------------------------
 
 
+DriverOpts = dict[str, Annotated[str, BeforeValidator(_scalar_to_str)]]
+
+
 class IpamConfig(SpecModel):
-    UNSUPPORTED = frozenset({"ip_range", "gateway", "aux_addresses"})
-
     subnet: Annotated[str | None, AfterValidator(_check_subnet)] = None
-
-
-def _check_ipam_driver(value: str | None) -> str | None:
-    if value not in (None, "default"):
-        raise _fail(f"ipam driver {value} is not supported yet")
-    return value
+    ip_range: Annotated[str | None, AfterValidator(_check_subnet)] = None
+    gateway: Annotated[str | None, AfterValidator(_check_ip_value)] = None
+    aux_addresses: dict[str, Annotated[str, AfterValidator(_check_ip_value)]] = {}
 
 
 class Ipam(SpecModel):
-    UNSUPPORTED = frozenset({"options"})
-
-    driver: Annotated[str | None, AfterValidator(_check_ipam_driver)] = None
+    driver: str | None = None
     config: list[IpamConfig] = []
+    options: dict[str, str] = {}
+
+
+class ExternalName(SpecModel):
+    """The legacy ``external: {name: X}`` form (deprecated for ``name: X``)."""
+
+    name: str | None = None
+
+
+External = Annotated[
+    Annotated[bool, Tag(_SCALAR)] | Annotated[ExternalName, Tag(_MAPPING)],
+    Discriminator(
+        lambda v: _MAPPING if isinstance(v, dict) else _SCALAR,
+        custom_error_type="wrong_type",
+        custom_error_message="expected true, false or a mapping with name",
+    ),
+]
+
+
+def external_name(external: bool | ExternalName, name: str | None) -> str | None:
+    """The Docker name of an external object: ``name``, or the legacy ``external.name``."""
+    if isinstance(external, ExternalName) and external.name:
+        return external.name
+    return name
+
+
+def _check_external_name(external: bool | ExternalName, name: str | None) -> None:
+    if isinstance(external, ExternalName) and external.name and name and name != external.name:
+        raise _fail(f"external.name ({external.name}) and name ({name}) disagree; set only name")
 
 
 class NetworkSpec(SpecModel):
-    UNSUPPORTED = frozenset({"driver_opts", "attachable", "enable_ipv4", "enable_ipv6"})
-
     driver: str | None = None
+    driver_opts: DriverOpts = {}
     internal: bool = False
+    attachable: bool | None = None  # gitdock's networks are always attachable
+    enable_ipv4: bool | None = None
+    enable_ipv6: bool | None = None
     ipam: Ipam | None = None
     labels: KeyValues | None = None
-    external: bool = False
+    external: External = False
     name: str | None = None
 
     @model_validator(mode="after")
     def _check_external(self) -> NetworkSpec:
         if self.external:
-            conflicting = sorted(self.model_fields_set & {"driver", "internal", "ipam", "labels"})
+            conflicting = sorted(self.model_fields_set & {"driver", "driver_opts", "internal", "ipam"})
             if conflicting:
                 raise _fail(f"an external network cannot set {', '.join(conflicting)}")
+            _check_external_name(self.external, self.name)
         return self
 
 
 class VolumeSpec(SpecModel):
     driver: str | None = None
-    driver_opts: dict[str, str] = {}
+    driver_opts: DriverOpts = {}
     labels: KeyValues | None = None
-    external: bool = False
+    external: External = False
     name: str | None = None
 
     @model_validator(mode="after")
     def _check_external(self) -> VolumeSpec:
         if self.external:
-            conflicting = sorted(self.model_fields_set & {"driver", "driver_opts", "labels"})
+            conflicting = sorted(self.model_fields_set & {"driver", "driver_opts"})
             if conflicting:
                 raise _fail(f"an external volume cannot set {', '.join(conflicting)}")
+            _check_external_name(self.external, self.name)
         return self
 
 
 class FileObjectSpec(SpecModel):
-    """A top-level config or secret: exactly one of file, environment, content (configs only)."""
+    """A top-level config or secret: exactly one of file, environment, content (configs only),
+    or ``external`` (a Swarm object: accepted, and not mounted on a plain Docker host)."""
 
-    UNSUPPORTED = frozenset({"external", "labels", "driver", "driver_opts", "template_driver"})
+    NO_EFFECT = {
+        "driver": SWARM_ONLY,
+        "driver_opts": SWARM_ONLY,
+        "template_driver": SWARM_ONLY,
+    }
     KIND: ClassVar[str] = "config"
 
     file: str | None = None
     environment: str | None = None
     name: str | None = None
+    external: External = False
+    labels: KeyValues | None = None  # a file-backed config has no Docker object to label
 
     @model_validator(mode="after")
     def _check_source(self) -> FileObjectSpec:
+        if self.external:
+            return self
         given = sorted(self.model_fields_set & {"file", "environment", "content"})
         if len(given) != 1:
             sources = "file, environment or content" if self.KIND == "config" else "file or environment"
@@ -891,9 +1183,11 @@ class ConfigSpec(FileObjectSpec):
 
 
 class ComposeFile(SpecModel):
-    UNSUPPORTED = frozenset({"models"})
+    NO_EFFECT = {
+        "models": "needs Docker Model Runner, which gitdock does not drive; it has no effect on this target"
+    }
 
-    name: str | None = None
+    name: StrictStr | None = None
     version: str | None = None  # obsolete in the Compose Specification; accepted and ignored
     services: dict[str, ServiceSpec] = {}
     networks: dict[str, NetworkSpec | None] = {}
@@ -913,8 +1207,9 @@ def service_dependencies(spec: ServiceSpec) -> dict[str, DependsOn]:
         deps = dict.fromkeys(spec.depends_on, DependsOn())
     elif isinstance(spec.depends_on, dict):
         deps = {k: v or DependsOn() for k, v in spec.depends_on.items()}
-    if spec.network_mode and spec.network_mode.startswith("service:"):
-        deps.setdefault(spec.network_mode.partition(":")[2], DependsOn())
+    for mode in (spec.network_mode, spec.ipc, spec.pid):
+        if (shared := shared_mode_service(mode)) is not None:
+            deps.setdefault(shared, DependsOn())
     for target in volumes_from_services(spec):
         deps.setdefault(target, DependsOn())
     for link in spec.links:

@@ -4,8 +4,9 @@ Passes 1 and 2 of ``checks.check_compose``, each collecting every problem instea
 stopping at the first:
 
 1. ``check_keys`` walks the raw data beside the models of ``schema.py``, drops ``x-*``
-   extensions and reports keys that are in the Compose Specification but not supported yet
-   apart from keys that are not Compose at all (with a "did you mean").
+   extensions, drops the keys that have no effect on this target with a warning saying why
+   (``NO_EFFECT``), and reports refused keys with their reason apart from keys that are not
+   Compose at all (with a "did you mean").
 2. ``validate_compose`` runs the pydantic models and turns their errors into
    ``SpecProblem``s with field paths and file positions.
 
@@ -41,13 +42,19 @@ from gitdock.specs.yamlpos import Document, Path, format_path
 # --- pass 1: keys -----------------------------------------------------------------------
 
 
-def check_keys(data: Any, doc: Document) -> tuple[Any, list[SpecProblem]]:
-    """Drop ``x-*`` extensions and report (and drop) keys gitdock does not know.
+def check_keys(data: Any, doc: Document) -> tuple[Any, list[SpecProblem], list[str]]:
+    """Drop ``x-*`` extensions, drop (with a warning) keys without effect on this target,
+    and report (and drop) keys gitdock refuses or does not know.
 
-    Returns a cleaned copy of ``data`` for validation; ``data`` itself is untouched.
+    Returns a cleaned copy of ``data`` for validation, the problems and the warnings;
+    ``data`` itself is untouched.
     """
     problems: list[SpecProblem] = []
-    return _strip(data, ComposeFile, (), doc, problems), problems
+    warnings: list[str] = []
+    return _strip(data, ComposeFile, (), doc, (problems, warnings)), problems, warnings
+
+
+Found = tuple[list[SpecProblem], list[str]]  # (problems, warnings) collected by _strip
 
 
 def _unwrap(tp: Any) -> Any:
@@ -59,6 +66,9 @@ def _unwrap(tp: Any) -> Any:
 def _fits(tp: Any, value: Any) -> bool:
     tp = _unwrap(tp)
     origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        # A union inside an Optional (``ServiceNetworks | None``): any member may fit.
+        return any(_fits(member, value) for member in get_args(tp))
     if isinstance(value, dict):
         return origin is dict or (isinstance(tp, type) and issubclass(tp, SpecModel))
     if isinstance(value, list):
@@ -66,42 +76,50 @@ def _fits(tp: Any, value: Any) -> bool:
     return False
 
 
-def _strip(value: Any, tp: Any, path: Path, doc: Document, problems: list[SpecProblem]) -> Any:
+def _strip(value: Any, tp: Any, path: Path, doc: Document, found: Found) -> Any:
     tp = _unwrap(tp)
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         member = next((m for m in get_args(tp) if _fits(m, value)), None)
-        return value if member is None else _strip(value, member, path, doc, problems)
+        return value if member is None else _strip(value, member, path, doc, found)
     if isinstance(tp, type) and issubclass(tp, SpecModel):
-        if not isinstance(value, dict):
-            return value
-        out: dict[str, Any] = {}
-        fields = tp.model_fields
-        for key, item in value.items():
-            if key.startswith("x-"):
-                continue
-            child = (*path, key)
-            if key in fields:
-                out[key] = _strip(item, fields[key].annotation, child, doc, problems)
-                continue
-            if key == "build" and tp is ServiceSpec:
-                message = BUILD_MESSAGE
-            elif key in tp.UNSUPPORTED:
-                message = f"`{key}` is not supported yet"
-            else:
-                message = f"unknown key `{key}`"
-                close = closest_match(key, [*fields, *tp.UNSUPPORTED])
-                if close:
-                    message += f", did you mean `{close}`?"
-            problems.append(SpecProblem(message, format_path(child), doc.locate(child, prefer_key=True)))
-        return out
+        return _strip_model(value, tp, path, doc, found) if isinstance(value, dict) else value
     if origin in (list, tuple) and isinstance(value, list):
         (item_tp, *_) = get_args(tp)
-        return [_strip(v, item_tp, (*path, i), doc, problems) for i, v in enumerate(value)]
+        return [_strip(v, item_tp, (*path, i), doc, found) for i, v in enumerate(value)]
     if origin is dict and isinstance(value, dict):
         _, item_tp = get_args(tp)
-        return {k: _strip(v, item_tp, (*path, k), doc, problems) for k, v in value.items()}
+        return {k: _strip(v, item_tp, (*path, k), doc, found) for k, v in value.items()}
     return value
+
+
+def _strip_model(value: dict[str, Any], tp: type[SpecModel], path: Path, doc: Document, found: Found) -> Any:
+    problems, warnings = found
+    out: dict[str, Any] = {}
+    fields = tp.model_fields
+    for key, item in value.items():
+        if not isinstance(key, str) or key.startswith("x-"):
+            continue
+        child = (*path, key)
+        if key in tp.REFUSED:
+            message = tp.REFUSED[key]
+        elif key in fields:
+            out[key] = _strip(item, fields[key].annotation, child, doc, found)
+            continue
+        elif key in tp.NO_EFFECT:
+            warnings.append(f"{format_path(child)} {tp.NO_EFFECT[key]}")
+            continue
+        elif key == "build" and tp is ServiceSpec:
+            message = BUILD_MESSAGE
+        elif key in tp.UNSUPPORTED:
+            message = f"`{key}` is not supported yet"
+        else:
+            message = f"unknown key `{key}`"
+            close = closest_match(key, [*fields, *tp.UNSUPPORTED, *tp.NO_EFFECT])
+            if close:
+                message += f", did you mean `{close}`?"
+        problems.append(SpecProblem(message, format_path(child), doc.locate(child, prefer_key=True)))
+    return out
 
 
 @dataclass
@@ -120,6 +138,8 @@ class Validated:
     secrets: dict[str, SecretSpec] = field(default_factory=dict)
     config_keys: tuple[str, ...] = ()
     secret_keys: tuple[str, ...] = ()
+    # Settings accepted without effect on this target, each with its reason (check_keys).
+    warnings: list[str] = field(default_factory=list)
 
 
 def validate_compose(data: Any, doc: Document) -> tuple[Validated, list[SpecProblem]]:

@@ -192,16 +192,20 @@ _RESET_TAG, _OVERRIDE_TAG = "!reset", "!override"
 
 
 def load_yaml(
-    text: str, filename: str, on_string: StringHook | None = None
+    text: str,
+    filename: str,
+    on_string: StringHook | None = None,
+    merge: Callable[[Any, Any], Any] | None = None,
 ) -> tuple[Document, list[SpecProblem]]:
-    """Parse one YAML document into plain values with positions.
+    """Parse a YAML file into plain values with positions; several documents are merged in
+    order by ``merge`` (``merge.merge_documents``, which this module sits below).
 
     Returns every problem found; a parse error is a single problem at the parser's mark.
     An empty document yields ``Document(None)``. ``!reset`` and ``!override`` become
     ``Reset``/``Override`` markers for the merge of several files to act on.
     """
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = Position(filename, mark.line + 1, mark.column + 1) if mark else Position(filename, 1, 1)
@@ -212,10 +216,17 @@ def load_yaml(
     except yaml.YAMLError as exc:  # e.g. a reader error on control characters
         return Document(None), [SpecProblem(f"invalid YAML: {exc}", "", Position(filename, 1, 1))]
     walker = _Walker(filename, on_string)
-    if node is None:
+    nodes = [n for n in nodes if n is not None]
+    if not nodes:
         return Document(None), []
-    data = walker.convert(node, ())
-    return Document(data, walker.position(node)), walker.problems
+    data = walker.convert(nodes[0], ())
+    for node in nodes[1:]:
+        # Several documents in one file merge in order, as several -f files do (compose-go).
+        if merge is None:
+            walker.problem("a file with several YAML documents needs a merge (none given)", (), node)
+            break
+        data = merge(data, walker.convert(node, ()))
+    return Document(data, walker.position(nodes[0])), walker.problems
 
 
 class _Walker:
@@ -290,6 +301,10 @@ class _Walker:
                 self.problem("mapping keys must be strings", path, key_node)
                 continue
             key = key_node.value
+            if not key_node.style and not isinstance(resolve_plain_scalar(key), str):
+                # Compose refuses non-string keys (compose-go: "non-string key").
+                self.problem(f"non-string key {key}: quote it to use it as a name", (*path, key), key_node)
+                continue
             if key in first_seen:
                 if not merging:
                     line = first_seen[key].start_mark.line + 1

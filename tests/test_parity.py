@@ -183,6 +183,8 @@ def normalise(inspect: dict[str, Any], project: str) -> dict[str, Any]:
         name: sorted(a for a in (ep.get("Aliases") or []) if a != short_id) for name, ep in networks.items()
     }
     out["Links"] = {name: sorted(ep.get("Links") or []) for name, ep in networks.items()}
+    # Static addresses (issue 11: ipv4_address, link_local_ips reach the endpoint).
+    out["IPAMConfig"] = {name: ep.get("IPAMConfig") or None for name, ep in networks.items()}
     # Order and emptiness carry no meaning here: gitdock sorts environment entries (compose
     # keeps file order), and Docker reports an empty setting as {} or null by who sent it.
     out["Config.Env"] = sorted(out["Config.Env"] or [])
@@ -311,5 +313,43 @@ def test_every_supported_attribute_matches_docker_compose(tmp_path: Path, projec
     (tmp_path / "token.txt").write_text("s3cret\n")
     path = tmp_path / "compose.yaml"
     path.write_text(PARITY_PROJECT)
+    theirs, ours = deploy_both(path, project_name)
+    assert_same(theirs, ours)
+
+
+# Issue 11's keys that docker-compose 1.29 also knows: static and link-local addresses,
+# network priority, nocopy volumes, bind propagation, extra hosts as a mapping.
+PARITY_ISSUE_11 = f"""
+services:
+  addressed:
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+    extra_hosts: {{one: 10.0.0.1, two: 10.0.0.2}}
+    networks:
+      low: {{priority: 1}}
+      high:
+        priority: 10
+        ipv4_address: 172.31.77.10
+        link_local_ips: [169.254.77.10]
+    volumes:
+      - type: volume
+        source: data
+        target: /data
+        volume: {{nocopy: true}}
+      - ./conf:/conf:ro,rprivate
+networks:
+  low: {{}}
+  high:
+    ipam:
+      config: [{{subnet: 172.31.77.0/24}}]
+volumes:
+  data: {{}}
+"""
+
+
+def test_issue_11_keys_match_docker_compose(tmp_path: Path, project_name: str) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "compose.yaml"
+    path.write_text(PARITY_ISSUE_11)
     theirs, ours = deploy_both(path, project_name)
     assert_same(theirs, ours)

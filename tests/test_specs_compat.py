@@ -215,10 +215,9 @@ def test_volumes_from_and_links_name_the_containers_and_add_dependencies(tmp_pat
     assert [name for name, _ in svc.depends_on] == ["data", "db"]
 
 
-def test_namespace_sharing_with_a_service_is_refused(tmp_path: Path) -> None:
+def test_namespace_sharing_with_an_undefined_service_is_refused(tmp_path: Path) -> None:
     assert problems(tmp_path, "services:\n  web:\n    image: nginx\n    pid: service:db\n") == [
-        'services.web.pid: "service:db": sharing a namespace with a service is not supported yet; '
-        "use container:NAME"
+        'services.web.pid: pid refers to undefined service "db"'
     ]
 
 
@@ -234,9 +233,9 @@ def test_pull_policy_platform_and_profiles_are_kept(tmp_path: Path) -> None:
     assert (svc.pull_policy, svc.platform, svc.profiles) == ("never", "linux/amd64", ("debug",))
 
 
-def test_pull_policy_build_is_refused(tmp_path: Path) -> None:
+def test_pull_policy_build_needs_build(tmp_path: Path) -> None:
     (found,) = problems(tmp_path, "services:\n  web:\n    image: nginx\n    pull_policy: build\n")
-    assert "gitdock deploys images" in found
+    assert "pull_policy build needs build:" in found
 
 
 # --- configs and secrets ----------------------------------------------------------------
@@ -496,6 +495,6 @@ def test_ignore_build_deploys_the_image(tmp_path: Path) -> None:
     assert load(tmp_path, text, ignore_build=True).service("web").image == "nginx"
 
 
-def test_ignore_build_still_needs_an_image(tmp_path: Path) -> None:
-    (found,) = problems(tmp_path, "services:\n  web:\n    build: .\n", ignore_build=True)
-    assert "build is not supported" in found
+def test_ignore_build_still_builds_a_service_without_an_image(tmp_path: Path) -> None:
+    svc = load(tmp_path, "services:\n  web:\n    build: .\n", ignore_build=True).service("web")
+    assert svc.build is not None and svc.image == f"{svc.build.repository}"

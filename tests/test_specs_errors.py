@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gitdock.specs import SpecError, SpecProblem, load_project
+from gitdock.specs import SpecError, SpecProblem, load_project, load_project_with_warnings
 from gitdock.specs.errors import PermanentError
 
 
@@ -106,31 +106,62 @@ def test_unknown_nested_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["gpus", "develop", "credential_spec", "blkio_config", "post_start", "use_api_socket"]
+    ("key", "message"),
+    [
+        ("gpus", 'expected "all" or a list of device requests, got a mapping'),
+        ("blkio_config", "expected a mapping, got a list"),
+        ("post_start", "expected a list, got a mapping"),
+        ("use_api_socket", "expected true or false, got a mapping"),
+    ],
 )
-def test_unsupported_service_key(tmp_path: Path, key: str) -> None:
-    text = f"services:\n  web:\n    image: nginx\n    {key}: []\n"
-    assert one(tmp_path, text) == f"4:5: services.web.{key}: `{key}` is not supported yet"
+def test_a_wrong_shape_of_a_newer_service_key_is_refused(tmp_path: Path, key: str, message: str) -> None:
+    value = "[]" if key == "blkio_config" else "{x: 1}"
+    found = one(tmp_path, f"services:\n  web:\n    image: nginx\n    {key}: {value}\n")
+    assert found.endswith(f"services.web.{key}: {message}"), found
 
 
-def test_unsupported_nested_key(tmp_path: Path) -> None:
+def warnings_of(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "compose.yaml"
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return load_project_with_warnings([path], environ={})[1]
+
+
+def test_a_swarm_only_deploy_key_loads_with_a_warning(tmp_path: Path) -> None:
     text = "services:\n  web:\n    image: nginx\n    deploy:\n      placement: {constraints: []}\n"
-    assert one(tmp_path, text) == "5:7: services.web.deploy.placement: `placement` is not supported yet"
+    assert warnings_of(tmp_path, text) == [
+        "services.web.deploy.placement has no effect on a plain Docker host (Swarm only)"
+    ]
 
 
-def test_unsupported_top_level_key(tmp_path: Path) -> None:
-    assert one(tmp_path, "services: {}\nmodels: {}\n") == "2:1: models: `models` is not supported yet"
+def test_top_level_models_load_with_a_warning(tmp_path: Path) -> None:
+    assert warnings_of(tmp_path, "services: {}\nmodels: {m: {model: ai/x}}\n") == [
+        "models needs Docker Model Runner, which gitdock does not drive; it has no effect on this target"
+    ]
 
 
-def test_build_is_refused_with_its_own_message(tmp_path: Path) -> None:
-    assert one(tmp_path, "services:\n  web:\n    build: .\n") == (
-        "3:5: services.web.build: build is not supported: gitdock deploys images, it does not build them; "
-        "set image:"
+def test_a_refused_key_names_its_reason(tmp_path: Path) -> None:
+    text = (
+        "services:\n  web:\n    image: nginx\n    volumes:\n"
+        "      - {type: volume, source: d, target: /d, volume: {subpath: x}}\nvolumes: {d: {}}\n"
+    )
+    found = one(tmp_path, text)
+    assert found.startswith(
+        "5:56: services.web.volumes[0].volume.subpath: volume.subpath needs Docker Engine API 1.45"
+    ), found
+
+
+def test_build_context_outside_the_project_is_refused(tmp_path: Path) -> None:
+    assert one(tmp_path, "services:\n  web:\n    build: ../other\n") == (
+        "3:12: services.web.build: ../other: the build context is outside the project directory "
+        f"{tmp_path}/app"
     )
 
 
 def test_missing_image(tmp_path: Path) -> None:
-    assert one(tmp_path, "services:\n  web:\n    user: x\n") == "2:3: services.web.image: `image` is required"
+    assert (
+        one(tmp_path, "services:\n  web:\n    user: x\n")
+        == "3:5: services.web: `image` or `build` is required"
+    )
 
 
 @pytest.mark.parametrize(
@@ -163,10 +194,13 @@ def test_long_port_wrong_type(tmp_path: Path) -> None:
     [
         ('"data:rel"', '"data:rel" is not a volume mapping: the container path must be absolute'),
         ('"a:/b:c:d"', '"a:/b:c:d" is not a volume mapping (expected [SOURCE:]TARGET[:MODE])'),
-        ('"./x:/y:z"', 'volume option "z" is not supported yet'),
+        ('"./x:/y:nocopy"', '"./x:/y:nocopy": volume option "nocopy" applies to volumes only'),
         ('"./x:/y:rx"', '"./x:/y:rx" is not a volume mapping: unknown mode "rx"'),
         ("{type: bind, target: /x}", "a bind mount needs a source"),
-        ("{type: npipe, source: x, target: /x}", "volume type npipe is not supported yet"),
+        (
+            "{type: npipe, source: x, target: /x}",
+            "volume type npipe is a Windows named pipe; it does not exist on a Linux Docker host",
+        ),
     ],
 )
 def test_malformed_volume(tmp_path: Path, volume: str, message: str) -> None:
@@ -329,9 +363,9 @@ def test_required_variable_missing(tmp_path: Path) -> None:
 
 
 def test_invalid_interpolation(tmp_path: Path) -> None:
-    text = "services:\n  web:\n    image: nginx\n    command: echo $\n"
+    text = "services:\n  web:\n    image: nginx\n    command: echo ${\n"
     assert one(tmp_path, text) == (
-        '4:14: services.web.command: invalid interpolation format in "echo $": you may need to escape any $ '
+        '4:14: services.web.command: invalid interpolation format in "echo ${": you may need to escape any $ '
         "with another $"
     )
 
@@ -361,13 +395,13 @@ def test_ten_errors_give_ten_problems(tmp_path: Path) -> None:
       web:
         image: nginx
         enviroment: {}
-        gpus: all
+        gpus: some
         ports: ["80:80:80"]
         restart: sometimes
         depends_on: [nope]
         volumes: [undeclared:/x]
       api:
-        build: .
+        image: [x]
         healthcheck: {interval: soon}
         network_mode: host
         networks: [default]

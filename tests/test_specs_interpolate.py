@@ -77,12 +77,19 @@ def test_interpolate_raises_for_required_variables(template: str, message: str) 
     assert str(exc.value) == message
 
 
-@pytest.mark.parametrize(
-    "template", ["a$", "$ x", "${", "${SET", "${}", "${1A}", "${SET!x}", "$-", "${UNSET:-x"]
-)
+@pytest.mark.parametrize("template", ["${", "${SET", "${}", "${1A}", "${SET!x}", "${UNSET:-x"])
 def test_interpolate_rejects_malformed_templates(template: str) -> None:
     with pytest.raises(InterpolationError, match="invalid interpolation format"):
         interpolate(template, ENV)
+
+
+@pytest.mark.parametrize(
+    "template", ["a$", "$ x", "$-", "$(date)", "echo $1 $@", "cost: 5$", "$(cmd) ${SET}"]
+)
+def test_interpolate_keeps_a_dollar_that_starts_no_variable_as_compose_does(template: str) -> None:
+    result, missing = interpolate(template, ENV)
+    assert result == template.replace("${SET}", ENV["SET"])
+    assert missing == ()
 
 
 def env(text: str, environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -12,6 +12,7 @@ import time
 from typing import TextIO
 
 from gitdock.runtime.execute import ExecEvent
+from gitdock.runtime.plan import Operation
 
 _MARK = {"start": "…", "done": "✔", "failed": "✘", "skipped": "-"}
 _WORD = {
@@ -45,6 +46,16 @@ class Progress:
                 self._redraw()
             elif event.phase != "start":
                 self.stream.write(line + "\n")
+                self.stream.flush()
+
+    def output(self, op: Operation, text: str) -> None:
+        """A line a build printed: the running row shows the latest; elsewhere each is printed."""
+        with self._lock:
+            if self.tty:
+                self._rows[op.id] = f" {_MARK['start']} {op.resource:<28} {op.kind.value:<18} {text[:80]}"
+                self._redraw()
+            else:
+                self.stream.write(f"   {op.resource} | {text}\n")
                 self.stream.flush()
 
     def _redraw(self) -> None:

@@ -1,7 +1,8 @@
 """Which Compose project a command acts on: its files, its load, its name, its trust policy.
 
-Also the options that say so (``-f``, ``--env-file``, ``--profile``, ``--ignore-build``, ``-p``,
-``--trust-policy``), shared by every command that takes a project.
+Also the options that say so (``-f``, ``--env-file``, ``--profile``, ``--ignore-build``,
+``--sops-age-key-file``, ``--gnupghome``, ``-p``, ``--trust-policy``), shared by every command
+that takes a project.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from gitdock.specs.model import Project
 
 if TYPE_CHECKING:
     from gitdock.runtime.trust.resolve import TrustContext
+    from gitdock.specs.keyring import Keyring
 
 __all__ = [
     "DEFAULT_FILES",
@@ -59,7 +61,19 @@ def load_project(args: argparse.Namespace) -> Project:
         env_file=args.env_file,
         profiles=getattr(args, "profile", None) or None,
         ignore_build=getattr(args, "ignore_build", False),
+        keyring=sops_keyring(args),
     )
+
+
+def sops_keyring(args: argparse.Namespace) -> Keyring | None:
+    """The keys for SOPS-encrypted files the options name; None finds them as sops does."""
+    age_key_file, gnupghome = getattr(args, "sops_age_key_file", None), getattr(args, "gnupghome", None)
+    if not age_key_file and not gnupghome:
+        return None
+    from gitdock.specs.keyring import Keyring
+
+    overrides = {"SOPS_AGE_KEY_FILE": age_key_file or "", "GNUPGHOME": gnupghome or ""}
+    return Keyring.from_environ({**os.environ, **{k: v for k, v in overrides.items() if v}})
 
 
 def project_name(args: argparse.Namespace) -> str:
@@ -95,6 +109,15 @@ def add_project_args(p: argparse.ArgumentParser, *, files: bool = True) -> None:
             "--ignore-build",
             action="store_true",
             help="deploy services that have both build: and image: from the image, ignoring build:",
+        )
+        p.add_argument(
+            "--sops-age-key-file",
+            metavar="FILE",
+            help="age identities for SOPS-encrypted env, config and secret files "
+            "(default: $SOPS_AGE_KEY_FILE, $SOPS_AGE_KEY)",
+        )
+        p.add_argument(
+            "--gnupghome", metavar="DIR", help="GnuPG home for PGP-encrypted SOPS files (default: $GNUPGHOME)"
         )
     p.add_argument(
         "-p", "--project-name", help="project name (default: name: in the file, else its directory)"

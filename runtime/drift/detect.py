@@ -34,6 +34,8 @@ from gitdock.runtime.record import (
     AppliedContainer,
     AppliedRecord,
     ExpectedState,
+    env_digest,
+    is_env_digest,
     mount_keys,
     port_keys,
     restart_text,
@@ -307,6 +309,12 @@ def _env_map(entries: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def _env_matches(want: str, have: str | None) -> bool:
+    if have is not None and is_env_digest(want):
+        return env_digest(have) == want
+    return have == want
+
+
 def _show_env(key: str, value: str | None, secret_names: Collection[str]) -> str:
     if value is None:
         return f"{key} unset"
@@ -568,14 +576,16 @@ class _Detector:
 
     def environment(self, rc: AppliedContainer, name: str, config: Mapping[str, Any]) -> None:
         want_env, have_env = _env_map(rc.env), _env_map(config.get("Env") or ())
-        changed = sorted(k for k, v in want_env.items() if have_env.get(k) != v)
+        changed = sorted(k for k, v in want_env.items() if not _env_matches(v, have_env.get(k)))
+        # Values recorded as digests came from SOPS files: never shown, live or wanted.
+        hidden = {*self.secret_names, *(k for k, v in want_env.items() if is_env_digest(v))}
         if changed:
             self.add(
                 rc.resource,
                 DriftField.ENVIRONMENT,
                 DriftKind.CHANGED,
-                ", ".join(_show_env(k, want_env[k], self.secret_names) for k in changed),
-                ", ".join(_show_env(k, have_env.get(k), self.secret_names) for k in changed),
+                ", ".join(_show_env(k, want_env[k], hidden) for k in changed),
+                ", ".join(_show_env(k, have_env.get(k), hidden) for k in changed),
                 container=name,
             )
 

@@ -1,5 +1,8 @@
 """Images: find each service's image locally, and pull it only for a container that needs it. Pure.
 
+A service with ``build:`` runs its content tag (``runtime.build``): it is built when that tag
+is missing, before anything else in the plan, and never pulled.
+
 References are parsed and compared by ``gitdock.specs.reference`` (Docker's rules); the
 executor gets the ``(image, tag)`` it passes to the Engine, so it parses nothing.
 """
@@ -8,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from gitdock.runtime.build import BuildMode
+from gitdock.runtime.desired import desired_build
+from gitdock.runtime.labels import build_resource
 from gitdock.runtime.observe import ObservedState
 from gitdock.runtime.plan.context import Planning
 from gitdock.runtime.plan.model import OpKind
@@ -25,7 +31,13 @@ def familiar_image(ref: str) -> str:
 
 
 def find_image_id(observed: ObservedState, ref: str) -> str | None:
-    """The id of the local image that ``ref`` names, or None when it is not present."""
+    """The id of the local image that ``ref`` names, or None when it is not present.
+
+    A bare image id (``sha256:…``, how a rollback pins the exact image a revision ran) names
+    itself when that image is still here.
+    """
+    if ref.startswith("sha256:"):
+        return ref if any(image.id == ref for image in observed.images) else None
     parsed = _parsed(ref)
     return observed.image_id(parsed) if parsed is not None else None
 
@@ -54,7 +66,12 @@ def locate_images(p: Planning) -> None:
 
 
 def pull_deps(p: Planning, svc: Service) -> list[int]:
-    """The PullImage a container of ``svc`` must wait for, added the first time it is needed."""
+    """The PullImage a container of ``svc`` must wait for, added the first time it is needed.
+
+    A built service waits for its BuildImage instead, when the plan has one.
+    """
+    if svc.build is not None:
+        return [p.image_ready[svc.image]] if svc.image in p.image_ready else []
     if p.image_ids[svc.image] is not None:
         return []
     if svc.image not in p.image_ready:
@@ -67,6 +84,59 @@ def pull_deps(p: Planning, svc: Service) -> list[int]:
             pull=pull_arguments(source),
         )
     return [p.image_ready[svc.image]]
+
+
+def reconcile_builds(p: Planning, mode: BuildMode) -> None:
+    """A BuildImage for each built service whose content tag is missing (or that must build).
+
+    ``mode``: AUTO builds what is missing, ALWAYS (``--build``) builds every one, NEVER
+    (``--no-build``) builds none and refuses the plan when a content tag is missing.
+    """
+    for svc in sorted(p.project.services, key=lambda s: s.name):
+        if svc.build is None or svc.image in p.image_ready:
+            continue
+        cause = _build_cause(p, svc, mode)
+        if cause is None:
+            continue
+        if mode is BuildMode.NEVER:
+            p.problems.append(f"service {svc.name}: image {svc.image} is not built and --no-build was given")
+            continue
+        p.image_ready[svc.image] = p.add(
+            OpKind.BUILD_IMAGE,
+            build_resource(svc.name),
+            cause,
+            image=svc.image,
+            service=svc.name,
+            build=desired_build(p.project, svc),
+        )
+
+
+def _build_cause(p: Planning, svc: Service, mode: BuildMode) -> str | None:
+    """Why ``svc``'s image is built: ``not found``, ``context changed``, or it was asked for."""
+    if find_image_id(p.observed, svc.image) is None:
+        assert svc.build is not None
+        earlier = f"{svc.build.repository}:"
+        built_before = any(t.startswith(earlier) for image in p.observed.images for t in image.repo_tags)
+        return "context changed" if built_before else "not found"
+    if mode is BuildMode.ALWAYS:
+        return "build requested"
+    if svc.pull_policy == "build":
+        return "pull_policy build"
+    return None
+
+
+def build_first(p: Planning) -> None:
+    """Make every other operation wait for all the builds, so a failed one changes nothing live.
+
+    Only operations that wait for nothing but builds need the edges: the rest wait for them.
+    """
+    builds = set(p.operations.ids_of(OpKind.BUILD_IMAGE))
+    if not builds:
+        return
+    ops = p.operations.ops
+    for i, op in enumerate(ops):
+        if op.kind is not OpKind.BUILD_IMAGE and builds.issuperset(op.deps):
+            ops[i] = replace(op, deps=tuple(sorted(builds)))
 
 
 def _parsed(ref: str) -> ImageReference | None:

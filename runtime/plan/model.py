@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from gitdock.runtime.desired import DesiredContainer, DesiredNetwork, DesiredVolume
+from gitdock.runtime.desired import DesiredBuild, DesiredContainer, DesiredNetwork, DesiredVolume
 from gitdock.specs.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class OpKind(str, Enum):
     CREATE_VOLUME = "CreateVolume"
     REMOVE_VOLUME = "RemoveVolume"
     PULL_IMAGE = "PullImage"
+    BUILD_IMAGE = "BuildImage"
     CREATE_CONTAINER = "CreateContainer"
     RECREATE_CONTAINER = "RecreateContainer"
     START_CONTAINER = "StartContainer"
@@ -69,9 +70,10 @@ class Operation:
     """One step of a plan. ``target`` is the live object acted on (id or name), if any.
 
     ``pull`` is ``(image, tag)`` for a PullImage (the tag may be a digest); ``temp_name`` is
-    the name a RecreateContainer builds the replacement under; ``network_container`` is the
-    container whose network a ``network_mode: service:`` container joins (None when that
-    service has none); ``wait_for`` are the containers a WaitHealthy/WaitCompleted watches.
+    the name a RecreateContainer builds the replacement under; ``build`` is what a BuildImage
+    builds; ``network_container`` is the container whose network a ``network_mode: service:``
+    container joins (None when that service has none); ``wait_for`` are the containers a
+    WaitHealthy/WaitCompleted watches.
     """
 
     id: int
@@ -82,6 +84,7 @@ class Operation:
     container: DesiredContainer | None = field(default=None, compare=False)
     network: DesiredNetwork | None = field(default=None, compare=False)
     volume: DesiredVolume | None = field(default=None, compare=False)
+    build: DesiredBuild | None = field(default=None, compare=False)
     target: str | None = None
     target_name: str | None = None
     image: str | None = None
