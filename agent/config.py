@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from gitdock.agent.commits import VerifyMode
 from gitdock.agent.git import (
     Auth,
     BasicAuth,
@@ -51,6 +52,7 @@ from gitdock.agent.git import (
     display_url,
 )
 from gitdock.agent.policy import TrustConfig
+from gitdock.agent.signers import CommitVerifier, GpgVerifier, SshVerifier
 from gitdock.agent.telemetry import TelemetryConfig
 from gitdock.agent.webhooks import Provider
 from gitdock.agent.yamlconfig import validation_problems
@@ -64,6 +66,7 @@ __all__ = [
     "DriftPolicy",
     "Secret",
     "SourceConfig",
+    "VerifyConfig",
     "load_config",
     "parse_config",
 ]
@@ -210,6 +213,54 @@ class Defaults(_Model):
     timeout: Duration = 120.0  # git fetch timeout
     wait_timeout: Duration = 120.0  # service_healthy / completed waits in converge
     debounce: Duration = 0.2  # webhook burst window
+    settle: Duration = 10.0  # health gate: a container without healthcheck runs this long unrestarted
+    health_timeout: Duration = 120.0  # health gate: not ready by then and the revision failed
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str | Path) else value
+
+
+class VerifyKeysConfig(_Model):
+    """Who may sign: an SSH ``allowed_signers`` file and/or OpenPGP public key files."""
+
+    ssh: Path | None = None
+    gpg: Annotated[tuple[Path, ...], BeforeValidator(_as_list)] = ()
+
+    @model_validator(mode="after")
+    def _some(self) -> VerifyKeysConfig:
+        if self.ssh is None and not self.gpg:
+            raise ValueError("verify.keys needs `ssh` (an allowed_signers file) or `gpg` (public key files)")
+        return self
+
+
+class VerifyConfig(_Model):
+    """Signed commits for one source (agent/signers.py): refuse a revision unless signed."""
+
+    mode: VerifyMode = VerifyMode.HEAD
+    keys: VerifyKeysConfig
+    max_commits: int = Field(default=100, ge=1, le=10_000)
+
+    def verifier(self, base_dir: Path) -> CommitVerifier:
+        """The source's CommitVerifier; relative key paths are taken from `base_dir`."""
+
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else base_dir / p
+
+        keys = self.keys
+        return CommitVerifier(
+            self.mode,
+            ssh=SshVerifier(fix(keys.ssh)) if keys.ssh else None,
+            gpg=GpgVerifier([fix(p) for p in keys.gpg]) if keys.gpg else None,
+            max_commits=self.max_commits,
+        )
+
+
+class RollbackMode(str, Enum):
+    """What to do when a revision fails its health gate: re-apply the last healthy one, or not."""
+
+    AUTO = "auto"
+    OFF = "off"
 
 
 class SourceConfig(_Model):
@@ -227,8 +278,16 @@ class SourceConfig(_Model):
     pass_env: tuple[str, ...] = ()
     auth: AuthConfig | None = None
     drift: DriftPolicy = DriftPolicy.HEAL
+    # The health gate and rollback (runtime/health.py); unset: the defaults' settle and timeout.
+    settle: Duration | None = None
+    health_timeout: Duration | None = None
+    rollback: RollbackMode = RollbackMode.AUTO
+    # Sources that must be healthy at their current revision before this one is reconciled.
+    depends_on: tuple[str, ...] = ()
     # Image trust for this source; replaces the agent-wide `trust:` when set.
     trust: TrustConfig | None = None
+    # Signed commits: refuse a revision whose commits are not signed by an allowed key.
+    verify: VerifyConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -358,6 +417,7 @@ class AgentConfig(_Model):
                     f"{s.project_name!r}; they would undo each other"
                 )
             projects[s.project_name] = s.name
+        _check_depends_on(self.sources)
         return self
 
     @property
@@ -371,11 +431,40 @@ class AgentConfig(_Model):
     def interval(self, source: SourceConfig) -> float:
         return source.interval or self.defaults.interval
 
+    def settle(self, source: SourceConfig) -> float:
+        return source.settle if source.settle is not None else self.defaults.settle
+
+    def health_timeout(self, source: SourceConfig) -> float:
+        return source.health_timeout if source.health_timeout is not None else self.defaults.health_timeout
+
     def jitter(self, source: SourceConfig) -> float:
         value = source.jitter if source.jitter is not None else self.defaults.jitter
         if value is None:
             value = min(self.interval(source) * 0.1, 30.0)
         return value
+
+
+def _check_depends_on(sources: tuple[SourceConfig, ...]) -> None:
+    """Every ``depends_on`` names another source, and no chain of them comes back round."""
+    graph = {s.name: s.depends_on for s in sources}
+    for s in sources:
+        for other in s.depends_on:
+            if other not in graph or other == s.name:
+                raise ValueError(
+                    f"source {s.name!r}: depends_on names {other!r}, which is not another source"
+                )
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            raise ValueError("depends_on has a cycle: " + " -> ".join((*path[path.index(name) :], name)))
+        if name not in done:
+            for other in graph[name]:
+                visit(other, (*path, name))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:

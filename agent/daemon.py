@@ -3,7 +3,8 @@
 ``Agent`` holds everything a running agent has and answers what the HTTP API asks (status,
 readiness, drift, counters); ``server`` serves it. Triggers reach the scheduler from three
 places: interval polls, webhooks (debounced per source) and Docker events (drift, debounced
-per burst). The events stream only says when to look again: the reconcile decides.
+per burst). The events stream only says when to look again: the reconcile decides. A source
+that turns healthy wakes the sources that ``depends_on`` it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any, Final
 from gitdock.agent.config import AgentConfig, SourceConfig
 from gitdock.agent.git import GitCache
 from gitdock.agent.reconcile import Reconciler
-from gitdock.agent.results import ConditionType, ReconcileResult, iso_time, source_conditions
-from gitdock.agent.scheduler import Schedule, SourceScheduler
-from gitdock.agent.state import StateStore, Trigger
+from gitdock.agent.results import ConditionType, Reason, ReconcileResult, iso_time, source_conditions
+from gitdock.agent.scheduler import Schedule, SourceScheduler, Ticket
+from gitdock.agent.state import Result, StateStore, Trigger
 from gitdock.agent.telemetry import SpanContext
 from gitdock.agent.webhooks import Debouncer
 from gitdock.runtime.docker import DockerClient
@@ -79,6 +80,7 @@ class Agent:
         self._transitions: dict[tuple[str, ConditionType], tuple[bool, datetime]] = {}
         self._transitions_lock = threading.Lock()
         self._links: dict[str, list[SpanContext]] = {}
+        self._rollback_to: dict[str, str | None] = {}  # by hand: the revision asked for
         self._links_lock = threading.Lock()
         # Drift: the events stream tells when to look again (level-based: the reconcile decides).
         self._source_of = {s.project_name: s.name for s in config.sources}
@@ -131,8 +133,20 @@ class Agent:
     def _run(self, name: str, trigger: Trigger) -> ReconcileResult:
         source = self.config.source(name)
         assert source is not None
+        if trigger is Trigger.ROLLBACK:
+            with self._links_lock:
+                target = self._rollback_to.pop(name, None)
+            return self.reconciler.rollback_by_hand(source, target)
         links = self._take_links(name) if trigger is Trigger.WEBHOOK else []
         return self.reconciler.reconcile(source, trigger, links)
+
+    def rollback(self, name: str, revision: str | None) -> Ticket:
+        """Roll source ``name`` back to ``revision`` (default: the last healthy one before the
+        live one) in its turn. Raises UnknownRevision at once when there is no such revision."""
+        self.reconciler.rollback_target(name, revision)
+        with self._links_lock:
+            self._rollback_to[name] = revision
+        return self.scheduler.request(name, Trigger.ROLLBACK)
 
     def add_link(self, name: str, request: SpanContext) -> None:
         """Remember a webhook request, so the reconcile it triggers links to its span."""
@@ -152,6 +166,14 @@ class Agent:
             key = (project, result.result.value)
             self._reconciles[key] = self._reconciles.get(key, 0) + 1
         # The reconcile's duration and result are recorded by its SYNC span (telemetry.sync_span).
+        if result.result is Result.SUCCESS and result.reason != Reason.UP_TO_DATE.value:
+            self._wake_dependents(result.source)  # an up-to-date poll changed nothing downstream waits on
+
+    def _wake_dependents(self, name: str) -> None:
+        """Source ``name`` is healthy: reconcile the sources that wait for it (``depends_on``)."""
+        for source in self.config.sources:
+            if name in source.depends_on and not self._stop.is_set():
+                self.scheduler.request(source.name, Trigger.DEPENDENCY)
 
     def count_webhook(self, provider: str, status: int) -> None:
         """Count one webhook delivery answered with HTTP ``status``."""

@@ -17,6 +17,7 @@ underscores, the unit is a suffix (``_seconds``) and counters end in ``_total``:
     gitdock_last_apply_timestamp_seconds    gauge      project
     gitdock_verification_failures_total     counter    reason
     gitdock_git_fetch_duration_seconds      histogram  source
+    gitdock_rollbacks_total                 counter    project, result
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ LAST_APPLY: Final = _Instrument(
 VERIFICATION_FAILURES: Final = _Instrument(
     "gitdock.verification.failures", "1", "Images refused by signature policy, by reason."
 )
+ROLLBACKS: Final = _Instrument(
+    "gitdock.rollbacks", "1", "Rollbacks to the last healthy revision, by project and result."
+)
 GIT_FETCH_DURATION: Final = _Instrument(
     "gitdock.git.fetch.duration", "s", "Duration of one git fetch, by source."
 )
@@ -113,6 +117,7 @@ class Metrics:
         self._last_apply = _gauge(meter, LAST_APPLY)
         self._verification_failures = _counter(meter, VERIFICATION_FAILURES)
         self._git_fetch_duration = _histogram(meter, GIT_FETCH_DURATION)
+        self._rollbacks = _counter(meter, ROLLBACKS)
 
     @classmethod
     def noop(cls) -> Metrics:
@@ -139,6 +144,10 @@ class Metrics:
 
     def count_verification_failure(self, reason: str) -> None:
         self._verification_failures.add(1, {"reason": reason})
+
+    def count_rollback(self, project: str, result: str) -> None:
+        """One rollback of ``project`` finished: ``success`` or ``failure``."""
+        self._rollbacks.add(1, {"project": project, "result": result})
 
     def record_git_fetch(self, source: str, seconds: float) -> None:
         self._git_fetch_duration.record(seconds, {"source": source})

@@ -12,11 +12,19 @@ Each stage is a method of ``Reconciler`` that can be called on its own (``fetch`
 sorted by the error tree: a PermanentError is a ``failure``, a TransientError (or any other
 gitdock error) an ``error`` the scheduler retries. A vanished ref is an error naming the ref,
 never a wipe: nothing is removed because git cannot be read.
+
+The gate (``runtime.health``) waits until every container the converge created or started is
+ready; only then is the revision recorded healthy, with the exact images it ran. A revision
+that fails it is recorded failed (not retried until a new commit) and, with ``rollback:
+auto``, the last healthy revision is re-applied from the agent's record: its files from the
+git cache, its images pinned by id (``rollout``), in a ``rollback`` trace linked to the
+failed sync. A source with ``depends_on`` waits until those are healthy at their revision.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -28,7 +36,7 @@ from typing import Any, Final
 
 from gitdock.agent import telemetry as tm
 from gitdock.agent.applied_store import AppliedStore, store_applied
-from gitdock.agent.config import AgentConfig, SourceConfig
+from gitdock.agent.config import AgentConfig, RollbackMode, SourceConfig
 from gitdock.agent.git import GitCache, Revision
 from gitdock.agent.healing import Healer, HealMode, HealPolicy, heal_project
 from gitdock.agent.metrics import get_metrics
@@ -39,20 +47,38 @@ from gitdock.agent.results import (
     drift_reported,
     is_quiet,
     judge_outcome,
+    ref_label,
     shorten,
 )
-from gitdock.agent.state import ImageLock, Result, SourceState, StateStore, Trigger
+from gitdock.agent.rollout import (
+    RollbackFailed,
+    gated_containers,
+    pinned_images,
+    revision_images,
+    rollback_message,
+)
+from gitdock.agent.signers import CommitVerifier, VerifiedRevision
+from gitdock.agent.state import (
+    ImageLock,
+    Result,
+    RevisionRecord,
+    RevisionStatus,
+    SourceState,
+    StateStore,
+    Trigger,
+)
 from gitdock.runtime.converge import Outcome, converge
-from gitdock.runtime.docker import DockerClient, DockerUnavailable
+from gitdock.runtime.docker import DockerClient, DockerError, DockerUnavailable
 from gitdock.runtime.drift.detect import DriftReport
 from gitdock.runtime.drift.watch import EventWatcher, check_drift
+from gitdock.runtime.health import GateReport, HealthGateFailed, wait_ready
 from gitdock.runtime.record import AppliedRecord
 from gitdock.runtime.trust.resolve import TrustContext
 from gitdock.specs.errors import GitdockError, PermanentError, SpecError, TransientError
 from gitdock.specs.load import load_project
 from gitdock.specs.model import Project
 
-__all__ = ["DEEP_CHECK_EVERY", "Reconciler", "SourceMemo", "work_dir"]
+__all__ = ["DEEP_CHECK_EVERY", "Reconciler", "SourceMemo", "UnknownRevision", "work_dir"]
 
 log = logging.getLogger("gitdock.agent.reconcile")
 
@@ -100,6 +126,10 @@ class _Run:
         return ReconcileResult(self.source.name, self.trigger, result, reason, message, self.sha)
 
 
+class UnknownRevision(PermanentError):
+    """A rollback by hand named a revision that never passed its health gate here."""
+
+
 class _Interrupted(GitdockError):
     """The agent is shutting down; the reconcile stopped before touching Docker."""
 
@@ -139,15 +169,19 @@ class Reconciler:
         self.metrics = get_metrics()
         self._memo: dict[str, SourceMemo] = {}
         self._trust_contexts: dict[str, TrustContext] = {}
+        self._commit_verifiers: dict[str, CommitVerifier] = {}
         self._healers: dict[str, Healer] = {}
         self._memo_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the registry connections of the trust contexts built so far."""
+        """Close the registry connections of the trust contexts, and the commit keyrings."""
         with self._memo_lock:
             contexts, self._trust_contexts = list(self._trust_contexts.values()), {}
+            verifiers, self._commit_verifiers = list(self._commit_verifiers.values()), {}
         for context in contexts:
             context.registry.close()
+        for verifier in verifiers:
+            verifier.close()
 
     def memo(self, name: str) -> SourceMemo:
         """What is kept in memory about source ``name`` (last check, duration, drift)."""
@@ -196,8 +230,12 @@ class Reconciler:
 
     def _run_stages(self, run: _Run) -> ReconcileResult:
         source, memo = run.source, run.memo
+        waiting = self._dependency_wait(run)
+        if waiting is not None:
+            return waiting
         revision = run.revision = self.fetch(source, run.state, memo)
         self._skip_known_bad(run, revision)
+        verified = self.verify_commits(source, run.state, revision)
         with tm.step_span(tm.Step.LOAD):
             project = self.load(source, revision, memo)
         if self.should_stop():
@@ -211,7 +249,9 @@ class Reconciler:
             if drift_result is not None:
                 return drift_result
         result, run.outcome = self.apply(source, run.trigger, revision, project, record, memo)
-        return result
+        if result.result is Result.SUCCESS:
+            result = self.gate(run, project, result, run.outcome)
+        return _with_signer(result, verified)
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -225,6 +265,32 @@ class Reconciler:
         if revision.sha != state.fetched_sha:
             self.store.record_fetch(source.name, revision.sha)
         return revision
+
+    def verify_commits(
+        self, source: SourceConfig, state: SourceState, revision: Revision
+    ) -> VerifiedRevision | None:
+        """Check the revision's commit signatures by the source's ``verify:`` (the fetch stage's
+        last step). A refusal is a PermanentError: nothing of the revision is loaded or applied.
+
+        In mode ``all`` the base is the deployed revision (``agent/signers.py`` says how a
+        force-push is walked).
+        """
+        if source.verify is None:
+            return None
+        with self._memo_lock:
+            verifier = self._commit_verifiers.get(source.name)
+            if verifier is None:
+                verifier = self._commit_verifiers[source.name] = source.verify.verifier(self.config.base_dir)
+        with tm.step_span("verify-commits") as span:
+            span.set_attribute("gitdock.commit.mode", source.verify.mode.value)
+            verified = verifier.verify_revision(self.cache, revision, base=state.applied_sha)
+            span.set_attribute("gitdock.commit.signer", verified.signer.principal)
+            span.set_attribute("gitdock.commit.key", verified.signer.key)
+            span.set_attribute("gitdock.commit.format", verified.signer.format.value)
+            span.set_attribute("gitdock.commit.checked", verified.checked)
+        if revision.sha != state.applied_sha:
+            log.info("source %s: %s", source.name, verified.describe())
+        return verified
 
     def _skip_known_bad(self, run: _Run, revision: Revision) -> None:
         """Raise _Skipped for a commit that failed before (only a manual reconcile retries it)."""
@@ -337,6 +403,7 @@ class Reconciler:
                 wait_timeout=self.config.defaults.wait_timeout,
                 should_stop=self.should_stop,
                 hooks=tm.converge_hooks(metrics=self.metrics),
+                revision=revision.sha,
             )
             changed = outcome.report is not None or record is None or record.revision != revision.sha
             if changed and outcome.is_ok:
@@ -361,8 +428,13 @@ class Reconciler:
         memo.last_result = result.result
         if is_quiet(state, result):
             return
+        waiting = result.reason == Reason.DEPENDENCY_NOT_READY.value
         with self.store.transaction():
-            if result.result is not Result.SKIP:  # a skip keeps the recorded failure
+            if result.live is not None and result.revision is not None:  # rolled back
+                self.store.record_rollback(
+                    source.name, result.revision, result.live, result.reason, result.message
+                )
+            elif result.result is not Result.SKIP or waiting:  # a skip keeps the recorded failure
                 self.store.record_result(
                     source.name, result.revision, result.result, result.reason, result.message
                 )
@@ -377,9 +449,184 @@ class Reconciler:
                 reason=result.reason,
                 message=result.message,
                 duration_ms=round(result.duration * 1000),
+                live=self.store.source(source.name).applied_sha,
             )
         memo.last_plan = result.plan
         _log_result(source, result)
+
+    # -- dependencies, the health gate and rollback -----------------------------------------
+
+    def _dependency_wait(self, run: _Run) -> ReconcileResult | None:
+        """A skip naming the first source of ``depends_on`` not healthy at its revision, or None."""
+        for name in run.source.depends_on:
+            if not self.is_healthy(name):
+                state = self.store.source(name)
+                why = f"{state.reason}: {state.message}" if state.reason else "not reconciled yet"
+                message = shorten(f"waiting for source {name} to be healthy ({why})")
+                return run.result(Result.SKIP, Reason.DEPENDENCY_NOT_READY.value, message)
+        return None
+
+    def is_healthy(self, name: str) -> bool:
+        """Whether source ``name`` runs the revision it fetched and that revision passed its gate."""
+        state = self.store.source(name)
+        if state.result is not Result.SUCCESS or state.applied_sha is None:
+            return False
+        if state.fetched_sha not in (None, state.applied_sha):
+            return False
+        verdict = self.store.revision(name, state.applied_sha)
+        return verdict is not None and verdict.status is RevisionStatus.HEALTHY
+
+    def gate(self, run: _Run, project: Project, result: ReconcileResult, outcome: Outcome) -> ReconcileResult:
+        """Wait for the containers ``outcome`` started to be ready (the health step); record the
+        revision healthy, or failed and roll back (or fail) by the source's policy."""
+        source, sha = run.source, result.revision
+        assert sha is not None
+        judged = self.store.revision(source.name, sha) is not None
+        containers = gated_containers(outcome, project.name, judged=judged)
+        if not containers and judged:
+            return result
+        try:
+            with self._paused(project.name):
+                report = self._wait_ready(source, containers)
+        except HealthGateFailed as exc:
+            cause = str(exc)
+            self.store.record_revision(source.name, sha, RevisionStatus.FAILED, message=shorten(cause))
+            return self._after_failed_gate(run, cause)
+        self._record_healthy(source, sha, project)
+        waited = f"; healthy in {report.seconds:.1f}s" if containers else ""
+        return dataclasses.replace(result, message=shorten(result.message + waited))
+
+    def _wait_ready(self, source: SourceConfig, containers: Sequence[str]) -> GateReport:
+        """The health step: runtime.health's wait, with the source's settle time and timeout."""
+        with tm.step_span("health") as span:
+            span.set_attribute("gitdock.containers", len(containers))
+            return wait_ready(
+                self.docker,
+                containers,
+                settle=self.config.settle(source),
+                timeout=self.config.health_timeout(source),
+                should_stop=self.should_stop,
+            )
+
+    def _record_healthy(self, source: SourceConfig, sha: str, project: Project) -> None:
+        """Record ``sha`` healthy with the images it runs (and their verified digests, if any)."""
+        record = self.applied.load(project.name)
+        images = revision_images(record, None) if record is not None else {}
+        locks = self.store.image_locks(project.name)
+        for entry in images.values():
+            lock = locks.get(entry["reference"])
+            if lock is not None and not entry["pinned"]:
+                repository = entry["reference"].partition("@")[0]
+                if ":" in repository.rpartition("/")[2]:
+                    repository = repository.rsplit(":", 1)[0]
+                entry["pinned"] = f"{repository}@{lock.digest}"
+        self.store.record_revision(source.name, sha, RevisionStatus.HEALTHY, images=images)
+
+    def _after_failed_gate(self, run: _Run, cause: str) -> ReconcileResult:
+        """The failed gate's result: rolled back (or a failed rollback), or failed as it is."""
+        source, revision = run.source, run.revision
+        assert revision is not None
+        good = self.store.last_healthy(source.name, besides=revision.sha)
+        if source.rollback is RollbackMode.OFF or good is None:
+            why = "rollback is off" if good is not None else "no healthy revision to roll back to"
+            message = shorten(f"revision {ref_label(revision)} failed its health gate ({why}): {cause}")
+            return run.result(Result.FAILURE, Reason.HEALTH_FAILED.value, message)
+        return self.rollback(run, good, cause)
+
+    def rollback(self, run: _Run, good: RevisionRecord, cause: str) -> ReconcileResult:
+        """Re-apply ``good`` (its files at that commit, the images it ran) in a ``rollback`` trace.
+
+        RolledBack when it is healthy again, RollbackFailed (Stalled) otherwise; never raises
+        for a gitdock error, and tries nothing else afterwards.
+        """
+        source, failed = run.source, run.sha or ""
+        with tm.rollback_span(source.project_name, failed, good.sha) as span:
+            try:
+                self._reapply(run, good)
+            except GitdockError as exc:
+                self.metrics.count_rollback(source.project_name, "failure")
+                why = exc.render() if isinstance(exc, SpecError) else str(exc)
+                tm.fail_span(span, why, error_type=Reason.ROLLBACK_FAILED.value)
+                message = (
+                    f"rollback from {failed[:12]} to {good.sha[:12]} failed: {why}; the failure: {cause}"
+                )
+                return run.result(Result.FAILURE, Reason.ROLLBACK_FAILED.value, shorten(message))
+        self.metrics.count_rollback(source.project_name, "success")
+        message = shorten(rollback_message(failed, good.sha, cause))
+        return dataclasses.replace(
+            run.result(Result.FAILURE, Reason.ROLLED_BACK.value, message), live=good.sha
+        )
+
+    def _reapply(self, run: _Run, good: RevisionRecord) -> None:
+        """Converge to ``good`` and gate it. Raises RollbackFailed (or another gitdock error)."""
+        source, memo = run.source, run.memo
+        assert run.revision is not None
+        revision = dataclasses.replace(run.revision, sha=good.sha, message="")
+        with tm.step_span(tm.Step.LOAD):
+            project = self.load(source, revision, memo)
+        pins = pinned_images(good.images, self._is_local_image)
+        with self._paused(project.name):
+            outcome = converge(
+                project,
+                self.docker,
+                pinned=pins,
+                wait_timeout=self.config.defaults.wait_timeout,
+                should_stop=self.should_stop,
+                hooks=tm.converge_hooks(metrics=self.metrics),
+                revision=good.sha,
+            )
+            if not outcome.is_ok:
+                failed = outcome.report.failed if outcome.report is not None else []
+                raise RollbackFailed(
+                    "; ".join(f"{r.op.resource}: {r.error}" for r in failed) or "interrupted"
+                )
+            store_applied(project, self.docker, outcome, self.applied, revision=good.sha)
+            try:
+                self._wait_ready(source, gated_containers(outcome, project.name, judged=False))
+            except HealthGateFailed as exc:
+                raise RollbackFailed(f"revision {good.sha[:12]} is not healthy either: {exc}") from exc
+        self.store.record_revision(source.name, good.sha, RevisionStatus.HEALTHY)
+        memo.drift = None
+
+    def rollback_target(self, name: str, revision: str | None) -> RevisionRecord:
+        """The healthy revision a rollback by hand goes to: ``revision`` (a sha or its prefix), or
+        the last healthy one besides the live one. Raises UnknownRevision."""
+        live = self.store.source(name).applied_sha
+        healthy = [r for r in self.store.revisions(name) if r.status is RevisionStatus.HEALTHY]
+        if revision is not None:
+            found = [r for r in healthy if r.sha.startswith(revision.lower())]
+        else:
+            found = [r for r in healthy if r.sha != live]
+        if not found or (revision is not None and len(found) > 1) or len(revision or "x" * 4) < 4:
+            what = f"revision {revision}" if revision else "an earlier revision"
+            raise UnknownRevision(f"source {name}: {what} is not one that passed its health gate here")
+        return found[0]
+
+    def rollback_by_hand(self, source: SourceConfig, revision: str | None) -> ReconcileResult:
+        """``gitdock rollback``: re-apply a healthy revision as one ``SYNC`` trace; the fetched
+        commit is recorded failed, so polls stay on it until a new commit arrives."""
+        started = time.monotonic()
+        run = _Run(source, Trigger.ROLLBACK, self.store.source(source.name), self.memo(source.name))
+        with tm.sync_span(source.project_name, repository_url=source.url, ref=source.ref) as sync:
+            sync.span.set_attribute("gitdock.trigger", Trigger.ROLLBACK.value)
+            try:
+                run.revision = self.fetch(source, run.state, run.memo)
+                good = self.rollback_target(source.name, revision)
+                result = self.rollback(run, good, "requested by hand")
+            except Exception as exc:  # sorted by kind in _result_of, as in a reconcile
+                result = self._result_of(run, exc)
+            sync.set_result(result.result if result.reason != Reason.ROLLED_BACK.value else Result.SUCCESS)
+        result = result.with_duration(time.monotonic() - started)
+        self.record(source, run.state, run.memo, result, None)
+        return result
+
+    def _is_local_image(self, image_id: str) -> bool:
+        """Whether the image with id ``image_id`` is still on this host."""
+        try:
+            self.docker.inspect_image(image_id)
+        except DockerError:  # NotFound, or an id Docker does not take: not usable as a pin
+            return False
+        return True
 
     # -- errors and helpers ----------------------------------------------------------------
 
@@ -434,6 +681,13 @@ class Reconciler:
 def _is_unmoved(record: AppliedRecord, state: SourceState, revision: Revision) -> bool:
     """Whether ``revision`` is the one applied and recorded (git has not moved since)."""
     return record.revision == revision.sha and state.applied_sha == revision.sha
+
+
+def _with_signer(result: ReconcileResult, verified: VerifiedRevision | None) -> ReconcileResult:
+    """A success's message, naming who signed the commit when commits are verified."""
+    if verified is None or result.result is not Result.SUCCESS:
+        return result
+    return dataclasses.replace(result, message=f"{result.message}; {verified.describe()}")
 
 
 def _image_locks(outcome: Outcome) -> list[ImageLock]:

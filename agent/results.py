@@ -9,7 +9,13 @@ Outcomes (``state.Result``):
   until a new commit arrives (a manual reconcile retries it). The live state is untouched.
 - ``error``: the world failed (git, registry or Docker unreachable, a transient operation
   failure, a shutdown mid-plan). The scheduler retries with backoff.
-- ``skip``: suspended, or the commit is known to be bad.
+- ``skip``: suspended, the commit is known to be bad, or a source it depends on is not
+  healthy yet (``DependencyNotReady``).
+
+A revision whose containers do not pass the health gate (``runtime.health``) is a
+``failure`` (``HealthCheckFailed``); when the last healthy revision was re-applied instead
+it is ``RolledBack`` (the source is not Ready, but not Stalled: what runs is healthy), and
+when that re-apply failed too, ``RollbackFailed`` (Stalled).
 
 Conditions are Flux's: ``Ready``, ``Reconciling``, ``Stalled``. Everything here is pure: it
 turns outcomes, drift reports and recorded state into results and conditions, and does no I/O.
@@ -63,6 +69,10 @@ class Reason(str, Enum):
     DRIFT_DETECTED = "DriftDetected"  # policy report: drift is reported, not healed
     DRIFT_HEALED = "DriftHealed"
     FLAPPING = "Flapping"  # healed too often in the window: left alone, reported
+    HEALTH_FAILED = "HealthCheckFailed"  # the revision failed its health gate; nothing to go back to
+    ROLLED_BACK = "RolledBack"  # ... and the last healthy revision runs again
+    ROLLBACK_FAILED = "RollbackFailed"  # ... and going back failed too: a person must act
+    DEPENDENCY_NOT_READY = "DependencyNotReady"  # a source in depends_on is not healthy yet
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class ReconcileResult:
     plan: dict[str, Any] | None = None
     mutating_calls: int = 0
     duration: float = 0.0
+    live: str | None = None  # the revision running afterwards, when not ``revision`` (a rollback)
 
     @property
     def is_transient(self) -> bool:
@@ -97,6 +108,7 @@ class ReconcileResult:
             "plan": self.plan,
             "mutatingCalls": self.mutating_calls,
             "durationMs": round(self.duration * 1000, 1),
+            "live": self.live,
         }
 
 
@@ -208,7 +220,7 @@ def is_quiet(state: SourceState, result: ReconcileResult) -> bool:
     """Whether a scheduled poll's result says nothing the recorded state does not already say.
 
     A known-bad skip, an up-to-date success on the applied revision, or the same drift report
-    again: once in history is enough.
+    (or the same wait for a dependency) again: once in history is enough.
     """
     if result.trigger is not Trigger.SCHEDULE:
         return False
@@ -219,7 +231,11 @@ def is_quiet(state: SourceState, result: ReconcileResult) -> bool:
         and state.result is Result.SUCCESS
         and state.applied_sha == result.revision
     )
-    same_drift = result.reason in (Reason.DRIFT_DETECTED.value, Reason.FLAPPING.value) and (
+    same_drift = result.reason in (
+        Reason.DRIFT_DETECTED.value,
+        Reason.FLAPPING.value,
+        Reason.DEPENDENCY_NOT_READY.value,
+    ) and (
         state.reason,
         state.message,
     ) == (result.reason, result.message)
@@ -240,7 +256,7 @@ Since = Callable[[ConditionType, bool], datetime]
 
 def source_conditions(state: SourceState, *, running: bool, since: Since) -> list[dict[str, Any]]:
     """Flux-style conditions for one source. Pure given `since` (type, status) → lastTransitionTime."""
-    stalled = state.result is Result.FAILURE
+    stalled = state.result is Result.FAILURE and state.reason != Reason.ROLLED_BACK.value
     reconciling = running and not state.suspended
     return [
         _condition(ConditionType.READY, _is_ready(state), *_ready_reason(state), since),

@@ -10,6 +10,7 @@ Endpoints:
     GET  /api/v1/sources/<name>/history        recorded reconciles, newest first (?limit=N)
     GET  /api/v1/sources/<name>/drift          drift against the applied record (?deep=1)
     POST /api/v1/sources/<name>/reconcile      reconcile now (?wait=1: answer with the result)
+    POST /api/v1/sources/<name>/rollback       back to the last healthy revision (?revision=SHA, ?wait=1)
     POST /api/v1/sources/<name>/suspend        stop reconciling it
     POST /api/v1/sources/<name>/resume         reconcile it again (and once right away)
     POST /hooks/<provider>                     github | gitea | gitlab | generic push webhooks
@@ -40,7 +41,10 @@ from gitdock.agent.config import AgentConfig, SourceConfig
 from gitdock.agent.daemon import SHUTDOWN_GRACE, Agent, Counts
 from gitdock.agent.git import RefKind, classify_ref
 from gitdock.agent.metrics import PROMETHEUS_CONTENT_TYPE, Family, FamilyKind, render_prometheus
+from gitdock.agent.reconcile import UnknownRevision
 from gitdock.agent.results import iso_time
+from gitdock.agent.scheduler import Ticket
+from gitdock.agent.sdnotify import Notifier
 from gitdock.agent.state import HistoryEntry, Result, Trigger
 from gitdock.agent.webhooks import (
     MAX_BODY_BYTES,
@@ -72,6 +76,7 @@ def _history_dict(entry: HistoryEntry) -> dict[str, Any]:
         "message": entry.message,
         "plan": entry.plan,
         "durationMs": entry.duration_ms,
+        "live": entry.live,
     }
 
 
@@ -262,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
         if method == "GET" and rest[1:] == ["drift"]:
             return HTTPStatus.OK, agent.drift(source, deep=query.get("deep", ["0"])[0] in ("1", "true"))
-        if method == "POST" and len(rest) == 2 and rest[1] in ("reconcile", "suspend", "resume"):
+        if method == "POST" and len(rest) == 2 and rest[1] in ("reconcile", "rollback", "suspend", "resume"):
             self._authorise()
             self._drain()
             return getattr(self, f"_do_{rest[1]}")(source, query)  # type: ignore[no-any-return]
@@ -279,15 +284,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "the agent is shutting down")
         if agent.store.source(source.name).suspended:
             raise _HttpError(HTTPStatus.CONFLICT, f"source {source.name}: suspended; resume it first")
-        ticket = agent.scheduler.request(source.name, Trigger.MANUAL)
-        if query.get("wait", ["0"])[0] not in ("1", "true", "yes"):
-            return HTTPStatus.ACCEPTED, {"source": source.name, "accepted": True, "queued": ticket.queued}
-        result = ticket.wait(_int(query, "timeout", int(WAIT_LIMIT)))
-        if result is None:
-            raise _HttpError(
-                HTTPStatus.SERVICE_UNAVAILABLE, f"source {source.name}: reconcile did not finish"
-            )
-        return HTTPStatus.OK, result.to_dict()
+        return _answer(source, agent.scheduler.request(source.name, Trigger.MANUAL), "reconcile", query)
+
+    def _do_rollback(self, source: SourceConfig, query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
+        if self.agent.stopping:
+            raise _HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "the agent is shutting down")
+        try:
+            ticket = self.agent.rollback(source.name, query.get("revision", [None])[0])
+        except UnknownRevision as exc:
+            raise _HttpError(HTTPStatus.CONFLICT, str(exc)) from None
+        return _answer(source, ticket, "rollback", query)
 
     def _do_suspend(self, source: SourceConfig, query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
         self.agent.store.set_suspended(source.name, True)
@@ -358,6 +364,18 @@ class _Handler(BaseHTTPRequestHandler):
         return HTTPStatus.ACCEPTED, {"triggered": triggered}
 
 
+def _answer(
+    source: SourceConfig, ticket: Ticket, what: str, query: dict[str, list[str]]
+) -> tuple[HTTPStatus, Any]:
+    """202 at once, or with ``?wait=1`` the result once the queued run has finished."""
+    if query.get("wait", ["0"])[0] not in ("1", "true", "yes"):
+        return HTTPStatus.ACCEPTED, {"source": source.name, "accepted": True, "queued": ticket.queued}
+    result = ticket.wait(_int(query, "timeout", int(WAIT_LIMIT)))
+    if result is None:
+        raise _HttpError(HTTPStatus.SERVICE_UNAVAILABLE, f"source {source.name}: {what} did not finish")
+    return HTTPStatus.OK, result.to_dict()
+
+
 def _int(query: dict[str, list[str]], key: str, default: int) -> int:
     try:
         return max(1, int(query.get(key, [str(default)])[0]))
@@ -399,8 +417,11 @@ def run_agent(config: AgentConfig) -> int:
         config.state_dir,
     )
     agent.start()
+    notifier = Notifier()  # systemd's Type=notify; a no-op without $NOTIFY_SOCKET
+    notifier.ready(f"serving on {config.listen}, {len(config.sources)} source(s)")
     while not stop.wait(0.25):
-        pass
+        notifier.tick()
+    notifier.stopping()
     started = time.monotonic()
     finished = agent.stop(SHUTDOWN_GRACE)
     server.shutdown()

@@ -2,8 +2,10 @@
 
 What survives a restart: per source, the revisions last fetched, attempted and applied, the
 last result, the suspended flag and the last failed commit (so a bad commit is not retried
-in a loop); per project, the last applied desired state and the image lock record; and a
-bounded history of reconciles.
+in a loop); per project, the last applied desired state and the image lock record; a
+bounded history of reconciles (each with the revision live after it); and per source the
+revisions judged by the health gate, healthy ones with the exact images they ran (what a
+rollback re-applies).
 
 Durability: WAL journal with ``synchronous=FULL``. WAL alone already keeps the file
 consistent if the process dies (SIGKILL, OOM) mid-write; FULL adds an fsync of the WAL on
@@ -36,6 +38,8 @@ __all__ = [
     "ImageLock",
     "ProjectState",
     "Result",
+    "RevisionRecord",
+    "RevisionStatus",
     "SourceState",
     "StateError",
     "StateStore",
@@ -66,6 +70,8 @@ class Trigger(str, Enum):
     MANUAL = "manual"
     STARTUP = "startup"
     DRIFT = "drift"  # the Docker events stream saw a change to the project
+    DEPENDENCY = "dependency"  # a source this one depends on became healthy
+    ROLLBACK = "rollback"  # `gitdock rollback`: back to a healthy revision by hand
 
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -109,8 +115,39 @@ def _v1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX history_by_source ON history (source, id)")
 
 
+def _v2(db: sqlite3.Connection) -> None:
+    """The health gate's verdicts per revision, and the revision live after each reconcile."""
+    db.execute(
+        """CREATE TABLE revisions (
+            source TEXT NOT NULL, sha TEXT NOT NULL, status TEXT NOT NULL,
+            images TEXT NOT NULL DEFAULT '{}', message TEXT NOT NULL DEFAULT '', at REAL NOT NULL,
+            PRIMARY KEY (source, sha)
+        )"""
+    )
+    db.execute("ALTER TABLE history ADD COLUMN live TEXT")
+
+
 # Append only: MIGRATIONS[i] takes the schema from user_version i to i + 1.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1,)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2)
+
+
+class RevisionStatus(str, Enum):
+    """The health gate's verdict on one revision of a source."""
+
+    HEALTHY = "healthy"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    """One judged revision. ``images``: service -> {reference, image_id, pinned} it ran."""
+
+    source: str
+    sha: str
+    status: RevisionStatus
+    images: dict[str, dict[str, str]]
+    message: str
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -167,6 +204,7 @@ class HistoryEntry:
     reason: str
     message: str
     duration_ms: int
+    live: str | None = None  # the revision running after this reconcile
 
 
 def _dt(value: float | None) -> datetime | None:
@@ -330,6 +368,21 @@ class StateStore:
             fields |= {"failed_sha": sha, "failed_at": _NOW}
         self._update_source(name, **fields)
 
+    def record_rollback(self, name: str, failed: str, live: str, reason: str, message: str) -> None:
+        """`failed` failed its health gate and `live` runs again: a failure (not retried until
+        a new commit) whose applied revision is `live`."""
+        self._update_source(
+            name,
+            result=Result.FAILURE.value,
+            reason=reason,
+            message=message,
+            result_at=_NOW,
+            applied_sha=live,
+            applied_at=_NOW,
+            failed_sha=failed,
+            failed_at=_NOW,
+        )
+
     def is_failed_commit(self, name: str, sha: str) -> bool:
         """Whether `sha` is the commit that last failed permanently for `name` (do not retry it)."""
         return self.source(name).failed_sha == sha
@@ -346,6 +399,57 @@ class StateStore:
         with self.transaction():
             self._db.execute("DELETE FROM sources WHERE name = ?", (name,))
             self._db.execute("DELETE FROM history WHERE source = ?", (name,))
+            self._db.execute("DELETE FROM revisions WHERE source = ?", (name,))
+
+    # -- revisions judged by the health gate --
+
+    def record_revision(
+        self,
+        source: str,
+        sha: str,
+        status: RevisionStatus,
+        *,
+        images: Mapping[str, Mapping[str, str]] | None = None,
+        message: str = "",
+    ) -> None:
+        """Remember the gate's verdict on `sha`; a later verdict replaces it (known images stay)."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO revisions (source, sha, status, images, message, at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (source, sha) DO UPDATE SET status = excluded.status, "
+                "images = CASE WHEN excluded.images = '{}' THEN revisions.images ELSE excluded.images END, "
+                "message = excluded.message, at = excluded.at",
+                (source, sha, status.value, _json(dict(images or {})), message, self._clock()),
+            )
+
+    def revision(self, source: str, sha: str) -> RevisionRecord | None:
+        """The gate's verdict on `sha`, or None when it was never judged."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT source, sha, status, images, message, at FROM revisions WHERE source = ? AND sha = ?",
+                (source, sha),
+            ).fetchone()
+        return None if row is None else _revision_from_row(row)
+
+    def revisions(self, source: str) -> list[RevisionRecord]:
+        """Every judged revision of `source`, the most recently judged first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT source, sha, status, images, message, at FROM revisions "
+                "WHERE source = ? ORDER BY at DESC, rowid DESC",
+                (source,),
+            ).fetchall()
+        return [_revision_from_row(row) for row in rows]
+
+    def last_healthy(self, source: str, *, besides: str | None = None) -> RevisionRecord | None:
+        """The revision of `source` that last passed its gate (other than `besides`)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT source, sha, status, images, message, at FROM revisions "
+                "WHERE source = ? AND status = ? AND sha IS NOT ? ORDER BY at DESC, rowid DESC LIMIT 1",
+                (source, RevisionStatus.HEALTHY.value, besides),
+            ).fetchone()
+        return None if row is None else _revision_from_row(row)
 
     # -- projects --
 
@@ -408,14 +512,15 @@ class StateStore:
         message: str = "",
         duration_ms: int = 0,
         at: datetime | None = None,
+        live: str | None = None,
     ) -> int:
         """Append one reconcile to `source`'s history and prune beyond ``history_limit``. Returns its id."""
         when = at.timestamp() if at else self._clock()
         with self.transaction():
             cur = self._db.execute(
                 "INSERT INTO history "
-                "(source, at, trigger, revision, plan, outcome, reason, message, duration_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "(source, at, trigger, revision, plan, outcome, reason, message, duration_ms, live) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     source,
                     when,
@@ -426,6 +531,7 @@ class StateStore:
                     reason,
                     message,
                     duration_ms,
+                    live,
                 ),
             )
             self._db.execute(
@@ -441,7 +547,7 @@ class StateStore:
         """`source`'s most recent reconciles, newest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, source, at, trigger, revision, plan, outcome, reason, message, duration_ms "
+                "SELECT id, source, at, trigger, revision, plan, outcome, reason, message, duration_ms, live "
                 "FROM history WHERE source = ? ORDER BY id DESC LIMIT ?",
                 (source, limit),
             ).fetchall()
@@ -457,6 +563,7 @@ class StateStore:
                 reason=r[7],
                 message=r[8],
                 duration_ms=r[9],
+                live=r[10],
             )
             for r in rows
         ]
@@ -467,6 +574,11 @@ class _Now:
 
 
 _NOW: Final = _Now()
+
+
+def _revision_from_row(row: Sequence[Any]) -> RevisionRecord:
+    at = datetime.fromtimestamp(row[5], UTC)
+    return RevisionRecord(row[0], row[1], RevisionStatus(row[2]), json.loads(row[3]), row[4], at)
 
 
 def _source_from_row(row: dict[str, Any]) -> SourceState:

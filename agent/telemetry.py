@@ -88,6 +88,7 @@ __all__ = [
     "operation_attributes",
     "operation_span",
     "record_error",
+    "rollback_span",
     "setup_telemetry",
     "shutdown_telemetry",
     "step_span",
@@ -690,6 +691,21 @@ def step_span(
         span.set_attribute(CICD_TASK_RESULT, "success")
 
 
+@contextmanager
+def rollback_span(project: str, failed: str, target: str, *, tracer: Tracer | None = None) -> Iterator[Span]:
+    """The ``rollback`` span: a trace of its own, linked to the failed ``SYNC`` span current when
+    it starts (its converge steps are its children). An escaping exception is recorded on it."""
+    failed_sync = trace.get_current_span().get_span_context()
+    attributes: dict[str, AttributeValue] = {
+        CICD_PIPELINE_NAME: project,
+        "gitdock.rollback.from": failed,
+        "gitdock.rollback.to": target,
+    }
+    links = [Link(failed_sync)] if failed_sync.is_valid else []
+    with _recorded_span("rollback", tracer, context=Context(), attributes=attributes, links=links) as span:
+        yield span
+
+
 def add_plan_event(span: Span, rendered: str, *, operations: int, warnings: int = 0) -> None:
     """Attach the rendered plan to ``span`` (the plan step) as the ``plan`` event."""
     span.add_event(
@@ -766,7 +782,9 @@ class OperationSpans:
     A span starts at the ``start`` event, under the span current in the thread that emits it
     (the executor's caller, inside ``step_span("execute")``), and ends at the final event. A
     skipped operation gets a zero-length span. Each final event also counts the operation in
-    ``metrics``. ``then`` receives every event afterwards (the progress display).
+    ``metrics``. ``then`` receives every event afterwards (the progress display). A build's
+    output lines (``output``) become ``build.output`` events on its BuildImage span, then go to
+    ``then_output``.
     """
 
     def __init__(
@@ -775,10 +793,12 @@ class OperationSpans:
         then: Callable[[ExecEvent], None] | None = None,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
+        then_output: Callable[[Operation, str], None] | None = None,
     ) -> None:
         self._tracer = tracer or get_tracer()
         self._metrics = metrics
         self._then = then
+        self._then_output = then_output
         self._spans: dict[int, Span] = {}
         self._lock = threading.Lock()
 
@@ -789,6 +809,14 @@ class OperationSpans:
             log.warning("could not record a span for %s", event.op.resource, exc_info=True)
         if self._then is not None:
             self._then(event)
+
+    def output(self, op: Operation, text: str) -> None:
+        with self._lock:
+            span = self._spans.get(op.id)
+        if span is not None:
+            span.add_event("build.output", {"line": text})
+        if self._then_output is not None:
+            self._then_output(op, text)
 
     def _record(self, event: ExecEvent) -> None:
         op = event.op
@@ -931,13 +959,17 @@ def add_drift_events(items: Iterable[DriftItem]) -> None:
 
 
 def converge_hooks(
-    *, metrics: Metrics | None = None, then: Callable[[ExecEvent], None] | None = None
+    *,
+    metrics: Metrics | None = None,
+    then: Callable[[ExecEvent], None] | None = None,
+    then_output: Callable[[Operation, str], None] | None = None,
 ) -> ConvergeHooks:
     """Hooks for ``runtime.converge.converge`` that trace one reconcile's steps.
 
     Step spans (verify, observe, plan, execute), one span per image under verify, the rendered
-    plan as an event on the plan span, and one span per operation under execute. ``then``
-    still receives every executor event (the progress display).
+    plan as an event on the plan span, and one span per operation under execute (a
+    BuildImage's carries the build's output as events). ``then`` still receives every executor
+    event and ``then_output`` every build output line (the progress display).
     """
     from gitdock.runtime.converge import ConvergeHooks
 
@@ -945,9 +977,11 @@ def converge_hooks(
         span = trace.get_current_span()
         add_plan_event(span, plan.render(), operations=len(plan.operations), warnings=len(plan.warnings))
 
+    spans = OperationSpans(then=then, metrics=metrics, then_output=then_output)
     return ConvergeHooks(
         step=step_span,
         on_plan=on_plan,
-        on_event=OperationSpans(then=then, metrics=metrics),
+        on_event=spans,
+        on_output=spans.output,
         image_hook=lambda reference: image_span(reference, metrics=metrics),
     )

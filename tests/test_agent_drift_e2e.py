@@ -32,7 +32,7 @@ def start_agent(tmp_path: Path, project: str, policy: str) -> AgentProcess:
     config = tmp_path / "agent.yaml"
     config.write_text(
         f"state_dir: {tmp_path / 'state'}\nlisten: 127.0.0.1:{port}\n"
-        "defaults: {interval: 1h}\n"  # no polling: only the events stream can notice drift
+        "defaults: {interval: 1h, settle: 0.2s}\n"  # no polling: only the events stream can notice drift
         f"sources:\n  - name: app\n    url: {upstream.url}\n    project: {project}\n    drift: {policy}\n"
     )
     return AgentProcess(config, port)

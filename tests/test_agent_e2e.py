@@ -53,7 +53,7 @@ def write_config(
     config.write_text(
         f"state_dir: {tmp_path / 'state'}\n"
         f"listen: 127.0.0.1:{port}\n"
-        f"defaults: {{interval: {interval}, jitter: 0.1s, debounce: 0.1s}}\n"
+        f"defaults: {{interval: {interval}, jitter: 0.1s, debounce: 0.1s, settle: 0.2s}}\n"
         f"webhooks:\n  github: {{secret: {{file: {tmp_path / 'hook.secret'}}}}}\n"
         f"{extra}"
         "sources:\n"

@@ -58,6 +58,7 @@ def make_reconciler(
     text = (
         f"state_dir: {tmp_path / 'state'}\n"
         "telemetry: {environment: staging}\n"
+        "defaults: {settle: 0.2s}\n"
         f"{extra}"
         f"sources:\n  - name: app\n    url: {upstream.url}\n    ref: main\n    project: {project}\n"
     )
@@ -92,6 +93,7 @@ def test_a_successful_reconcile_is_one_trace_with_a_span_per_step_and_operation(
         "  execute\n"
         "    CreateNetwork network:default\n"
         "    CreateContainer service:web:1\n"
+        "  health\n"
     )
     assert len({s.context.trace_id for s in spans}) == 1
     root = find_span(spans, f"SYNC {project_name}")
@@ -173,7 +175,7 @@ def test_the_agent_exports_each_reconcile_over_otlp_and_links_webhooks(
     (tmp_path / "hook.secret").write_text("s3cret\n")
     config.write_text(
         f"state_dir: {tmp_path / 'state'}\nlisten: 127.0.0.1:{port}\n"
-        "defaults: {interval: 1h, debounce: 0.1s}\n"
+        "defaults: {interval: 1h, debounce: 0.1s, settle: 0.2s}\n"
         f"webhooks:\n  github: {{secret: {{file: {tmp_path / 'hook.secret'}}}}}\n"
         f"sources:\n  - name: app\n    url: {upstream.url}\n    path: deploy\n    project: {project_name}\n"
     )
@@ -226,7 +228,8 @@ def test_a_dead_collector_neither_fails_nor_slows_a_reconcile(
     port, dead = free_port(), free_port()
     config = tmp_path / "agent.yaml"
     config.write_text(
-        f"state_dir: {tmp_path / 'state'}\nlisten: 127.0.0.1:{port}\ndefaults: {{interval: 1h}}\n"
+        f"state_dir: {tmp_path / 'state'}\nlisten: 127.0.0.1:{port}\n"
+        "defaults: {interval: 1h, settle: 0.2s}\n"
         f"sources:\n  - name: app\n    url: {upstream.url}\n    path: deploy\n    project: {project_name}\n"
     )
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead}", "OTEL_TRACES_EXPORTER": "otlp"}

@@ -1,10 +1,11 @@
 """`gitdock agent` (run the agent) and the commands that talk to a running one.
 
-    gitdock agent --config agent.yaml
+    gitdock agent --config agent.yaml [--check-config]   (--check-config: validate and exit)
     gitdock status [NAME] [--output json]
     gitdock reconcile NAME          reconcile now and wait: exit 0 on success, 1 otherwise
     gitdock suspend NAME / resume NAME
-    gitdock history NAME [--limit N] [--output json]
+    gitdock rollback NAME [REVISION]  re-apply a healthy revision and wait: exit 0 when rolled back
+    gitdock history NAME [--limit N] [--output json]   (marks the live revision)
 
 Client commands take ``--agent URL`` (default ``$GITDOCK_AGENT``, else http://127.0.0.1:9000)
 and ``--token-file`` (default ``$GITDOCK_API_TOKEN_FILE``; ``$GITDOCK_API_TOKEN`` also works).
@@ -61,6 +62,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     for noisy in ("apscheduler", "httpx", "httpcore"):  # per-request / per-job lines
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     config = load_config(Path(args.config))
+    if args.check_config:
+        print(f"{args.config}: ok, {len(config.sources)} source(s)")
+        return EXIT_OK
     return run_agent(config)
 
 
@@ -122,13 +126,29 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _toggle(args, "resume")
 
 
-def _history_row(entry: dict[str, Any]) -> tuple[str, ...]:
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Re-apply a healthy revision (default: the one before the live one) and wait."""
+    params = {"wait": "1", **({"revision": args.revision} if args.revision else {})}
+    with _client(args) as client:
+        result = client.request(
+            "POST", f"/api/v1/sources/{args.name}/rollback", params=params, timeout=args.timeout
+        )
+    if args.output == "json":
+        print_json(result)
+    else:
+        print(f"source {args.name}: {result['reason']}: {result['message']}")
+    return EXIT_OK if result["reason"] == "RolledBack" else EXIT_ERROR
+
+
+def _history_row(entry: dict[str, Any], live: str | None = None) -> tuple[str, ...]:
     summary = (entry.get("plan") or {}).get("summary") or {}
     changes = ", ".join(f"{k} {v}" for k, v in summary.items()) or "-"
+    after = entry.get("live")
     return (
         entry["at"][:19],
         entry["trigger"],
-        _short(entry["revision"]),
+        _short(entry["revision"]) + (" (live)" if live and entry["revision"] == live else ""),
+        _short(after) if after else "-",
         entry["result"],
         entry["reason"],
         changes,
@@ -141,11 +161,14 @@ def cmd_history(args: argparse.Namespace) -> int:
         body = client.request(
             "GET", f"/api/v1/sources/{args.name}/history", params={"limit": str(args.limit)}
         )
+        status = client.request("GET", f"/api/v1/sources/{args.name}")
     if args.output == "json":
         print_json(body["history"])
         return EXIT_OK
-    header = ("AT", "TRIGGER", "REVISION", "RESULT", "REASON", "CHANGES", "MS")
-    print_table([header] + [_history_row(h) for h in body["history"]])
+    live = status["revision"]["applied"]
+    print(f"live revision: {_short(live) if live else '-'}")
+    header = ("AT", "TRIGGER", "REVISION", "RUNNING AFTER", "RESULT", "REASON", "CHANGES", "MS")
+    print_table([header] + [_history_row(h, live) for h in body["history"]])
     return EXIT_OK
 
 
@@ -164,9 +187,11 @@ def _client_args(p: argparse.ArgumentParser, *, output: bool = True) -> None:
 
 
 def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``agent``, ``status``, ``reconcile``, ``suspend``, ``resume`` and ``history`` to `sub`."""
+    """Add ``agent``, ``status``, ``reconcile``, ``suspend``, ``resume``, ``rollback`` and
+    ``history`` to `sub`."""
     p = sub.add_parser("agent", help="run the GitOps agent (long-lived)")
     p.add_argument("--config", required=True, help="agent configuration file (agent.yaml)")
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("status", help="show the agent's sources and their conditions")
@@ -189,6 +214,13 @@ def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("name")
     _client_args(p)
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("rollback", help="re-apply a revision that passed its health gate, and wait")
+    p.add_argument("name")
+    p.add_argument("revision", nargs="?", help="its sha or a prefix (default: the one before the live one)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    _client_args(p)
+    p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("history", help="show a source's recorded reconciles, newest first")
     p.add_argument("name")

@@ -21,6 +21,7 @@ from typing import Any
 from gitdock.agent.applied_store import store_applied
 from gitdock.agent.cli.common import (
     EXIT_CHANGES,
+    EXIT_ERROR,
     EXIT_OK,
     UsageError,
     docker_client,
@@ -37,6 +38,7 @@ from gitdock.agent.cli.project import (
     state_dir,
     trust_context,
 )
+from gitdock.runtime.build import BuildMode
 from gitdock.runtime.converge import ConvergeHooks, Outcome, converge, tear_down
 from gitdock.runtime.docker import DockerClient, NotFound
 from gitdock.runtime.execute import ExecutionFailed, OpStatus
@@ -56,7 +58,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     project = load_project(args)
     trust = trust_context(args)
     with docker_client(args) as docker:
-        outcome = converge(project, docker, trust=trust, dry_run=True)
+        outcome = converge(project, docker, trust=trust, dry_run=True, build=_build_mode(args))
     plan = outcome.plan
     if args.output == "json":
         print_json(plan.to_dict())
@@ -109,7 +111,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     """
     if not _tracing_requested():
         project = load_project(args)
-        return _apply(args, project, ConvergeHooks(on_event=Progress()), None)
+        progress = Progress()
+        return _apply(args, project, ConvergeHooks(on_event=progress, on_output=progress.output), None)
     from gitdock.agent import telemetry as tm
 
     tm.setup_telemetry()
@@ -124,7 +127,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
             sync.span.update_name(f"SYNC {project.name}")
             sync.span.set_attribute(tm.CICD_PIPELINE_NAME, project.name)
             sync.project = project.name
-        return _apply(args, project, tm.converge_hooks(then=Progress()), sync.set_result)
+        progress = Progress()
+        hooks = tm.converge_hooks(then=progress, then_output=progress.output)
+        return _apply(args, project, hooks, sync.set_result)
 
 
 def _apply(
@@ -142,12 +147,35 @@ def _apply(
             concurrency=args.parallel,
             wait_timeout=args.wait_timeout,
             hooks=hooks,
+            build=_build_mode(args),
         )
         if outcome.is_ok:
-            _store_applied(args, project, docker, outcome)
+            _store_applied(args, outcome.project or project, docker, outcome)
+        if outcome.is_ok and args.wait and not _wait_ready(args, docker, outcome, project.name):
+            if set_result is not None:
+                set_result("failure")
+            return EXIT_ERROR
     if set_result is not None and outcome.report is not None and not outcome.report.ok:
         set_result("error" if outcome.report.transient else "failure")
     return _report(outcome, "change", project.name)
+
+
+def _wait_ready(args: argparse.Namespace, docker: DockerClient, outcome: Outcome, project: str) -> bool:
+    """``--wait``: the health gate on what the apply started (as ``docker compose up --wait``);
+    False, with the reasons on stderr, when a container failed it or did not pass it in time."""
+    from gitdock.agent.rollout import gated_containers
+    from gitdock.runtime.health import HealthGateFailed, parse_settle, wait_ready
+
+    containers = gated_containers(outcome, project, judged=False)
+    try:
+        settle = parse_settle(args.settle, 10.0)
+        report = wait_ready(docker, containers, settle=settle, timeout=args.wait_timeout)
+    except HealthGateFailed as exc:
+        for reason in exc.reasons:
+            print(f"error: {reason}", file=sys.stderr)
+        return False
+    print(f"{len(report.ready)} container(s) ready in {report.seconds:.1f}s")
+    return True
 
 
 def _store_applied(
@@ -247,12 +275,36 @@ def cmd_logs(args: argparse.Namespace) -> int:
 # --- parser --------------------------------------------------------------------------------
 
 
+def _add_build_args(p: argparse.ArgumentParser) -> None:
+    """``--build`` / ``--no-build``, as in ``docker compose up``."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--build",
+        dest="build_mode",
+        action="store_const",
+        const=BuildMode.ALWAYS,
+        help="build every service with build:, even when its content is already built",
+    )
+    group.add_argument(
+        "--no-build",
+        dest="build_mode",
+        action="store_const",
+        const=BuildMode.NEVER,
+        help="build nothing: refuse the plan when a service's image is not built yet",
+    )
+
+
+def _build_mode(args: argparse.Namespace) -> BuildMode:
+    return getattr(args, "build_mode", None) or BuildMode.AUTO
+
+
 def _add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="show what apply would change, and why")
     add_project_args(p)
     add_trust_args(p)
     p.add_argument("--output", choices=["text", "json"], default="text")
     p.add_argument("--exit-code", action="store_true", help="exit 2 when the plan is not empty")
+    _add_build_args(p)
     p.set_defaults(func=cmd_plan)
 
 
@@ -261,6 +313,7 @@ def _add_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_project_args(p)
     add_trust_args(p)
     p.add_argument("--parallel", type=int, default=8, help="operations run at once (default 8)")
+    _add_build_args(p)
     p.add_argument(
         "--state-dir",
         help="where the applied state is recorded for `gitdock drift` (default: $GITDOCK_STATE_DIR, "
@@ -270,8 +323,16 @@ def _add_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--wait-timeout",
         type=float,
         default=120.0,
-        help="seconds to wait for service_healthy / service_completed_successfully (default 120)",
+        help="seconds to wait for service_healthy / service_completed_successfully, and for --wait "
+        "(default 120)",
     )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="then wait until every started container is healthy, or running and not restarted for "
+        "--settle; exit 1 with the reason when one is not (as docker compose up --wait)",
+    )
+    p.add_argument("--settle", default="10s", help="settle time for containers without healthcheck (10s)")
     p.set_defaults(func=cmd_apply)
 
 

@@ -51,7 +51,7 @@ def write_config(tmp: Path, url: str, projects: list[str], interval: str) -> tup
     lines = [
         f"state_dir: {tmp / 'state'}",
         f"listen: 127.0.0.1:{port}",
-        f"defaults: {{interval: {interval}, debounce: 0.05s}}",
+        f"defaults: {{interval: {interval}, debounce: 0.05s, settle: 0.2s}}",
         f"webhooks:\n  github: {{secret: {{file: {tmp / 'hook.secret'}}}}}",
         "sources:",
     ]
