@@ -461,6 +461,8 @@ def _container_labels(
                 "keys": list(image.keys),
                 "signed_at": image.signed_at,
                 "policy": image.policy,
+                # A multi-arch image: the platform manifest this host runs, beside the index digest.
+                **({"platform_digest": image.platform_digest} if image.platform_digest else {}),
             }
         )
     return out
