@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gitdock.agent.yamlconfig import validation_problems
 from gitdock.runtime.trust.policy import (
+    BuildAction,
     DefaultAction,
     KeylessIdentity,
     KeyMatch,
@@ -94,6 +95,7 @@ class TrustConfig(BaseModel):
     keys: dict[str, KeyConfig] = Field(default_factory=dict)
     rules: list[RuleConfig] = Field(default_factory=list)
     default: DefaultAction = DefaultAction.REQUIRE
+    build: BuildAction = BuildAction.ALLOW  # deny: refuse services built from the revision
     rekor_public_key_file: Path | None = None
     trusted_root_file: Path | None = None  # Sigstore trusted_root.json, for keyless rules
     insecure_registries: list[str] = Field(default_factory=list)
@@ -123,6 +125,7 @@ class TrustConfig(BaseModel):
                 keys=keys,
                 rules=tuple(_rule(r) for r in self.rules),
                 default=self.default,
+                build=self.build,
                 rekor_public_key=rekor,
                 trusted_root=root,
             )

@@ -19,6 +19,7 @@ from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.execute import ExecEvent, ExecutionReport, Executor
 from gitdock.runtime.observe import ObservedState, observe
 from gitdock.runtime.plan import Operation, Plan, plan_down, plan_project
+from gitdock.runtime.trust.errors import TrustError
 from gitdock.specs.model import Project
 
 if TYPE_CHECKING:  # the trust machinery (cryptography, registry) loads only when a policy is used
@@ -130,16 +131,30 @@ def converge(
     return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0, images, project)
 
 
+class BuildsRefused(TrustError):
+    """The trust policy says ``build: deny`` and services would run images built from the revision."""
+
+    def __init__(self, services: list[str]) -> None:
+        names = ", ".join(f"service {name}" for name in services)
+        super().__init__(f"{names}: built from the revision, and the trust policy says build: deny")
+
+
 def _verify_images(
     project: Project, observed: ObservedState, trust: TrustContext, hooks: ConvergeHooks
 ) -> dict[str, ResolvedImage]:
-    """Resolve and verify every pulled image of ``project`` (the verify step). Raises ImagesRefused.
+    """Resolve and verify every pulled image of ``project`` (the verify step).
+
+    Raises ImagesRefused, or BuildsRefused when the policy says ``build: deny``.
 
     An image built from the revision comes from no registry: its containers record
     ``io.gitdock.image.source: build@<revision>`` instead of a digest.
     """
+    from gitdock.runtime.trust.policy import BuildAction
     from gitdock.runtime.trust.resolve import known_images, resolve_images
 
+    built = sorted(s.name for s in project.services if s.build is not None)
+    if built and trust.policy.build is BuildAction.DENY:
+        raise BuildsRefused(built)
     pulled = dataclasses.replace(project, services=tuple(s for s in project.services if s.build is None))
     with hooks.step("verify"):
         known = known_images(observed, project.name)

@@ -190,3 +190,21 @@ def test_build_output_is_in_the_trace_and_the_progress_display(project_dir: Path
     assert re.fullmatch(rf"Step 1/\d+ : FROM {TEST_IMAGE}", lines[0]), lines
     assert any(line.startswith("Successfully tagged") for line in lines)
     assert f"build:web {lines[0]}" in shown
+
+
+def test_a_policy_that_denies_builds_refuses_the_project_before_anything_is_created(
+    project_dir: Path, project_name: str
+) -> None:
+    from gitdock.runtime.converge import BuildsRefused
+    from gitdock.runtime.trust.policy import BuildAction, DefaultAction, TrustPolicy
+    from gitdock.runtime.trust.registry import RegistryClient
+    from gitdock.runtime.trust.resolve import TrustContext
+
+    project = load_project([str(project_dir / "compose.yaml")], project_name=project_name, environ={})
+    policy = TrustPolicy(default=DefaultAction.ALLOW_UNSIGNED, build=BuildAction.DENY)
+    with DockerClient() as docker, RegistryClient() as registry:
+        with pytest.raises(BuildsRefused, match="service api, service web: built from the revision"):
+            converge(project, docker, trust=TrustContext(policy, registry), revision=REVISION)
+        assert docker.mutating_calls == 0
+    assert container_ids(project_name) == {}
+    assert docker_cli("network", "ls", "-q", "--filter", f"label=io.gitdock.project={project_name}") == ""

@@ -29,6 +29,13 @@ __all__ = [
 ]
 
 
+class BuildAction(StrEnum):
+    """Whether a service may run an image built from the revision (it has no signature to check)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
 class DefaultAction(StrEnum):
     """What happens to an image that no rule matches."""
 
@@ -129,6 +136,7 @@ class TrustPolicy(BaseModel):
     default: DefaultAction = DefaultAction.REQUIRE
     rekor_public_key: str | None = None
     trusted_root: str | None = None  # Sigstore trusted_root.json text, for keyless rules
+    build: BuildAction = BuildAction.ALLOW
 
     @field_validator("trusted_root")
     @classmethod
@@ -177,4 +185,5 @@ class TrustPolicy(BaseModel):
 
     def policy_hash(self) -> str:
         """Stable hash of the whole policy, part of the verification cache key."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        # ``build`` decides about images no registry holds, so it is no part of any verification.
+        return hashlib.sha256(self.model_dump_json(exclude={"build"}).encode()).hexdigest()
