@@ -14,7 +14,7 @@ TYPECHECK := build/typecheck
 PACKAGES := agent specs runtime
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint typecheck-tree bench demo clean
+.PHONY: setup test lint typecheck-tree bench demo clean wheel image
 
 setup:
 	bash tests/env/setup.sh
@@ -47,6 +47,15 @@ bench: setup
 demo: setup
 	$(BIN)/gitdock apply -f examples/webapp/compose.yaml
 	$(BIN)/gitdock ps -p webapp
+
+# The wheel and the sdist, in dist/ (the version is pyproject.toml's).
+wheel: setup
+	$(BIN)/python -m build --outdir dist .
+
+# The agent's container image, built here without pulling anything; prints its tag.
+# Cached: the debootstrap base is kept, and an image built from the same files is kept.
+image: setup
+	PYTHON=$(BIN)/python bash examples/image/build.sh
 
 # Leaves .venv alone: others may be using it; `rm -rf .venv` to start over.
 clean:

@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from gitdock.agent.cli.common import run_command
 from gitdock.agent.cli.compose import COMMANDS as CORE_COMMANDS
@@ -40,6 +41,14 @@ def _add_other_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     add_agent_commands(sub)
 
 
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is the one place it is written."""
+    try:
+        return version("gitdock")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser(*, core_only: bool = False) -> argparse.ArgumentParser:
     """The whole command line; ``core_only`` leaves out the agent, trust and drift commands,
     whose modules are slower to import, when the command run is not one of them."""
@@ -48,6 +57,7 @@ def build_parser(*, core_only: bool = False) -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="Docker host, unix:///path or tcp://host:port (default: $DOCKER_HOST)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"gitdock {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_compose_commands(sub)
     if not core_only:

