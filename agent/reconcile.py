@@ -1,4 +1,4 @@
-"""One reconcile of one source, stage by stage: fetch → load → (drift) → converge → record.
+"""One reconcile of one source, stage by stage: fetch → load → policy → (drift) → converge → record.
 
 Flux's split, in order: acquire the desired state (fetch the ref, check the revision's subpath
 out, load and validate the Compose files), and only then converge Docker to it: verify the
@@ -36,10 +36,11 @@ from typing import Any, Final
 
 from gitdock.agent import telemetry as tm
 from gitdock.agent.applied_store import AppliedStore, store_applied
-from gitdock.agent.config import AgentConfig, RollbackMode, SourceConfig
+from gitdock.agent.config import AgentConfig, RollbackMode, SourceConfig, notify_targets
 from gitdock.agent.git import GitCache, Revision
 from gitdock.agent.healing import Healer, HealMode, HealPolicy, heal_project
 from gitdock.agent.metrics import get_metrics
+from gitdock.agent.notify import Notifier
 from gitdock.agent.results import (
     Reason,
     ReconcileResult,
@@ -67,6 +68,7 @@ from gitdock.agent.state import (
     StateStore,
     Trigger,
 )
+from gitdock.runtime.admission import PolicyRefused, check_project
 from gitdock.runtime.converge import Outcome, converge
 from gitdock.runtime.docker import DockerClient, DockerError, DockerUnavailable
 from gitdock.runtime.drift.detect import DriftReport
@@ -167,6 +169,8 @@ class Reconciler:
         # Set by the agent: paused around gitdock's own changes, so they are not taken for drift.
         self.watcher: EventWatcher | None = None
         self.metrics = get_metrics()
+        # Commit statuses and webhooks: queued here, sent by the notifier's own thread.
+        self.notifier = Notifier(notify_targets(config), metrics=self.metrics)
         self._memo: dict[str, SourceMemo] = {}
         self._trust_contexts: dict[str, TrustContext] = {}
         self._commit_verifiers: dict[str, CommitVerifier] = {}
@@ -174,7 +178,7 @@ class Reconciler:
         self._memo_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the registry connections of the trust contexts, and the commit keyrings."""
+        """Close the registry connections of the trust contexts, the commit keyrings and the notifier."""
         with self._memo_lock:
             contexts, self._trust_contexts = list(self._trust_contexts.values()), {}
             verifiers, self._commit_verifiers = list(self._commit_verifiers.values()), {}
@@ -182,6 +186,7 @@ class Reconciler:
             context.registry.close()
         for verifier in verifiers:
             verifier.close()
+        self.notifier.close()
 
     def memo(self, name: str) -> SourceMemo:
         """What is kept in memory about source ``name`` (last check, duration, drift)."""
@@ -238,10 +243,12 @@ class Reconciler:
         verified = self.verify_commits(source, run.state, revision)
         with tm.step_span(tm.Step.LOAD):
             project = self.load(source, revision, memo)
+        self.admit(source, project)
         if self.should_stop():
             raise _Interrupted("shutting down before converging")
         if run.state.attempted_sha != revision.sha:
             self.store.record_attempt(source.name, revision.sha)
+            self.notifier.notify_deploying(source.name, revision.sha, run.trigger.value)
         record = self.applied.load(project.name)
         if record is not None and _is_unmoved(record, run.state, revision):
             # Git has not moved: what differs now happened behind its back.
@@ -309,6 +316,17 @@ class Reconciler:
         project = load_project(files, project_name=source.project_name, environ=source.environ())
         memo.loaded = _Loaded(revision.sha, fingerprint, project)
         return project
+
+    def admit(self, source: SourceConfig, project: Project) -> None:
+        """Check the loaded project against the source's deploy policy (the policy step), before
+        drift, verify or anything on the host. Raises PolicyRefused naming every violation."""
+        policy = self.config.policy(source)
+        with tm.step_span(tm.Step.POLICY) as span:
+            span.set_attribute(tm.POLICY_LEVEL, policy.level.value)
+            violations = check_project(project, policy)
+            tm.add_policy_events(span, [(v.path, v.rule.value, v.message) for v in violations])
+            if violations:
+                raise PolicyRefused(policy.level, violations)
 
     def handle_drift(
         self,
@@ -453,6 +471,7 @@ class Reconciler:
             )
         memo.last_plan = result.plan
         _log_result(source, result)
+        self.notifier.notify(result)
 
     # -- dependencies, the health gate and rollback -----------------------------------------
 
@@ -564,6 +583,7 @@ class Reconciler:
         revision = dataclasses.replace(run.revision, sha=good.sha, message="")
         with tm.step_span(tm.Step.LOAD):
             project = self.load(source, revision, memo)
+        self.admit(source, project)
         pins = pinned_images(good.images, self._is_local_image)
         with self._paused(project.name):
             outcome = converge(

@@ -79,6 +79,7 @@ __all__ = [
     "TraceContextFilter",
     "add_drift_events",
     "add_plan_event",
+    "add_policy_events",
     "converge_hooks",
     "extract_traceparent",
     "fail_span",
@@ -132,6 +133,8 @@ OP_ERROR: Final = "gitdock.operation.error"
 RESOURCE: Final = "gitdock.resource"
 VERIFY_REASON: Final = "gitdock.verification.reason"
 PLAN_EVENT: Final = "plan"
+POLICY_LEVEL: Final = "gitdock.policy.level"
+POLICY_VIOLATIONS: Final = "gitdock.policy.violations"
 
 
 class TelemetryError(PermanentError):
@@ -158,6 +161,7 @@ class Step(str, Enum):
 
     FETCH = "fetch"
     LOAD = "load"
+    POLICY = "policy"
     RESOLVE = "resolve"
     VERIFY = "verify"
     OBSERVE = "observe"
@@ -956,6 +960,14 @@ def add_drift_events(items: Iterable[DriftItem]) -> None:
                 "what": item.what,
             },
         )
+
+
+def add_policy_events(span: Span, violations: Sequence[tuple[str, str, str]]) -> None:
+    """The policy step's outcome on ``span``: the violation count, and one ``policy.violation``
+    event per (field path, rule, message)."""
+    span.set_attribute(POLICY_VIOLATIONS, len(violations))
+    for path, rule, message in violations:
+        span.add_event("policy.violation", {"field": path, "rule": rule, "message": message})
 
 
 def converge_hooks(

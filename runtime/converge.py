@@ -1,4 +1,4 @@
-"""One reconcile of a loaded project: (verify →) observe → plan → execute.
+"""One reconcile of a loaded project: (policy →) (verify →) observe → plan → execute.
 
 The command line (``gitdock plan``/``apply``/``down``) and the agent both go through here, so
 there is one path from a Project to a converged host. ``ConvergeHooks`` is the typed seam for
@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gitdock.runtime.admission import Policy, admit_project
 from gitdock.runtime.build import BuildMode, bind_builds
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.execute import ExecEvent, ExecutionReport, Executor
@@ -90,6 +91,7 @@ def converge(
     pinned: Mapping[str, ResolvedImage] | None = None,
     build: BuildMode = BuildMode.AUTO,
     revision: str | None = None,
+    policy: Policy | None = None,
 ) -> Outcome:
     """Observe the host, plan ``project`` against it and, unless ``dry_run``, execute the plan.
 
@@ -100,7 +102,11 @@ def converge(
     ``pinned`` (a rollback: the images a healthy revision ran) replaces resolving and verifying.
     Services with ``build:`` are first bound to their content tags (reading their contexts;
     a missing one raises BuildError) and built as ``build`` says, labelled with ``revision``.
+    With ``policy`` (the deploy policy), a project that breaks it raises PolicyRefused first.
     """
+    if policy is not None:  # admission first: a refused revision touches nothing
+        with hooks.step("policy"):
+            admit_project(project, policy)
     calls0, mut0 = _count(docker)
     project = bind_builds(project, revision=revision)
     with hooks.step("observe"):

@@ -252,7 +252,7 @@ def test_the_rollback_is_a_trace_of_its_own_linked_to_the_failed_sync(
     sync, rollback = find_span(spans, f"SYNC {project_name}"), find_span(spans, "rollback")
     assert rollback.parent is None and rollback.context.trace_id != sync.context.trace_id
     assert [link.context.span_id for link in rollback.links] == [sync.context.span_id]
-    assert "rollback\n  load\n  observe\n  plan\n  execute\n" in render_tree(spans)
+    assert "rollback\n  load\n  policy\n  observe\n  plan\n  execute\n" in render_tree(spans)
     assert 'gitdock_rollbacks_total{project="' + project_name + '",result="success"} 1.0' in (
         metrics.render_prometheus()
     )

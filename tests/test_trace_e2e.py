@@ -88,6 +88,7 @@ def test_a_successful_reconcile_is_one_trace_with_a_span_per_step_and_operation(
         f"SYNC {project_name}\n"
         "  fetch\n"
         "  load\n"
+        "  policy\n"
         "  observe\n"
         "  plan\n"
         "  execute\n"
@@ -154,7 +155,13 @@ def test_an_untrusted_image_is_an_error_on_that_images_span(
     for reconciler in make_reconciler(tmp_path, upstream, project_name, trust):
         result, spans = reconcile(reconciler)
     assert result is Result.FAILURE
-    assert render_tree(spans).splitlines()[:4] == [f"SYNC {project_name}", "  fetch", "  load", "  observe"]
+    assert render_tree(spans).splitlines()[:5] == [
+        f"SYNC {project_name}",
+        "  fetch",
+        "  load",
+        "  policy",
+        "  observe",
+    ]
     verify = find_span(spans, "verify")
     images = {s.name: s for s in spans if s.parent is not None and s.parent.span_id == verify.context.span_id}
     assert set(images) == {f"verify {signed}", f"verify {unsigned}"}

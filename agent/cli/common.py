@@ -2,17 +2,21 @@
 
 Exit codes: 0 success; 1 an error (bad spec, Docker unreachable, a name conflict, a failed
 operation); 2 when a command found changes it was asked to report (``plan --exit-code``,
-``drift``). ``run_command`` is the one place an error becomes an exit code and a line on stderr.
+``drift``); 141 when the reader of stdout went away (``gitdock verify … | head``), quietly, as
+for a tool SIGPIPE stops. ``run_command`` is the one place an error becomes an exit code and
+a line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
+from gitdock.runtime.admission import PolicyRefused
 from gitdock.runtime.docker import DockerClient
 from gitdock.specs.errors import GitdockError, SpecError
 
@@ -21,6 +25,7 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PIPE",
     "UsageError",
     "docker_client",
     "print_json",
@@ -32,6 +37,7 @@ EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_CHANGES: Final = 2
 EXIT_INTERRUPTED: Final = 130
+EXIT_PIPE: Final = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 class UsageError(GitdockError):
@@ -57,12 +63,27 @@ def print_table(rows: Sequence[Sequence[object]]) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command (``args.func``); any gitdock error is one line on stderr and exit 1."""
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except SpecError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
+    except PolicyRefused as exc:  # one line per violation
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
     except GitdockError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_ERROR
+
+
+def _stdout_gone() -> int:
+    """Stop quietly: stdout's reader left. Later writes (the exit's flush) go to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE

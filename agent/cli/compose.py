@@ -2,6 +2,7 @@
 
     gitdock plan [-f FILE] [--output json] [--exit-code]   exit 2 with --exit-code and changes
     gitdock apply [-f FILE] [--parallel N] [--state-dir DIR]
+    (plan and apply: [--policy LEVEL] [--policy-file FILE], the deploy policy; exit 1 if broken)
     gitdock down [--volumes]
     gitdock ps [--output json]
     gitdock logs SERVICE [--tail N] [--follow]
@@ -30,8 +31,10 @@ from gitdock.agent.cli.common import (
 )
 from gitdock.agent.cli.progress import Progress
 from gitdock.agent.cli.project import (
+    add_policy_args,
     add_project_args,
     add_trust_args,
+    admission_policy,
     compose_files,
     load_project,
     project_name,
@@ -56,9 +59,9 @@ COMMANDS = frozenset({"plan", "apply", "down", "ps", "logs"})
 
 def cmd_plan(args: argparse.Namespace) -> int:
     project = load_project(args)
-    trust = trust_context(args)
+    policy, trust = admission_policy(args), trust_context(args)
     with docker_client(args) as docker:
-        outcome = converge(project, docker, trust=trust, dry_run=True, build=_build_mode(args))
+        outcome = converge(project, docker, trust=trust, dry_run=True, build=_build_mode(args), policy=policy)
     plan = outcome.plan
     if args.output == "json":
         print_json(plan.to_dict())
@@ -138,12 +141,13 @@ def _apply(
     hooks: ConvergeHooks,
     set_result: Callable[[str], None] | None,
 ) -> int:
-    trust = trust_context(args)
+    policy, trust = admission_policy(args), trust_context(args)
     with docker_client(args) as docker:
         outcome = converge(
             project,
             docker,
             trust=trust,
+            policy=policy,
             concurrency=args.parallel,
             wait_timeout=args.wait_timeout,
             hooks=hooks,
@@ -302,6 +306,7 @@ def _add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="show what apply would change, and why")
     add_project_args(p)
     add_trust_args(p)
+    add_policy_args(p)
     p.add_argument("--output", choices=["text", "json"], default="text")
     p.add_argument("--exit-code", action="store_true", help="exit 2 when the plan is not empty")
     _add_build_args(p)
@@ -312,6 +317,7 @@ def _add_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("apply", help="converge the Docker host to the Compose files")
     add_project_args(p)
     add_trust_args(p)
+    add_policy_args(p)
     p.add_argument("--parallel", type=int, default=8, help="operations run at once (default 8)")
     _add_build_args(p)
     p.add_argument(

@@ -1,7 +1,7 @@
-"""Which Compose project a command acts on: its files, its load, its name, its trust policy.
+"""Which Compose project a command acts on: its files, its load, its name, its trust and deploy policies.
 
 Also the options that say so (``-f``, ``--env-file``, ``--profile``, ``--ignore-build``,
-``--sops-age-key-file``, ``--gnupghome``, ``-p``, ``--trust-policy``), shared by every command
+``--sops-age-key-file``, ``--gnupghome``, ``-p``, ``--trust-policy``, ``--policy``), shared by every command
 that takes a project.
 """
 
@@ -17,13 +17,16 @@ from gitdock.agent.cli.common import UsageError
 from gitdock.specs.model import Project
 
 if TYPE_CHECKING:
+    from gitdock.runtime.admission import Policy
     from gitdock.runtime.trust.resolve import TrustContext
     from gitdock.specs.keyring import Keyring
 
 __all__ = [
     "DEFAULT_FILES",
+    "add_policy_args",
     "add_project_args",
     "add_trust_args",
+    "admission_policy",
     "compose_files",
     "load_project",
     "project_name",
@@ -121,6 +124,51 @@ def add_project_args(p: argparse.ArgumentParser, *, files: bool = True) -> None:
         )
     p.add_argument(
         "-p", "--project-name", help="project name (default: name: in the file, else its directory)"
+    )
+
+
+def admission_policy(args: argparse.Namespace) -> Policy | None:
+    """The deploy policy of ``--policy-file`` and ``--policy`` (which wins for the level); None
+    (privileged: anything goes) when neither is given. Raises PolicyConfigError."""
+    from gitdock.runtime.admission import Level, PolicyConfigError, parse_policy
+    from gitdock.specs.errors import SpecError
+    from gitdock.specs.yamlpos import load_yaml
+
+    path, level = getattr(args, "policy_file", None), getattr(args, "policy", None)
+    if path is None and level is None:
+        return None
+    data: object = {}
+    if path is not None:
+        try:
+            doc, problems = load_yaml(Path(path).read_text(encoding="utf-8"), path)
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise PolicyConfigError(f"{path}: cannot read the policy file: {why}") from None
+        if problems:
+            raise SpecError(problems)
+        data = doc.data if doc.data is not None else {}
+    if isinstance(data, str):
+        data = {"level": data}
+    if level is not None and isinstance(data, dict):
+        data = {**data, "level": Level(level).value}
+    try:
+        return parse_policy(data, where="")
+    except PolicyConfigError as exc:
+        raise PolicyConfigError(f"{path or '--policy'}: {exc}") from None
+
+
+def add_policy_args(p: argparse.ArgumentParser) -> None:
+    """``--policy LEVEL`` and ``--policy-file FILE``: the deploy policy (README: Deploy policy)."""
+    p.add_argument(
+        "--policy",
+        choices=["privileged", "baseline", "restricted"],
+        help="refuse a project that breaks this deploy policy level, before anything is touched "
+        "(default: privileged, anything goes; the agent's sources default to baseline)",
+    )
+    p.add_argument(
+        "--policy-file",
+        metavar="FILE",
+        help="the deploy policy as YAML: {level, exceptions: [{service, field}], bind_prefixes: [...]}",
     )
 
 
