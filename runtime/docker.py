@@ -1,8 +1,10 @@
 """The Docker Engine seam: the only module in gitdock that talks to dockerd.
 
-It speaks the Engine REST API with httpx over the unix socket or TCP (``DOCKER_HOST``),
-negotiates the API version with ``GET /version`` and translates every transport or API
-failure into gitdock's error tree at this boundary, each by one table: ``DockerUnavailable``
+It speaks the Engine REST API with httpx over a unix socket, TCP with mutual TLS, or ssh
+through the remote's ``docker system dial-stdio`` (runtime.dial), to the engine an Endpoint
+names (runtime.contexts: a host, ``DOCKER_HOST``, a Docker context). It negotiates the API
+version with ``GET /version`` and translates every transport or API failure into gitdock's
+error tree at this boundary, each by one table: ``DockerUnavailable``
 (a TransientError) when dockerd cannot be reached, ``DockerError`` with ``status`` when it
 answers with an error (``NotFound`` for 404, ``Conflict`` for 409). No httpx exception escapes
 this module. The errors are defined here, beside the code that raises them::
@@ -10,7 +12,8 @@ this module. The errors are defined here, beside the code that raises them::
     GitdockError
     ├── DockerError            one call failed; ``status`` is the HTTP status (0 in a stream)
     │   ├── NotFound           404
-    │   └── Conflict           409
+    │   ├── Conflict           409
+    │   └── NotSwarmManager    503: the engine is not a Swarm manager (Swarm endpoints only)
     └── TransientError
         └── DockerUnavailable  dockerd cannot be reached
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import struct
 import threading
 from collections import Counter
@@ -32,9 +34,10 @@ from urllib.parse import quote
 
 import httpx
 
+from gitdock.runtime.contexts import Endpoint, Scheme, resolve_endpoint, ssl_context
+from gitdock.runtime.dial import open_pool, ssh_command
 from gitdock.specs.errors import GitdockError, TransientError
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 # The newest API version this client knows how to speak. The version actually used is the
 # lower of this and what the server reports, so older engines work.
 MAX_API_VERSION = (1, 45)
@@ -65,8 +68,13 @@ class Conflict(DockerError):
     """The request conflicts with the object's state or name (HTTP 409)."""
 
 
+class NotSwarmManager(DockerError):
+    """A Swarm endpoint was called on an engine that is not a Swarm manager (HTTP 503)."""
+
+
 # HTTP statuses with an error class of their own; any other failing status is a DockerError.
-_STATUS_ERRORS: dict[int, type[DockerError]] = {404: NotFound, 409: Conflict}
+# The Engine answers 503 only from Swarm endpoints, when the node is not a manager.
+_STATUS_ERRORS: dict[int, type[DockerError]] = {404: NotFound, 409: Conflict, 503: NotSwarmManager}
 
 # httpx's failures, translated once here, first match wins. Every one of them means dockerd
 # could not be reached or stopped answering mid-request (refused, reset, timed out, a broken
@@ -85,35 +93,46 @@ def _filters(filters: Mapping[str, list[str]] | None) -> dict[str, str]:
     return {"filters": json.dumps(filters)} if filters else {}
 
 
+def _open_transport(endpoint: Endpoint, timeout: float) -> tuple[httpx.BaseTransport, str]:
+    """The transport and base URL for ``endpoint``: a unix socket, TCP (mutual TLS when the
+    endpoint has tls files) or ssh's ``docker system dial-stdio``. Raises TargetError."""
+    address = endpoint.address
+    if address.scheme is Scheme.UNIX:
+        return httpx.HTTPTransport(uds=address.path), "http://docker"
+    if address.scheme is Scheme.SSH:
+        transport = httpx.HTTPTransport()
+        # httpx takes no network backend; its pool is the one place a custom one plugs in.
+        transport._pool = open_pool(ssh_command(address, endpoint.ssh, timeout))
+        return transport, "http://docker"
+    if endpoint.tls is not None:
+        context = ssl_context(endpoint.tls, f"Docker host {endpoint.host}")
+        return httpx.HTTPTransport(verify=context), f"https://{address.netloc}"
+    return httpx.HTTPTransport(), f"http://{address.netloc}"
+
+
 class DockerClient:
     """A small, thread-safe client for the Docker Engine API.
 
-    ``host`` takes ``unix:///path`` or ``tcp://host:port``; it defaults to ``DOCKER_HOST``
-    and then to the standard socket. No request is sent until the first call.
+    ``host`` is an Endpoint (runtime.contexts) or a host string: ``unix:///path``,
+    ``tcp://host:port`` (TLS by ``DOCKER_TLS_VERIFY``) or ``ssh://user@host``; None resolves
+    ``DOCKER_HOST``/``DOCKER_CONTEXT`` as the Docker CLI does. A host that cannot be used is a
+    TargetError at once; no request is sent until the first call.
     """
 
     def __init__(
         self,
-        host: str | None = None,
+        host: str | Endpoint | None = None,
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """``transport`` replaces the socket, for protocol edge cases in tests only."""
-        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        self.endpoint = host if isinstance(host, Endpoint) else resolve_endpoint(host)
+        self.host = self.endpoint.host
         self.timeout = timeout
-        if transport is not None:
-            base_url = "http://docker"
-        elif self.host.startswith("unix://"):
-            transport = httpx.HTTPTransport(uds=self.host[len("unix://") :])
-            base_url = "http://docker"
-        elif self.host.startswith(("tcp://", "http://")):
-            transport = httpx.HTTPTransport()
-            base_url = "http://" + self.host.split("://", 1)[1]
-        else:
-            raise DockerUnavailable(
-                f"DOCKER_HOST {self.host!r} is not supported: use unix:///path or tcp://host:port"
-            )
+        base_url = "http://docker"
+        if transport is None:
+            transport, base_url = _open_transport(self.endpoint, timeout)
         self._http = httpx.Client(
             transport=transport, base_url=base_url, timeout=timeout, headers={"User-Agent": "gitdock"}
         )
@@ -358,6 +377,72 @@ class DockerClient:
             if resp.status_code != 200:
                 raise self._error("POST", path, resp.status_code, resp.read())
             return _read_build_stream(resp.iter_lines(), on_output)
+
+    # -- swarm ------------------------------------------------------------------------------
+    # Swarm objects carry a ``Version.Index``; an update names the index it read, so a
+    # concurrent change makes the update fail (409/500 "update out of sequence") instead of
+    # being overwritten.
+
+    def inspect_swarm(self) -> JSON:
+        """``GET /swarm``; raises NotSwarmManager when this engine is not a manager."""
+        return dict(self._request("GET", "/swarm").json())
+
+    def init_swarm(self, listen_addr: str = "0.0.0.0:2377", advertise_addr: str | None = None) -> str:
+        body: JSON = {
+            "ListenAddr": listen_addr,
+            **({"AdvertiseAddr": advertise_addr} if advertise_addr else {}),
+        }
+        return str(self._request("POST", "/swarm/init", body=body).json())
+
+    def list_nodes(self, filters: Mapping[str, list[str]] | None = None) -> list[JSON]:
+        return list(self._request("GET", "/nodes", params=_filters(filters)).json())
+
+    def list_services(
+        self, filters: Mapping[str, list[str]] | None = None, *, status: bool = True
+    ) -> list[JSON]:
+        """With ``status``, each carries ``ServiceStatus`` (running and desired task counts)."""
+        params = {**_filters(filters), **({"status": "true"} if status else {})}
+        return list(self._request("GET", "/services", params=params).json())
+
+    def inspect_service(self, ident: str) -> JSON:
+        return dict(
+            self._request("GET", f"/services/{quote(ident)}", params={"insertDefaults": "false"}).json()
+        )
+
+    def create_service(self, spec: JSON) -> str:
+        return str(self._request("POST", "/services/create", body=spec).json()["ID"])
+
+    def update_service(self, ident: str, version: int, spec: JSON, *, rollback: bool = False) -> list[str]:
+        """Update to ``spec`` from ``version``; ``rollback`` asks Swarm for the previous spec."""
+        params: dict[str, str] = {"version": str(version)}
+        if rollback:
+            params["rollback"] = "previous"
+        resp = self._request("POST", f"/services/{quote(ident)}/update", params=params, body=spec)
+        return [str(w) for w in (resp.json() or {}).get("Warnings") or []]
+
+    def remove_service(self, ident: str) -> None:
+        self._request("DELETE", f"/services/{quote(ident)}")
+
+    def list_tasks(self, filters: Mapping[str, list[str]] | None = None) -> list[JSON]:
+        return list(self._request("GET", "/tasks", params=_filters(filters)).json())
+
+    def list_configs(self, filters: Mapping[str, list[str]] | None = None) -> list[JSON]:
+        return list(self._request("GET", "/configs", params=_filters(filters)).json())
+
+    def create_config(self, spec: JSON) -> str:
+        return str(self._request("POST", "/configs/create", body=spec).json()["ID"])
+
+    def remove_config(self, ident: str) -> None:
+        self._request("DELETE", f"/configs/{quote(ident)}")
+
+    def list_secrets(self, filters: Mapping[str, list[str]] | None = None) -> list[JSON]:
+        return list(self._request("GET", "/secrets", params=_filters(filters)).json())
+
+    def create_secret(self, spec: JSON) -> str:
+        return str(self._request("POST", "/secrets/create", body=spec).json()["ID"])
+
+    def remove_secret(self, ident: str) -> None:
+        self._request("DELETE", f"/secrets/{quote(ident)}")
 
     # -- streams ----------------------------------------------------------------------------
 

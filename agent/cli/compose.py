@@ -41,6 +41,7 @@ from gitdock.agent.cli.project import (
     state_dir,
     trust_context,
 )
+from gitdock.agent.cli.swarm import add_swarm_flags
 from gitdock.runtime.build import BuildMode
 from gitdock.runtime.converge import ConvergeHooks, Outcome, converge, tear_down
 from gitdock.runtime.docker import DockerClient, NotFound
@@ -152,6 +153,7 @@ def _apply(
             wait_timeout=args.wait_timeout,
             hooks=hooks,
             build=_build_mode(args),
+            renew_anon_volumes=args.renew_anon_volumes,
         )
         if outcome.is_ok:
             _store_applied(args, outcome.project or project, docker, outcome)
@@ -339,6 +341,12 @@ def _add_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--settle; exit 1 with the reason when one is not (as docker compose up --wait)",
     )
     p.add_argument("--settle", default="10s", help="settle time for containers without healthcheck (10s)")
+    p.add_argument(
+        "-V",
+        "--renew-anon-volumes",
+        action="store_true",
+        help="recreate anonymous volumes instead of carrying the old containers' over",
+    )
     p.set_defaults(func=cmd_apply)
 
 
@@ -367,3 +375,4 @@ def add_compose_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _add_plan(sub)
     _add_apply(sub)
     _add_inspection(sub)
+    add_swarm_flags(sub)  # --swarm on plan, apply and down

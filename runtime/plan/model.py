@@ -43,10 +43,19 @@ class OpKind(str, Enum):
     BUILD_IMAGE = "BuildImage"
     CREATE_CONTAINER = "CreateContainer"
     RECREATE_CONTAINER = "RecreateContainer"
+    RENAME_CONTAINER = "RenameContainer"
     START_CONTAINER = "StartContainer"
     REMOVE_CONTAINER = "RemoveContainer"
     WAIT_HEALTHY = "WaitHealthy"
     WAIT_COMPLETED = "WaitCompleted"
+    # The Swarm target (runtime/swarm/): one Swarm API call each.
+    CREATE_CONFIG = "CreateConfig"
+    REMOVE_CONFIG = "RemoveConfig"
+    CREATE_SECRET = "CreateSecret"  # noqa: S105 (an operation's name, not a password)
+    REMOVE_SECRET = "RemoveSecret"  # noqa: S105 (likewise)
+    CREATE_SERVICE = "CreateService"
+    UPDATE_SERVICE = "UpdateService"
+    REMOVE_SERVICE = "RemoveService"
 
     @property
     def is_mutating(self) -> bool:
@@ -74,6 +83,13 @@ class Operation:
     builds; ``network_container`` is the container whose network a ``network_mode: service:``
     container joins (None when that service has none); ``wait_for`` are the containers a
     WaitHealthy/WaitCompleted watches.
+
+    For a RecreateContainer: ``replacement`` is the id of a replacement an interrupted run
+    left under ``temp_name`` that matches the desired config and is adopted instead of built
+    again; ``stop_first`` says the old and new cannot run at once (a fixed host port, a
+    ``container_name``, a static address), so the old one stops before the new one starts
+    and is started again (``restore_old``) if the new one does not start; ``renew_volumes``
+    says the old container's anonymous volumes are not carried over (``-V``).
     """
 
     id: int
@@ -91,6 +107,10 @@ class Operation:
     service: str | None = None
     pull: tuple[str, str] | None = None
     temp_name: str | None = None
+    replacement: str | None = None
+    stop_first: bool = False
+    restore_old: bool = True
+    renew_volumes: bool = False
     network_container: ContainerRef | None = None
     wait_for: tuple[ContainerRef, ...] = ()
 

@@ -24,8 +24,10 @@ from .docker import TEST_IMAGE, ping_docker
 class SecondDockerd:
     """Start with ``start()``; ``restart()`` restarts only this daemon; ``close()`` cleans up."""
 
-    def __init__(self, tag: str | None = None) -> None:
+    def __init__(self, tag: str | None = None, *, live_restore: bool = True) -> None:
+        """``live_restore=False`` for a Swarm node: Swarm mode refuses ``--live-restore``."""
         self.tag = tag or f"gdx{secrets.token_hex(3)}"
+        self.live_restore = live_restore
         self.netns = self.tag
         self.socket = Path(f"/tmp/{self.tag}.sock")
         self.data_root = Path(f"/tmp/{self.tag}-data")
@@ -74,7 +76,7 @@ class SecondDockerd:
                     str(self.exec_root),
                     "--pidfile",
                     str(self.pidfile),
-                    "--live-restore",
+                    *(["--live-restore"] if self.live_restore else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
