@@ -92,6 +92,7 @@ def converge(
     build: BuildMode = BuildMode.AUTO,
     revision: str | None = None,
     policy: Policy | None = None,
+    renew_anon_volumes: bool = False,
 ) -> Outcome:
     """Observe the host, plan ``project`` against it and, unless ``dry_run``, execute the plan.
 
@@ -103,6 +104,7 @@ def converge(
     Services with ``build:`` are first bound to their content tags (reading their contexts;
     a missing one raises BuildError) and built as ``build`` says, labelled with ``revision``.
     With ``policy`` (the deploy policy), a project that breaks it raises PolicyRefused first.
+    ``renew_anon_volumes``: recreated containers get fresh anonymous volumes (Compose's ``-V``).
     """
     if policy is not None:  # admission first: a refused revision touches nothing
         with hooks.step("policy"):
@@ -117,7 +119,13 @@ def converge(
         images = _verify_images(project, observed, trust, hooks) if trust is not None else None
     with hooks.step("plan"):
         plan = plan_project(
-            project, observed, images, force_recreate=force_recreate, force_start=force_start, build=build
+            project,
+            observed,
+            images,
+            force_recreate=force_recreate,
+            force_start=force_start,
+            build=build,
+            renew_anon_volumes=renew_anon_volumes,
         )
         if hooks.on_plan is not None:
             hooks.on_plan(plan)

@@ -5,14 +5,18 @@ to pull, the containers to wait for); a container created by an earlier operatio
 that operation's id, and its id is read from that operation's result, as compose's executor
 does. Operations whose dependencies have finished run in parallel on a bounded thread pool.
 When an operation fails, everything that depends on it is skipped (never half-applied on top
-of a failure) and independent branches still finish. A recreate builds the new container
-before the old one is stopped, so a bad config never leaves a service with nothing running.
+of a failure) and independent branches still finish. A recreate starts the new container and
+sees it running before the old one is removed, or puts the old one back, so a bad config never
+leaves a service with nothing running (``Executor._recreate_container`` gives the sequence).
+Every handler is idempotent: what is already gone, stopped or started is its goal met, and a
+removal Docker already has in progress is waited for.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import posixpath
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +27,7 @@ from typing import Any
 
 from gitdock.runtime.build import BuildError, context_tar, tar_digest
 from gitdock.runtime.desired import DesiredContainer
-from gitdock.runtime.docker import DockerClient, DockerError, NotFound
+from gitdock.runtime.docker import Conflict, DockerClient, DockerError, NotFound
 from gitdock.runtime.observe import ObservedState
 from gitdock.runtime.plan import ContainerRef, Operation, OpKind, Plan
 from gitdock.specs.errors import GitdockError, TransientError
@@ -286,16 +290,96 @@ class Executor:
         return ident
 
     def _recreate_container(self, op: Operation) -> str:
+        """Replace ``op.target`` by a container of ``op.container``; returns the new one's id.
+
+        Start-first (the default), so the service never has nothing running:
+
+        1. the replacement is created under ``op.temp_name``, mounting the old container's
+           anonymous volumes by name unless ``op.renew_volumes``; its files are copied in and
+           its other networks connected (or ``op.replacement``, left by an interrupted run
+           and already started, is adopted instead);
+        2. it is started and must be seen running (or done, exit 0); if not, it is removed,
+           the old one keeps running and the operation fails with Docker's reason;
+        3. the old one is stopped and removed (a removal already in progress is waited for);
+        4. the replacement is renamed to the service's container name.
+
+        Stop-first (``op.stop_first``: a fixed host port, container_name or static address
+        cannot be held twice, and a writable volume must not be written twice): 1 as above; 2. the old one is stopped; 3. the replacement is
+        started and must be seen running; if not, it is removed and the old one is started
+        again (``op.restore_old``: unless it is a finished one-shot job), and the operation
+        fails; 4. the old one is removed; 5. the replacement is renamed.
+
+        A run killed between any two steps leaves what the next plan settles: a replacement
+        that is running with the desired config is adopted (or, the old one being gone, just
+        renamed), any other replacement removed first, and a stopped old one started again.
+        """
         dc = op.container
         assert dc is not None and op.target is not None and op.temp_name is not None
-        # Build the replacement first: if Docker refuses the new config, the old one keeps running.
-        with contextlib.suppress(NotFound):  # a leftover from an interrupted run
-            self.docker.remove_container(op.temp_name, force=True)
-        new = self.docker.create_container(op.temp_name, self._body(op, dc), platform=dc.platform)
+        new = op.replacement or self._build_replacement(op, dc)
+        if op.stop_first:
+            self._stop(op.target, dc.stop_timeout)
+        try:
+            self.docker.start_container(new)
+            self._check_started(dc.service, new)
+        except GitdockError as exc:
+            self._discard(new)
+            if op.stop_first and op.restore_old:
+                self._restore(op.target, exc)
+            raise
         self._stop_and_remove(op.target, timeout=dc.stop_timeout)
         self.docker.rename_container(new, dc.name)
-        self._attach_and_start(dc, new)
         return new
+
+    def _restore(self, old: str, cause: GitdockError) -> None:
+        """Start the old container again after its replacement failed to start."""
+        try:
+            self.docker.start_container(old)
+        except GitdockError as exc:
+            raise StepFailed(f"{cause}; and the old container did not start again: {exc}") from cause
+
+    def _build_replacement(self, op: Operation, dc: DesiredContainer) -> str:
+        """Create the replacement under its temporary name, ready to start (not started)."""
+        assert op.target is not None and op.temp_name is not None
+        body = self._body(op, dc)
+        if not op.renew_volumes:
+            body = carry_anonymous_volumes(body, self._mounts_of(op.target), self._image_volumes(body))
+        new = self.docker.create_container(op.temp_name, body, platform=dc.platform)
+        try:
+            self._attach(dc, new)
+        except GitdockError:
+            self._discard(new)
+            raise
+        return new
+
+    def _rename_container(self, op: Operation) -> None:
+        """Finish an interrupted recreate: give its replacement the service's container name."""
+        assert op.container is not None and op.target is not None
+        self.docker.rename_container(op.target, op.container.name)
+
+    def _mounts_of(self, ident: str) -> list[dict[str, Any]]:
+        try:
+            return list(self.docker.inspect_container(ident).get("Mounts") or [])
+        except NotFound:
+            return []
+
+    def _image_volumes(self, body: dict[str, Any]) -> list[str]:
+        """The paths the image declares as ``VOLUME``."""
+        try:
+            config = self.docker.inspect_image(str(body.get("Image", ""))).get("Config") or {}
+        except NotFound:
+            return []
+        return sorted(config.get("Volumes") or {})
+
+    def _check_started(self, service: str, ident: str) -> None:
+        """Raise StepFailed unless the container is running (or already done, exit 0)."""
+        state = self.docker.inspect_container(ident).get("State") or {}
+        status, code = state.get("Status"), state.get("ExitCode")
+        if status == "running" or (status == "exited" and code == 0):
+            return
+        error = f": {state['Error']}" if state.get("Error") else ""
+        raise StepFailed(
+            f"service {service}: the new container is {status} (exit code {code}) after start{error}"
+        )
 
     def _start_container(self, op: Operation) -> None:
         assert op.target is not None
@@ -325,19 +409,47 @@ class Executor:
         return body
 
     def _attach_and_start(self, dc: DesiredContainer, ident: str) -> None:
+        self._attach(dc, ident)
+        self.docker.start_container(ident)
+
+    def _attach(self, dc: DesiredContainer, ident: str) -> None:
+        """Copy the configs and secrets in and connect the networks after the first."""
         if dc.files:
             self.docker.put_archive(ident, "/", tar_files(dc.files))
         for network, aliases in dc.networks[1:]:
             self.docker.connect_network(network, ident, {"Aliases": list(aliases)})
-        self.docker.start_container(ident)
+
+    def _stop(self, ident: str, timeout: int | None = None) -> None:
+        """Stop (by default after the container's own StopTimeout); gone or going is fine."""
+        with contextlib.suppress(NotFound, Conflict):
+            self.docker.stop_container(ident, timeout)
 
     def _stop_and_remove(self, ident: str, timeout: int | None = None) -> None:
-        """Stop (by default after the container's own StopTimeout) and remove."""
+        """Stop and remove; a removal Docker already has in progress is waited for."""
+        self._stop(ident, timeout)
+        self._discard(ident)
+
+    def _discard(self, ident: str) -> None:
+        """Force-remove (anonymous volumes are kept); returns once the container is gone."""
         try:
-            self.docker.stop_container(ident, timeout)
             self.docker.remove_container(ident, force=True)
         except NotFound:
-            pass
+            return
+        except Conflict as exc:
+            if "already in progress" not in str(exc):
+                raise
+            self._wait_gone(ident)
+
+    def _wait_gone(self, ident: str) -> None:
+        """Poll until a container that Docker is removing no longer exists."""
+        deadline = time.monotonic() + self.wait_timeout
+        while time.monotonic() <= deadline:
+            try:
+                self.docker.inspect_container(ident)
+            except NotFound:
+                return
+            time.sleep(_POLL)
+        raise StepFailed(f"container {ident[:12]} was still being removed after {self.wait_timeout:g}s")
 
     def _wait(self, op: Operation, *, healthy: bool) -> None:
         """Wait until every container of ``op.wait_for`` is healthy (or completed, exit 0)."""
@@ -368,6 +480,7 @@ _HANDLERS: dict[OpKind, Callable[[Executor, Operation], str | None]] = {
     OpKind.BUILD_IMAGE: Executor._build_image,
     OpKind.CREATE_CONTAINER: Executor._create_container,
     OpKind.RECREATE_CONTAINER: Executor._recreate_container,
+    OpKind.RENAME_CONTAINER: Executor._rename_container,
     OpKind.START_CONTAINER: Executor._start_container,
     OpKind.REMOVE_CONTAINER: Executor._remove_container,
     OpKind.WAIT_HEALTHY: Executor._wait_healthy,
@@ -398,6 +511,39 @@ def _is_completed(service: str, state: dict[str, Any]) -> bool:
     if code == 0:
         return True
     raise StepFailed(f"service {service} did not complete successfully: exit code {code}")
+
+
+def carry_anonymous_volumes(
+    body: dict[str, Any], old_mounts: list[dict[str, Any]], image_volumes: list[str]
+) -> dict[str, Any]:
+    """The create body with the old container's anonymous volumes mounted by name. Pure.
+
+    Compose's rule on recreate: at each path the new container declares as an anonymous
+    volume (a short-syntax ``- /path`` entry, or an image ``VOLUME`` that nothing else is
+    mounted at) it gets the volume the old container had there.
+    """
+    host = dict(body.get("HostConfig") or {})
+    old = {
+        posixpath.normpath(str(m.get("Destination", ""))): m
+        for m in old_mounts
+        if m.get("Type") == "volume" and m.get("Name")
+    }
+    mounts = [dict(m) for m in host.get("Mounts") or []]
+    taken = {posixpath.normpath(str(m.get("Target", ""))) for m in mounts}
+    taken |= {posixpath.normpath(b.split(":")[1]) for b in host.get("Binds") or [] if ":" in b}
+    taken |= {posixpath.normpath(t) for t in host.get("Tmpfs") or {}}
+    for mount in mounts:
+        target = posixpath.normpath(str(mount.get("Target", "")))
+        if mount.get("Type") == "volume" and not mount.get("Source") and target in old:
+            mount["Source"] = old[target]["Name"]
+    for path in image_volumes:
+        target = posixpath.normpath(path)
+        if target in old and target not in taken:
+            ro = not old[target].get("RW", True)
+            mounts.append({"Type": "volume", "Source": old[target]["Name"], "Target": target, "ReadOnly": ro})
+    if mounts:
+        host["Mounts"] = mounts
+    return {**body, "HostConfig": host}
 
 
 def tar_files(files: tuple[ServiceFile, ...]) -> bytes:

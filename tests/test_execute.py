@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.execute import Executor, OpStatus
-from gitdock.runtime.observe import ObservedNetwork, ObservedState
+from gitdock.runtime.execute import Executor, OpStatus, carry_anonymous_volumes
+from gitdock.runtime.observe import ObservedContainer, ObservedNetwork, ObservedState
 from gitdock.runtime.plan import plan_down
 
 
@@ -50,3 +50,80 @@ def test_other_network_errors_fail_at_once() -> None:
         report = Executor(docker).execute(plan_down("demo", observed), observed)
     assert report.failed[0].error == "Docker DELETE /networks/nid: something else"
     assert len(calls) == 1
+
+
+def test_a_removal_already_in_progress_is_waited_for() -> None:
+    seen: list[str] = []
+    inspects = [httpx.Response(200, json={"Id": "cid", "State": {"Status": "removing"}})] * 2
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/version":
+            return httpx.Response(200, json={"ApiVersion": "1.41"})
+        seen.append(f"{request.method} {request.url.path}")
+        if request.method == "POST":  # stop
+            return httpx.Response(409, json={"message": "container is marked for removal"})
+        if request.method == "DELETE":
+            return httpx.Response(409, json={"message": "removal of container cid is already in progress"})
+        return inspects.pop(0) if inspects else httpx.Response(404, json={"message": "no such container"})
+
+    observed = ObservedState(
+        containers=(
+            ObservedContainer(
+                "cid",
+                "demo-web-1",
+                "img",
+                "iid",
+                "removing",
+                "Removal In Progress",
+                {"io.gitdock.project": "demo", "io.gitdock.service": "web"},
+                {},
+            ),
+        )
+    )
+    with DockerClient("unix:///nowhere.sock", transport=httpx.MockTransport(handle)) as docker:
+        report = Executor(docker).execute(plan_down("demo", observed), observed)
+    assert [r.status for r in report.results] == [OpStatus.DONE]
+    assert seen == [
+        "POST /v1.41/containers/cid/stop",
+        "DELETE /v1.41/containers/cid",
+        *["GET /v1.41/containers/cid/json"] * 3,
+    ]
+
+
+def body(mounts: list[dict[str, object]] | None = None, **host: object) -> dict[str, object]:
+    return {"Image": "img", "HostConfig": {**host, **({"Mounts": mounts} if mounts else {})}}
+
+
+OLD_MOUNTS = [
+    {"Type": "volume", "Name": "anon1", "Destination": "/data", "RW": True},
+    {"Type": "volume", "Name": "anon2", "Destination": "/cache/", "RW": True},
+    {"Type": "volume", "Name": "demo_named", "Destination": "/named", "RW": False},
+    {"Type": "bind", "Source": "/srv", "Destination": "/srv", "RW": True},
+]
+
+
+def test_an_image_volume_gets_the_old_containers_volume() -> None:
+    new = carry_anonymous_volumes(body(), OLD_MOUNTS, ["/data"])
+    assert new["HostConfig"]["Mounts"] == [
+        {"Type": "volume", "Source": "anon1", "Target": "/data", "ReadOnly": False}
+    ]
+
+
+def test_a_short_syntax_anonymous_volume_gets_the_old_containers_volume() -> None:
+    mounts: list[dict[str, object]] = [{"Type": "volume", "Target": "/cache", "ReadOnly": False}]
+    new = carry_anonymous_volumes(body(mounts), OLD_MOUNTS, [])
+    assert new["HostConfig"]["Mounts"] == [
+        {"Type": "volume", "Target": "/cache", "ReadOnly": False, "Source": "anon2"}
+    ]
+    assert mounts == [{"Type": "volume", "Target": "/cache", "ReadOnly": False}]  # input untouched
+
+
+def test_what_the_spec_mounts_at_an_image_volume_wins() -> None:
+    named = [{"Type": "volume", "Source": "demo_other", "Target": "/data", "ReadOnly": False}]
+    assert carry_anonymous_volumes(body(named), OLD_MOUNTS, ["/data"])["HostConfig"]["Mounts"] == named
+    bound = carry_anonymous_volumes(body(Binds=["/host:/data:ro"]), OLD_MOUNTS, ["/data"])
+    assert "Mounts" not in bound["HostConfig"]
+
+
+def test_nothing_is_carried_to_a_path_the_new_container_does_not_declare() -> None:
+    assert "Mounts" not in carry_anonymous_volumes(body(), OLD_MOUNTS, ["/elsewhere"])["HostConfig"]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gitdock.runtime.desired import desired_container, desired_network, desired_volume
-from gitdock.runtime.labels import LABEL_CONFIG_FIELDS, LABEL_CONFIG_HASH
+from gitdock.runtime.labels import LABEL_CONFIG_FIELDS, LABEL_CONFIG_HASH, replacement_name
 from gitdock.runtime.observe import (
     ObservedContainer,
     ObservedImage,
@@ -16,7 +16,16 @@ from gitdock.runtime.observe import (
     ObservedState,
     ObservedVolume,
 )
-from gitdock.runtime.plan import ConflictError, OpKind, PlanError, familiar_image, plan_down, plan_project
+from gitdock.runtime.plan import (
+    ConflictError,
+    Operation,
+    OpKind,
+    Plan,
+    PlanError,
+    familiar_image,
+    plan_down,
+    plan_project,
+)
 from gitdock.specs.model import (
     Condition,
     Dependency,
@@ -26,6 +35,7 @@ from gitdock.specs.model import (
     PortMapping,
     Project,
     Service,
+    ServiceFile,
     Volume,
 )
 
@@ -388,3 +398,191 @@ def test_plan_starts_a_finished_looking_container_stopped_by_hand_when_told() ->
 def test_plan_does_not_start_a_running_container_it_was_told_to_start() -> None:
     p = project(svc("web"))
     assert plan_project(p, applied(p), force_start={"demo-web-1": "drift: stopped by hand"}).is_empty
+
+
+# -- what an interrupted apply leaves behind ------------------------------------------------
+
+
+def replacement_of(p: Project, service: str, state: str = "running") -> ObservedContainer:
+    """The replacement a recreate to ``p`` builds for replica 1, as Docker lists it."""
+    s = next(s for s in p.services if s.name == service)
+    dc = desired_container(p, s, 1)
+    return ObservedContainer(
+        id=f"id-new-{dc.name}",
+        name=replacement_name(dc.name, dc.config_hash),
+        image=s.image,
+        image_id=IMAGE_ID,
+        state=state,
+        status="Up 1 second" if state == "running" else "Created",
+        labels=dict(dc.create_body["Labels"]),
+        networks={net: "nid" for net, _ in dc.networks},
+        created=200,
+    )
+
+
+def plus(observed: ObservedState, *containers: ObservedContainer) -> ObservedState:
+    return dataclasses.replace(observed, containers=(*observed.containers, *containers))
+
+
+def assert_one_order_per_container(plan: Plan) -> None:
+    """No two operations act on one container (by id or name) without an order between them."""
+    by_id = {op.id: op for op in plan.operations}
+
+    def ancestors(op_id: int) -> set[int]:
+        seen: set[int] = set()
+        todo = list(by_id[op_id].deps)
+        while todo:
+            dep = todo.pop()
+            if dep not in seen:
+                seen.add(dep)
+                todo += by_id[dep].deps
+        return seen
+
+    def objects(op: Operation) -> set[str]:
+        names = {op.target, op.target_name, op.temp_name, op.replacement}
+        if op.kind in (OpKind.CREATE_CONTAINER, OpKind.RECREATE_CONTAINER) and op.container:
+            names.add(op.container.name)
+        return {n for n in names if n} if op.kind.is_mutating else set()
+
+    ops = plan.operations
+    for i, a in enumerate(ops):
+        for b in ops[i + 1 :]:
+            if objects(a) & objects(b):
+                assert a.id in ancestors(b.id), f"#{a.id} and #{b.id} share {objects(a) & objects(b)}"
+
+
+def test_plan_adopts_a_running_replacement_an_interrupted_recreate_left() -> None:
+    before = project(svc("web", environment=(("A", "1"),)))
+    after = project(svc("web", environment=(("A", "2"),)))
+    observed = plus(applied(before), replacement_of(after, "web"))
+    plan = plan_project(after, observed)
+    assert plan.render() == (
+        "[] -> #1 service:web:1, RecreateContainer, config changed: environment; replacement adopted"
+    )
+    assert plan.operations[0].replacement == "id-new-demo-web-1"
+    assert plan.operations[0].target == "id-demo-web-1"
+    assert_one_order_per_container(plan)
+
+
+def test_plan_removes_a_replacement_that_never_started_before_recreating() -> None:
+    before = project(svc("web", environment=(("A", "1"),)))
+    after = project(svc("web", environment=(("A", "2"),)))
+    observed = plus(applied(before), replacement_of(after, "web", state="created"))
+    plan = plan_project(after, observed)
+    assert plan.render() == "\n".join(
+        [
+            "[] -> #1 service:web:1, RemoveContainer, duplicate",
+            "[#1] -> #2 service:web:1, RecreateContainer, config changed: environment",
+        ]
+    )
+    assert plan.operations[1].replacement is None
+    assert_one_order_per_container(plan)
+
+
+def test_plan_removes_a_stale_replacement_for_another_config_first() -> None:
+    v1 = project(svc("web", environment=(("A", "1"),)))
+    v2 = project(svc("web", environment=(("A", "2"),)))
+    v3 = project(svc("web", environment=(("A", "3"),)))
+    plan = plan_project(v3, plus(applied(v1), replacement_of(v2, "web")))
+    assert plan.render() == "\n".join(
+        [
+            "[] -> #1 service:web:1, RemoveContainer, duplicate",
+            "[#1] -> #2 service:web:1, RecreateContainer, config changed: environment",
+        ]
+    )
+    assert_one_order_per_container(plan)
+
+
+def test_plan_finishes_the_rename_when_the_old_container_is_already_gone() -> None:
+    before = project(svc("web", environment=(("A", "1"),)))
+    after = project(svc("web", environment=(("A", "2"),)))
+    observed = dataclasses.replace(applied(before), containers=(replacement_of(after, "web"),))
+    plan = plan_project(after, observed)
+    assert plan.render() == "[] -> #1 service:web:1, RenameContainer, interrupted recreate"
+    assert plan.operations[0].target == "id-new-demo-web-1"
+    assert plan.operations[0].container is not None
+    assert plan.operations[0].container.name == "demo-web-1"
+
+
+def test_plan_renames_then_starts_a_stopped_replacement() -> None:
+    before = project(svc("web", environment=(("A", "1"),)))
+    after = project(svc("web", restart="always", environment=(("A", "2"),)))
+    spare = dataclasses.replace(
+        replacement_of(after, "web"), state="exited", status="Exited (255) 1 second ago"
+    )
+    observed = dataclasses.replace(applied(before), containers=(spare,))
+    plan = plan_project(after, observed)
+    assert plan.render() == "\n".join(
+        [
+            "[] -> #1 service:web:1, RenameContainer, interrupted recreate",
+            "[#1] -> #2 service:web:1, StartContainer, exited (255)",
+        ]
+    )
+    assert_one_order_per_container(plan)
+
+
+def test_plan_waits_for_a_removal_in_progress_before_creating() -> None:
+    p = project(svc("web"))
+    observed = with_container(applied(p), "demo-web-1", state="removing", status="Removal In Progress")
+    plan = plan_project(p, observed)
+    assert plan.render() == "\n".join(
+        [
+            "[] -> #1 service:web:1, RemoveContainer, removal in progress",
+            "[#1] -> #2 service:web:1, CreateContainer, not found",
+        ]
+    )
+    assert_one_order_per_container(plan)
+
+
+def test_plan_recreates_a_never_started_container_that_has_files_to_copy() -> None:
+    conf = ServiceFile(kind="configs", name="app", target="/etc/app.conf", digest="d", content=b"x")
+    p = project(svc("web", files=(conf,)))
+    observed = with_container(applied(p), "demo-web-1", state="created", status="Created")
+    assert plan_project(p, observed).render() == "[] -> #1 service:web:1, RecreateContainer, not started"
+
+
+@pytest.mark.parametrize(
+    ("changes", "stop_first"),
+    [
+        ({}, False),
+        ({"ports": (PortMapping(target=80),)}, False),
+        ({"ports": (PortMapping(target=80, published="8080"),)}, True),
+        ({"container_name": "fixed"}, True),
+        ({"networks": (("default", NetworkAttachment(ipv4_address="10.5.0.9")),)}, True),
+    ],
+)
+def test_plan_stops_the_old_container_first_only_when_two_cannot_run(
+    changes: dict[str, object], stop_first: bool
+) -> None:
+    before = project(svc("web", environment=(("A", "1"),), **changes))
+    after = project(svc("web", environment=(("A", "2"),), **changes))
+    (op,) = plan_project(after, applied(before)).operations
+    assert op.kind is OpKind.RECREATE_CONTAINER
+    assert op.stop_first is stop_first
+    assert op.renew_volumes is False
+
+
+def test_plan_does_not_restore_a_finished_job_when_its_replacement_fails() -> None:
+    before = project(svc("job", container_name="job", environment=(("A", "1"),)))
+    after = project(svc("job", container_name="job", environment=(("A", "2"),)))
+    observed = with_container(applied(before), "job", state="exited", status="Exited (0) 1 minute ago")
+    (op,) = plan_project(after, observed).operations
+    assert op.restore_old is False
+
+
+def test_plan_orders_every_operation_on_one_container_after_any_interruption() -> None:
+    v1 = project(svc("web", environment=(("A", "1"),), replicas=2), svc("db"))
+    v2 = project(svc("web", environment=(("A", "2"),), replicas=2), svc("db", environment=(("B", "1"),)))
+    spare = replacement_of(v2, "web")
+    stale = dataclasses.replace(replacement_of(v2, "db", state="created"), id="id-stale")
+    removing = dataclasses.replace(applied(v1).containers[0], id="id-going", state="removing", created=50)
+    plan = plan_project(v2, plus(applied(v1), spare, stale, removing))
+    assert_one_order_per_container(plan)
+
+
+def test_plan_renews_anonymous_volumes_only_when_asked() -> None:
+    before = project(svc("web", environment=(("A", "1"),)))
+    after = project(svc("web", environment=(("A", "2"),)))
+    (kept,) = plan_project(after, applied(before)).operations
+    (renewed,) = plan_project(after, applied(before), renew_anon_volumes=True).operations
+    assert (kept.renew_volumes, renewed.renew_volumes) == (False, True)

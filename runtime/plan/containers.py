@@ -4,7 +4,10 @@ A container is recreated only when its config hash or its image changed (or it i
 renamed, shares the network of a recreated container, or drift says so), and started when
 it stopped but should run. Each operation waits for the networks, volumes and image it
 needs, and for the services it depends on (a WaitHealthy/WaitCompleted when the dependency
-asks for a condition). A recreate builds the replacement before the old one is removed.
+asks for a condition). A recreate builds the replacement before the old one is removed
+(see ``runtime.execute`` for the exact sequence), and what an interrupted run left in a
+replica's slot is settled by operations the replica's own operation waits for, so no two
+operations act on one container without an order between them.
 """
 
 from __future__ import annotations
@@ -78,27 +81,71 @@ def reconcile_containers(p: Planning, desired: Desired) -> None:
 
 
 def _reconcile_replica(p: Planning, svc: Service, dc: DesiredContainer, forced: str) -> int | None:
-    """The op that creates, recreates or starts replica ``dc``, or None when it is fine."""
+    """The op that creates, recreates or starts replica ``dc``, or None when it is fine.
+
+    What an interrupted run left in the slot is settled first, each with one operation the
+    replica's own waits for: a removal in progress is waited for, a replacement that matches
+    the desired config is adopted (or, when the old container is already gone, its rename
+    finished), and any other extra container is removed.
+    """
     slot = p.mine.slot(svc.name, dc.number)
     removed_first = [p.pre_removals[c.id] for c in slot if c.id in p.pre_removals]
-    live = sorted(
-        (c for c in slot if c.id not in p.pre_removals), key=lambda c: (c.name != dc.name, -c.created)
-    )
-    for extra in live[1:]:
-        p.add(OpKind.REMOVE_CONTAINER, dc.resource, "duplicate", target=extra.id, target_name=extra.name)
+    present = [c for c in slot if c.id not in p.pre_removals]
+    first = [*removed_first, *_wait_removals(p, dc, present)]
+    present = [c for c in present if c.state != "removing"]
+    spare = _adoptable(p, svc, dc, present)
+    live = sorted((c for c in present if c is not spare), key=lambda c: (c.name != dc.name, -c.created))
+    if spare is not None and not (live and live[0].name == dc.name):
+        first += _remove_extras(p, dc, live)
+        return _finish_rename(p, svc, dc, spare, forced, first)
+    first += _remove_extras(p, dc, live[1:])
     if not live:
         cause = "network config changed" if removed_first else "not found"
-        return _create(p, svc, dc, cause, removed_first)
+        return _create(p, svc, dc, cause, first)
     primary = live[0]
     causes = _recreate_causes(p, svc, dc, primary, forced)
     if causes:
-        return _recreate(p, svc, dc, primary, "; ".join(causes))
+        return _recreate(p, svc, dc, primary, "; ".join(causes), first, spare)
+    if spare is not None:
+        first += _remove_extras(p, dc, [spare])
     _remember(p, dc, ContainerRef(id=primary.id))
-    return _start_if_stopped(p, svc, dc, primary)
+    return _start_if_stopped(p, svc, dc, primary, first)
 
 
-def _create(p: Planning, svc: Service, dc: DesiredContainer, cause: str, removed_first: list[int]) -> int:
-    deps = [*_ready_deps(p, svc), *removed_first]
+def _wait_removals(p: Planning, dc: DesiredContainer, present: list[ObservedContainer]) -> list[int]:
+    """A RemoveContainer for each container Docker is already removing: it waits until gone."""
+    return [
+        p.add(OpKind.REMOVE_CONTAINER, dc.resource, "removal in progress", target=c.id, target_name=c.name)
+        for c in present
+        if c.state == "removing"
+    ]
+
+
+def _remove_extras(p: Planning, dc: DesiredContainer, extras: list[ObservedContainer]) -> list[int]:
+    return [
+        p.add(OpKind.REMOVE_CONTAINER, dc.resource, "duplicate", target=c.id, target_name=c.name)
+        for c in extras
+    ]
+
+
+def _adoptable(
+    p: Planning, svc: Service, dc: DesiredContainer, present: list[ObservedContainer]
+) -> ObservedContainer | None:
+    """The replacement an interrupted recreate left that can be kept: it is named for the
+    desired config hash, runs the desired image, and was started (it is running, or the old
+    container is already gone, which happens only after the replacement was seen running)."""
+    name = replacement_name(dc.name, dc.config_hash)
+    old_gone = not any(c.name == dc.name for c in present)
+    for c in present:
+        if c.name != name or c.config_hash != dc.config_hash or _changes(p, svc, dc, c):
+            continue
+        if c.state == "running" or (old_gone and c.state not in ("created", "dead")):
+            return c
+    return None
+
+
+def _create(p: Planning, svc: Service, dc: DesiredContainer, cause: str, first: list[int]) -> int:
+    deps = [*_ready_deps(p, svc), *first]
     op = p.add(
         OpKind.CREATE_CONTAINER, dc.resource, cause, deps, container=dc, network_container=_shared(p, dc)
     )
@@ -107,15 +154,28 @@ def _create(p: Planning, svc: Service, dc: DesiredContainer, cause: str, removed
     return op
 
 
-def _recreate(p: Planning, svc: Service, dc: DesiredContainer, primary: ObservedContainer, cause: str) -> int:
+def _recreate(
+    p: Planning,
+    svc: Service,
+    dc: DesiredContainer,
+    primary: ObservedContainer,
+    cause: str,
+    first: list[int],
+    spare: ObservedContainer | None = None,
+) -> int:
     op = _act_on(
         p,
         OpKind.RECREATE_CONTAINER,
         svc,
         dc,
         primary,
-        cause,
+        cause + ("; replacement adopted" if spare is not None else ""),
+        first,
         temp_name=replacement_name(dc.name, dc.config_hash),
+        replacement=spare.id if spare is not None else None,
+        stop_first=cannot_run_twice(svc),
+        restore_old=not primary.is_finished_job(svc.restart),
+        renew_volumes=p.renew_anon_volumes,
         network_container=_shared(p, dc),
     )
     p.replaced.add(svc.name)
@@ -123,13 +183,37 @@ def _recreate(p: Planning, svc: Service, dc: DesiredContainer, primary: Observed
     return op
 
 
+def _finish_rename(
+    p: Planning, svc: Service, dc: DesiredContainer, spare: ObservedContainer, forced: str, first: list[int]
+) -> int:
+    """Rename the replacement an interrupted recreate left, then start or recreate it as needed."""
+    rename = _act_on(p, OpKind.RENAME_CONTAINER, svc, dc, spare, "interrupted recreate", first)
+    causes = [c for c in _recreate_causes(p, svc, dc, spare, forced) if c != "name changed"]
+    if causes:
+        return _recreate(p, svc, dc, spare, "; ".join(causes), [rename])
+    _remember(p, dc, ContainerRef(id=spare.id))
+    return _start_if_stopped(p, svc, dc, spare, [rename]) or rename
+
+
+def cannot_run_twice(svc: Service) -> bool:
+    """Whether two containers of ``svc`` must not run side by side: a fixed host port, a fixed
+    ``container_name`` or a static address would be held by the old one, and a writable volume
+    or bind would have two processes on the same data (a database's lock file is no guard when
+    both claim PID 1). Those are recreated stop-first, with the old one put back on failure."""
+    if svc.container_name or any(port.published for port in svc.ports):
+        return True
+    if any(m.type in ("volume", "bind") and not m.read_only for m in svc.mounts):
+        return True
+    return any(a.ipv4_address or a.ipv6_address or a.mac_address for _, a in svc.networks)
+
+
 def _start_if_stopped(
-    p: Planning, svc: Service, dc: DesiredContainer, primary: ObservedContainer
+    p: Planning, svc: Service, dc: DesiredContainer, primary: ObservedContainer, first: list[int]
 ) -> int | None:
     cause = _needs_start(primary, svc.restart)
     if cause is None and primary.state in ("exited", "created"):
         cause = p.force_start.get(primary.name)
-    return _act_on(p, OpKind.START_CONTAINER, svc, dc, primary, cause) if cause else None
+    return _act_on(p, OpKind.START_CONTAINER, svc, dc, primary, cause, first) if cause else None
 
 
 def _act_on(
@@ -139,10 +223,12 @@ def _act_on(
     dc: DesiredContainer,
     primary: ObservedContainer,
     cause: str,
+    first: list[int],
     **kw: Any,
 ) -> int:
-    """An operation on the live ``primary`` that waits for what a container of ``svc`` needs."""
-    deps = _ready_deps(p, svc)
+    """An operation on the live ``primary`` that waits for what a container of ``svc`` needs,
+    and for the operations in ``first`` (what an interrupted run left in the same slot)."""
+    deps = [*_ready_deps(p, svc), *first]
     return p.add(
         kind, dc.resource, cause, deps, container=dc, target=primary.id, target_name=primary.name, **kw
     )
@@ -169,6 +255,10 @@ def _recreate_causes(
         causes.append("name changed")
     if primary.state == "dead":
         causes.append("container dead")
+    elif primary.state == "created" and (dc.files or len(dc.networks) > 1):
+        # Never started: it may have been left before its files were copied or its networks
+        # connected, which a start alone would not redo.
+        causes.append("not started")
     if forced:
         causes.append(forced)
     if primary.name in p.force_recreate:

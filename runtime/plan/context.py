@@ -47,6 +47,7 @@ class Planning:
     images: Mapping[str, ResolvedImage] = field(default_factory=dict)
     force_recreate: Mapping[str, str] = field(default_factory=dict)
     force_start: Mapping[str, str] = field(default_factory=dict)
+    renew_anon_volumes: bool = False  # recreates do not carry anonymous volumes over (-V)
     operations: OperationList = field(default_factory=OperationList)
     warnings: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # names held by others: refuse the plan

@@ -36,7 +36,9 @@ def remove_leftover_containers(p: Planning, desired: Desired) -> None:
 def remove_orphan_networks(p: Planning) -> None:
     """Remove the project's networks it no longer names, after recreates and removals."""
     wanted = {n.name for n in p.project.networks}
-    container_ops = p.operations.ids_of(OpKind.RECREATE_CONTAINER) + p.removals
+    # Every removal, duplicates and waits for removals in progress included: any may hold an endpoint.
+    ops = p.operations
+    container_ops = ops.ids_of(OpKind.RECREATE_CONTAINER) + ops.ids_of(OpKind.REMOVE_CONTAINER)
     for live in sorted(p.observed.networks, key=lambda n: n.name):
         if live.project == p.project.name and live.name not in wanted:
             p.add(

@@ -35,6 +35,7 @@ def plan_project(
     force_recreate: Mapping[str, str] | None = None,
     force_start: Mapping[str, str] | None = None,
     build: BuildMode = BuildMode.AUTO,
+    renew_anon_volumes: bool = False,
 ) -> Plan:
     """Compute the plan that converges ``observed`` to ``project``. Pure.
 
@@ -43,11 +44,12 @@ def plan_project(
     ``force_recreate`` / ``force_start`` map container names to a cause, for drift that labels
     cannot show (a setting changed in place, a finished-looking container stopped by hand).
     ``build`` says when a service with ``build:`` is built (``runtime.build.BuildMode``).
+    A recreate carries the old container's anonymous volumes over unless ``renew_anon_volumes``.
 
     Raises ConflictError when a name gitdock needs is held by an object it does not own,
     and PlanError when the project cannot be converged (an external network is missing).
     """
-    p = Planning(project, observed, images or {}, force_recreate or {}, force_start or {})
+    p = Planning(project, observed, images or {}, force_recreate or {}, force_start or {}, renew_anon_volumes)
     reconcile_builds(p, build)
     reconcile_networks(p)
     reconcile_volumes(p)
