@@ -1,4 +1,4 @@
-"""The agent process: its HTTP API (stdlib ``ThreadingHTTPServer``) over ``daemon.Agent``.
+"""The agent process: its HTTP API (``httpd.BoundedHTTPServer``) over ``daemon.Agent``.
 
 Endpoints:
 
@@ -15,10 +15,14 @@ Endpoints:
     POST /api/v1/sources/<name>/resume         reconcile it again (and once right away)
     POST /hooks/<provider>                     github | gitea | gitlab | generic push webhooks
 
-When an API token is configured, every POST under /api/ needs ``Authorization: Bearer
-<token>``. Webhooks authenticate by their signature instead. Error bodies are
-``{"error": "what failed: why"}``. ``run_agent`` is the process: telemetry, the agent, the
-server, and a bounded shutdown on SIGTERM.
+When an API token is configured, every request under /api/ needs ``Authorization: Bearer
+<token>`` (reads too, unless ``api: {public_reads: true}``); /healthz, /readyz and /metrics
+stay open for probes and scrapers. Webhooks authenticate by their signature instead, and a
+delivery whose ID was seen in the last hour is acknowledged (200) and triggers nothing.
+Bad input is a 4xx naming what is wrong, never a 500: query numbers out of range, a
+Content-Length that is not a number, JSON nested too deeply. Error bodies are
+``{"error": "what failed: why"}`` and never carry a secret. ``run_agent`` is the process:
+telemetry, the agent, the server, and a bounded shutdown on SIGTERM.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -40,6 +45,7 @@ from gitdock.agent import telemetry as tm
 from gitdock.agent.config import AgentConfig, SourceConfig
 from gitdock.agent.daemon import SHUTDOWN_GRACE, Agent, Counts
 from gitdock.agent.git import RefKind, classify_ref
+from gitdock.agent.httpd import BoundedHTTPServer, Limits, PooledHandler
 from gitdock.agent.metrics import PROMETHEUS_CONTENT_TYPE, Family, FamilyKind, render_prometheus
 from gitdock.agent.reconcile import UnknownRevision
 from gitdock.agent.results import iso_time
@@ -48,10 +54,12 @@ from gitdock.agent.sdnotify import Notifier
 from gitdock.agent.state import HistoryEntry, Result, Trigger
 from gitdock.agent.webhooks import (
     MAX_BODY_BYTES,
+    DeliveryLog,
     IgnoredEvent,
     InvalidWebhook,
     Provider,
     PushEvent,
+    delivery_id,
     matches,
     parse_push,
     verify,
@@ -63,6 +71,10 @@ __all__ = ["Agent", "render_metrics", "run_agent"]
 log = logging.getLogger("gitdock.agent")
 
 WAIT_LIMIT: Final = 900.0  # longest ?wait=1 answer
+HISTORY_LIMIT: Final = 1000  # most rows one ?limit= asks for
+DELIVERIES_FILE: Final = "webhook-deliveries.json"  # the replay log, kept across a restart
+_YES: Final = ("1", "true", "yes")
+_NO: Final = ("0", "false", "no")
 
 
 def _history_dict(entry: HistoryEntry) -> dict[str, Any]:
@@ -149,23 +161,51 @@ class _HttpError(Exception):
         self.status = status
 
 
-class AgentHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class AgentHTTPServer(BoundedHTTPServer):
+    """The agent's API on its listen address, with the replay log webhooks share."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        super().__init__(agent.config.listen_address, _Handler)
+        self.deliveries = DeliveryLog()
+        self._deliveries_file = agent.config.state_dir / DELIVERIES_FILE
+        api = agent.config.api
+        limits = Limits(read_timeout=api.read_timeout, idle_timeout=api.idle_timeout)
+        super().__init__(agent.config.listen_address, _Handler, limits)
+        _load_deliveries(self.deliveries, self._deliveries_file)
+
+    def server_close(self) -> None:
+        super().server_close()
+        _save_deliveries(self.deliveries, self._deliveries_file)
+
+
+def _load_deliveries(deliveries: DeliveryLog, path: Path) -> None:
+    try:
+        entries = json.loads(path.read_text())
+        deliveries.restore((str(k), float(at)) for k, at in entries)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, TypeError) as exc:  # a damaged file costs one replay window
+        log.warning("%s: not read (%s); webhook replay protection starts empty", path, exc)
+
+
+def _save_deliveries(deliveries: DeliveryLog, path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        temporary.write_text(json.dumps(deliveries.entries()))
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.warning("%s: not written (%s); replayed deliveries count again after the restart", path, exc)
 
 
 Route = Callable[["_Handler", list[str], dict[str, list[str]]], tuple[HTTPStatus, Any]]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: AgentHTTPServer
+class _Handler(PooledHandler):
+    server: AgentHTTPServer  # type: ignore[assignment]  # BaseRequestHandler types it socketserver's
     protocol_version = "HTTP/1.1"
     server_version = "gitdock-agent"
     sys_version = ""
+    _body_read = True  # whether the request's body (if any) has been read
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -183,22 +223,35 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
-        url = urlsplit(self.path)
-        parts = [p for p in url.path.split("/") if p]
-        query = parse_qs(url.query)
+        # A body this request leaves unread would be taken for the next request: close then.
+        self._body_read = self.headers.get("Content-Length", "0").strip() == "0" and not self.headers.get(
+            "Transfer-Encoding"
+        )
+        path = self.path.split("?", 1)[0]
         try:
-            status, body = self._route(method, parts, query)
+            status, body = self._route(method, *_split_target(self.path))
         except _HttpError as exc:
             status, body = exc.status, {"error": str(exc)}
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away or stalled: the server logs one debug line, no answer
         except GitdockError as exc:
             status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)}
         except Exception as exc:  # a bug: answer 500 instead of dropping the connection
-            log.exception("%s %s failed", method, url.path)
+            log.exception("%s %s failed", method, path[:200])
             status, body = (
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 {"error": f"internal error: {type(exc).__name__}"},
             )
+        if not self._body_read:
+            self.close_connection = True
         self._send(status, body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own refusals (a bad request line, too many headers) in JSON as well."""
+        del explain
+        status = HTTPStatus(code)
+        self.close_connection = True
+        self._send(status, {"error": (message or status.phrase).rstrip(".")})
 
     def _send(self, status: HTTPStatus, body: Any) -> None:
         if isinstance(body, str):
@@ -229,7 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._webhook(parts[1])
         if parts[:3] == ["api", "v1", "sources"]:
             return self._api(method, parts[3:], query)
-        raise _HttpError(HTTPStatus.NOT_FOUND, f"{self.path.split('?')[0]}: no such endpoint")
+        raise _HttpError(HTTPStatus.NOT_FOUND, f"{self.path.split('?')[0][:200]}: no such endpoint")
 
     # -- API --
 
@@ -243,7 +296,11 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.agent.config.api_token
         if token is None:
             return
-        expected = token.read()
+        try:
+            expected = token.read()
+        except GitdockError as exc:
+            log.error("API token: %s", exc)
+            raise _HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "the agent cannot read its API token") from None
         given = self.headers.get("Authorization", "")
         if not (
             given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), expected.encode())
@@ -252,6 +309,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, rest: list[str], query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
         agent = self.agent
+        if method != "GET" or not agent.config.api.public_reads:
+            self._authorise()  # before anything, so no answer tells which sources exist
+        if method == "POST":
+            self._drain()
         if method == "GET" and not rest:
             return HTTPStatus.OK, {"sources": [agent.status(s) for s in agent.config.sources]}
         if not rest:
@@ -260,23 +321,51 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and len(rest) == 1:
             return HTTPStatus.OK, agent.status(source)
         if method == "GET" and rest[1:] == ["history"]:
-            limit = _int(query, "limit", 50)
+            limit = _int(query, "limit", 50, HISTORY_LIMIT)
             return HTTPStatus.OK, {
                 "source": source.name,
                 "history": [_history_dict(e) for e in agent.store.history(source.name, limit=limit)],
             }
         if method == "GET" and rest[1:] == ["drift"]:
-            return HTTPStatus.OK, agent.drift(source, deep=query.get("deep", ["0"])[0] in ("1", "true"))
+            return HTTPStatus.OK, agent.drift(source, deep=_flag(query, "deep"))
         if method == "POST" and len(rest) == 2 and rest[1] in ("reconcile", "rollback", "suspend", "resume"):
-            self._authorise()
-            self._drain()
+            _wait_options(query)  # a bad ?wait= or ?timeout= is refused before anything is queued
             return getattr(self, f"_do_{rest[1]}")(source, query)  # type: ignore[no-any-return]
         raise _HttpError(HTTPStatus.NOT_FOUND, f"{self.path.split('?')[0]}: no such endpoint")
 
     def _drain(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= MAX_BODY_BYTES:
-            self.rfile.read(length)
+        """Read and drop a control request's body (none is expected), so the connection can stay."""
+        length = self._content_length()
+        if length is None:
+            if self.headers.get("Transfer-Encoding"):
+                self.close_connection = True
+                raise _HttpError(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not a chunked body")
+            return
+        self._read_body(length)
+
+    def _content_length(self) -> int | None:
+        """The request's Content-Length: None if absent, 400 if not a number, 413 over the limit."""
+        text = self.headers.get("Content-Length")
+        if text is None:
+            return None
+        if not text.strip().isdigit() or not text.strip().isascii():
+            self.close_connection = True  # where this request's body ends is unknown
+            raise _HttpError(HTTPStatus.BAD_REQUEST, "Content-Length is not a number")
+        length = int(text)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the body is never read
+            raise _HttpError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"body of {length} bytes is over the {MAX_BODY_BYTES}-byte limit",
+            )
+        return length
+
+    def _read_body(self, length: int) -> bytes:
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise ConnectionAbortedError(f"the body ended after {len(body)} of {length} bytes")
+        self._body_read = True
+        return body
 
     def _do_reconcile(self, source: SourceConfig, query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
         agent = self.agent
@@ -325,25 +414,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return HTTPStatus.NOT_FOUND, {"error": f"webhook provider {provider_name!r}: unknown"}
         hook = self.agent.config.webhooks.get(provider)
-        length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.isdigit():
+        try:
+            length = self._content_length()
+        except _HttpError as exc:
+            return exc.status, {"error": f"webhook: {exc}"}
+        if length is None:
             self.close_connection = True
             return HTTPStatus.LENGTH_REQUIRED, {"error": "webhook: Content-Length is required"}
-        length = int(length_text)
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True  # the body is never read
-            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
-                "error": f"webhook: body of {length} bytes is over the {MAX_BODY_BYTES}-byte limit"
-            }
-        body = self.rfile.read(length)
+        body = self._read_body(length)
         if hook is None:
             return HTTPStatus.NOT_FOUND, {"error": f"webhook provider {provider.value}: not configured"}
         headers = {k: v for k, v in self.headers.items()}
-        if not verify(provider, headers, body, hook.secret.read().encode(), hook.header):
+        try:
+            secret = hook.secret.read().encode()
+        except GitdockError as exc:  # the detail (a path, a variable name) goes to the log only
+            log.error("webhook %s: %s", provider.value, exc)
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"webhook {provider.value}: secret unavailable"}
+        if not verify(provider, headers, body, secret, hook.header):
             log.warning(
                 "webhook %s: signature missing or wrong (from %s)", provider.value, self.address_string()
             )
             return HTTPStatus.UNAUTHORIZED, {"error": f"webhook {provider.value}: signature missing or wrong"}
+        key = delivery_id(provider, headers, body, hook.delivery_header)
+        if key is not None and not self.server.deliveries.first(key):
+            log.info("webhook %s: delivery %s seen before; ignored", provider.value, key[:120])
+            return HTTPStatus.OK, {"triggered": [], "ignored": "this delivery was received before"}
         try:
             event = parse_push(provider, headers, body)
         except InvalidWebhook as exc:
@@ -364,23 +459,48 @@ class _Handler(BaseHTTPRequestHandler):
         return HTTPStatus.ACCEPTED, {"triggered": triggered}
 
 
+def _split_target(target: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The request target's path segments and query; 400 for one that does not parse."""
+    try:
+        url = urlsplit(target)
+        query = parse_qs(url.query, max_num_fields=32)
+    except ValueError as exc:
+        raise _HttpError(HTTPStatus.BAD_REQUEST, f"request target does not parse: {exc}") from None
+    return [p for p in url.path.split("/") if p], query
+
+
 def _answer(
     source: SourceConfig, ticket: Ticket, what: str, query: dict[str, list[str]]
 ) -> tuple[HTTPStatus, Any]:
     """202 at once, or with ``?wait=1`` the result once the queued run has finished."""
-    if query.get("wait", ["0"])[0] not in ("1", "true", "yes"):
+    wait, timeout = _wait_options(query)
+    if not wait:
         return HTTPStatus.ACCEPTED, {"source": source.name, "accepted": True, "queued": ticket.queued}
-    result = ticket.wait(_int(query, "timeout", int(WAIT_LIMIT)))
+    result = ticket.wait(timeout)
     if result is None:
         raise _HttpError(HTTPStatus.SERVICE_UNAVAILABLE, f"source {source.name}: {what} did not finish")
     return HTTPStatus.OK, result.to_dict()
 
 
-def _int(query: dict[str, list[str]], key: str, default: int) -> int:
-    try:
-        return max(1, int(query.get(key, [str(default)])[0]))
-    except ValueError:
-        raise _HttpError(HTTPStatus.BAD_REQUEST, f"?{key}= must be a number") from None
+def _wait_options(query: dict[str, list[str]]) -> tuple[bool, int]:
+    """``?wait=`` and ``?timeout=`` (seconds, at most WAIT_LIMIT); 400 for bad values."""
+    return _flag(query, "wait"), _int(query, "timeout", int(WAIT_LIMIT), int(WAIT_LIMIT))
+
+
+def _int(query: dict[str, list[str]], key: str, default: int, most: int) -> int:
+    """``?key=`` as a whole number from 1 to `most` (absent: `default`); 400 otherwise."""
+    text = query.get(key, [str(default)])[-1].strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and 1 <= int(text) <= most):
+        raise _HttpError(HTTPStatus.BAD_REQUEST, f"?{key}= must be a whole number from 1 to {most}")
+    return int(text)
+
+
+def _flag(query: dict[str, list[str]], key: str) -> bool:
+    """``?key=`` as yes (1, true, yes) or no (0, false, no; absent); 400 otherwise."""
+    text = query.get(key, ["0"])[-1].strip().lower()
+    if text not in _YES + _NO:
+        raise _HttpError(HTTPStatus.BAD_REQUEST, f"?{key}= must be 1 or 0 (true or false)")
+    return text in _YES
 
 
 # --- the process ---------------------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""Webhook building blocks: signature checks, push payload parsing, URL matching, debouncing.
+"""Webhook building blocks: signature checks, replay protection, push payload parsing, URL
+matching, debouncing.
 
-Pure except for ``Debouncer`` (threads). No HTTP server lives here: the agent's server reads
-at most ``MAX_BODY_BYTES`` (413 beyond), calls ``verify`` with the raw body, then
-``parse_push``, then matches ``PushEvent.repo_urls`` against its sources with
+Pure except for ``Debouncer`` (threads) and ``DeliveryLog`` (a lock; the clock is injected).
+No HTTP server lives here: the agent's server reads at most ``MAX_BODY_BYTES`` (413 beyond),
+calls ``verify`` with the raw body, then drops a delivery ``DeliveryLog`` has seen (by
+``delivery_id``), then ``parse_push`` (which refuses JSON nested deeper than
+``MAX_JSON_DEPTH``), then matches ``PushEvent.repo_urls`` against its sources with
 ``same_repository`` and feeds the match to a ``Debouncer``. A webhook only says *when* to
 look again: the agent still fetches and resolves the ref itself, so a forged or stale
 ``after`` SHA cannot choose what gets deployed.
@@ -17,7 +20,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Generic, TypeVar
@@ -27,11 +31,15 @@ from gitdock.specs.errors import PermanentError
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
     "Debouncer",
+    "DeliveryLog",
     "IgnoredEvent",
     "InvalidWebhook",
     "Provider",
     "PushEvent",
+    "delivery_id",
+    "json_depth_exceeds",
     "matches",
     "parse_push",
     "repository_identity",
@@ -47,11 +55,13 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 1024 * 1024  # GitHub caps payloads at 25 MB but pushes are far smaller
 ZERO_SHA: Final = "0" * 40
+MAX_JSON_DEPTH: Final = 64  # a push payload is 4 or 5 levels deep
 
 GITHUB_SIGNATURE_HEADER: Final = "X-Hub-Signature-256"
 GITEA_SIGNATURE_HEADERS: Final = ("X-Gitea-Signature", "X-Forgejo-Signature", "X-Gogs-Signature")
 GITLAB_TOKEN_HEADER: Final = "X-Gitlab-Token"  # noqa: S105 - a header name, not a secret
 GENERIC_SIGNATURE_HEADER: Final = "X-Gitdock-Signature"
+GENERIC_DELIVERY_HEADER: Final = "X-Gitdock-Delivery"
 
 
 class Provider(str, Enum):
@@ -136,6 +146,89 @@ def verify(
     return verify_generic(body, _header(headers, header_name or GENERIC_SIGNATURE_HEADER), secret)
 
 
+# --- replays ------------------------------------------------------------------------------
+
+_DELIVERY_HEADERS: Final = {
+    Provider.GITHUB: ("X-GitHub-Delivery",),
+    Provider.GITEA: ("X-Gitea-Delivery", "X-Forgejo-Delivery", "X-Gogs-Delivery"),
+    Provider.GITLAB: ("X-Gitlab-Event-UUID", "Idempotency-Key"),
+    Provider.GENERIC: (GENERIC_DELIVERY_HEADER,),
+}
+MAX_DELIVERY_ID: Final = 200  # longer IDs are kept as their digest
+
+
+def delivery_id(
+    provider: Provider, headers: Mapping[str, str], body: bytes, header_name: str | None = None
+) -> str | None:
+    """The key a repeated delivery shares with the first: the forge's delivery header.
+
+    `header_name` replaces the generic provider's header. A generic delivery without one is
+    keyed by its body's digest, unless the body is empty (a bare "look again now", never a
+    replay). Keys are prefixed with the provider; None: nothing to key on.
+    """
+    names = (header_name,) if provider is Provider.GENERIC and header_name else _DELIVERY_HEADERS[provider]
+    value = next((v.strip() for h in names if (v := _header(headers, h)) and v.strip()), None)
+    if value is None:
+        if provider is not Provider.GENERIC or not body.strip():
+            return None
+        value = "sha256:" + hashlib.sha256(body).hexdigest()
+    elif len(value) > MAX_DELIVERY_ID or not value.isprintable():
+        value = "sha256:" + hashlib.sha256(value.encode(errors="replace")).hexdigest()
+    return f"{provider.value}:{value}"
+
+
+class DeliveryLog:
+    """The delivery keys seen lately: at most `size`, each forgotten `ttl` seconds after it came.
+
+    ``first(key)`` records `key` and says whether it is new. Thread-safe; `clock` is
+    injected (``time.time`` by default, so ``entries``/``restore`` survive a restart).
+    """
+
+    def __init__(
+        self, size: int = 10_000, ttl: float = 3600.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> when, oldest first
+        self._lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        """Record `key`; True if it was not seen within the TTL (the delivery should count)."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            if key in self._seen:
+                return False
+            self._seen[key] = now
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+            return True
+
+    def _expire(self, now: float) -> None:
+        while self._seen:
+            key, at = next(iter(self._seen.items()))
+            if now - at < self.ttl:
+                return
+            del self._seen[key]
+
+    def entries(self) -> list[tuple[str, float]]:
+        """(key, when) of every live entry, oldest first: what ``restore`` takes back."""
+        with self._lock:
+            self._expire(self._clock())
+            return list(self._seen.items())
+
+    def restore(self, entries: Iterable[tuple[str, float]]) -> None:
+        """Take back ``entries`` (a previous process's), skipping the expired ones."""
+        now = self._clock()
+        for key, at in sorted(entries, key=lambda e: e[1]):
+            with self._lock:
+                if now - at < self.ttl and key not in self._seen:
+                    self._seen[key] = at
+                    while len(self._seen) > self.size:
+                        self._seen.popitem(last=False)
+
+
 # --- payloads ------------------------------------------------------------------------------
 
 
@@ -203,6 +296,24 @@ def _urls(obj: Any) -> set[str]:
     return {v for k in _URL_FIELDS if isinstance(v := obj.get(k), str) and v and "://api." not in v}
 
 
+_JSON_TOKEN: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # a string, or a bracket
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """Whether the JSON text nests arrays and objects deeper than `limit` (brackets inside
+    strings do not count). Stops at the first bracket over the limit; does not validate."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(body):
+        first = token.group()[:1]
+        if first in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif first in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
 def parse_push(provider: Provider, headers: Mapping[str, str], body: bytes) -> PushEvent | IgnoredEvent:
     """Parse a verified delivery. Non-push events give IgnoredEvent; malformed pushes raise InvalidWebhook.
 
@@ -218,10 +329,14 @@ def parse_push(provider: Provider, headers: Mapping[str, str], body: bytes) -> P
             )
     if provider is Provider.GENERIC and not body.strip():
         return PushEvent("", "", frozenset())
+    if json_depth_exceeds(body, MAX_JSON_DEPTH):
+        raise InvalidWebhook(
+            f"{provider.value} webhook: JSON nested too deeply (over {MAX_JSON_DEPTH} levels)"
+        )
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidWebhook(f"{provider.value} webhook: body is not JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidWebhook(f"{provider.value} webhook: body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(payload, dict):
         raise InvalidWebhook(f"{provider.value} webhook: body is not a JSON object")
     if provider is Provider.GITLAB and payload.get("object_kind") not in ("push", "tag_push"):

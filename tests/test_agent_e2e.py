@@ -351,20 +351,24 @@ def test_cli_status_reconcile_suspend_resume_history_with_an_api_token(
     config, port = write_config(tmp_path, project_name, upstream.url, extra=f"api_token: {{file: {token}}}\n")
     client = ["--agent", f"http://127.0.0.1:{port}"]
     auth = [*client, "--token-file", str(token)]
-    with AgentProcess(config, port) as agent:
+    with AgentProcess(config, port, token="api-token-for-tests") as agent:
         agent.wait_applied("app", first)
 
-        out = gitdock("status", *client, "--output", "json")
+        out = gitdock("status", *auth, "--output", "json")
         assert out.returncode == 0, out.stderr
         (status,) = json.loads(out.stdout)
         assert status["name"] == "app" and condition(status, "Ready")["status"] == "True"
-        text = gitdock("status", "app", *client)
+        text = gitdock("status", "app", *auth)
         assert text.returncode == 0 and "ReconciliationSucceeded" in text.stdout
 
-        # Control endpoints need the token.
-        assert agent.post("/api/v1/sources/app/suspend")[0] == 401
+        # Control endpoints and reads need the token.
+        anonymous = AgentProcess(config, port)  # the same agent, asked without the token
+        assert anonymous.post("/api/v1/sources/app/suspend")[0] == 401
+        assert anonymous.get("/api/v1/sources/app")[0] == 401
         denied = gitdock("suspend", "app", *client)
         assert denied.returncode == 1 and "HTTP 401" in denied.stderr
+        unread = gitdock("status", *client)
+        assert unread.returncode == 1 and "HTTP 401" in unread.stderr
         assert "api-token-for-tests" not in agent.log()
 
         assert gitdock("suspend", "app", *auth).returncode == 0
@@ -384,7 +388,7 @@ def test_cli_status_reconcile_suspend_resume_history_with_an_api_token(
         done = gitdock("reconcile", "app", *auth, "--output", "json")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["result"] == "success"
-        history = gitdock("history", "app", *client, "--output", "json")
+        history = gitdock("history", "app", *auth, "--output", "json")
         rows = json.loads(history.stdout)
         assert rows[0]["trigger"] == "manual" and rows[0]["revision"] == second
         assert "startup" in [r["trigger"] for r in rows]

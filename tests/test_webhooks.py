@@ -1,4 +1,4 @@
-"""Webhook signatures, push payload parsing, repository matching and the debouncer."""
+"""Webhook signatures, replay keys, push payload parsing, repository matching and the debouncer."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ import pytest
 
 from gitdock.agent.webhooks import (
     MAX_BODY_BYTES,
+    MAX_JSON_DEPTH,
     Debouncer,
+    DeliveryLog,
     IgnoredEvent,
     InvalidWebhook,
     Provider,
     PushEvent,
+    delivery_id,
+    json_depth_exceeds,
     matches,
     parse_push,
     repository_identity,
@@ -295,3 +299,91 @@ def test_debouncer_survives_callback_errors(caplog: pytest.LogCaptureFixture) ->
     assert done.wait(2)
     time.sleep(0.05)
     assert "debounced callback" in caplog.text
+
+
+# --- replays and nesting -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "header", "key"),
+    [
+        (Provider.GITHUB, "X-GitHub-Delivery", "github:72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        (Provider.GITEA, "X-Gitea-Delivery", "gitea:72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        (Provider.GITEA, "X-Forgejo-Delivery", "gitea:72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        (Provider.GITLAB, "X-Gitlab-Event-UUID", "gitlab:72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        (Provider.GITLAB, "Idempotency-Key", "gitlab:72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        (Provider.GENERIC, "X-Gitdock-Delivery", "generic:72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+    ],
+)
+def test_delivery_id_is_the_forges_delivery_header(provider: Provider, header: str, key: str) -> None:
+    headers = {header.lower(): "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+    assert delivery_id(provider, headers, b"{}") == key
+
+
+def test_delivery_id_without_a_header() -> None:
+    body = b'{"ref": "refs/heads/main"}'
+    assert delivery_id(Provider.GITHUB, {}, body) is None  # no key: the delivery always counts
+    digest = hashlib.sha256(body).hexdigest()
+    assert delivery_id(Provider.GENERIC, {}, body) == f"generic:sha256:{digest}"
+    assert delivery_id(Provider.GENERIC, {}, b"  ") is None  # an empty poke is never a replay
+    assert delivery_id(Provider.GENERIC, {"X-Run": "42"}, body, "X-Run") == "generic:42"
+
+
+def test_delivery_id_keeps_a_long_or_unprintable_id_as_its_digest() -> None:
+    for value in ("x" * 5000, "a\x00b"):
+        key = delivery_id(Provider.GITHUB, {"X-GitHub-Delivery": value}, b"")
+        assert key == "github:sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_delivery_log_counts_a_key_once_within_its_ttl() -> None:
+    clock = Clock()
+    log = DeliveryLog(size=10, ttl=60, clock=clock)
+    assert log.first("github:a") is True
+    clock.now += 59
+    assert log.first("github:a") is False
+    assert log.first("github:b") is True
+    clock.now += 2  # a was recorded 61 s ago
+    assert log.first("github:a") is True
+
+
+def test_delivery_log_forgets_the_oldest_beyond_its_size() -> None:
+    log = DeliveryLog(size=3, ttl=60, clock=Clock())
+    for key in "abcd":
+        assert log.first(key) is True
+    assert [k for k, _ in log.entries()] == ["b", "c", "d"]
+    assert log.first("a") is True and log.first("d") is False
+
+
+def test_delivery_log_restores_what_a_previous_process_saw_unless_expired() -> None:
+    clock = Clock()
+    old = DeliveryLog(ttl=60, clock=clock)
+    old.first("kept")
+    clock.now += 10
+    new = DeliveryLog(ttl=60, clock=clock)
+    new.restore([*old.entries(), ("expired", clock.now - 61)])
+    assert new.first("kept") is False
+    assert new.first("expired") is True
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    assert json_depth_exceeds(b"[[[]]]", 2) is True
+    assert json_depth_exceeds(b"[[[]]]", 3) is False
+    assert json_depth_exceeds(b'{"a": "[[[[[[", "b": "\\"[[[["}', 1) is False
+    assert json_depth_exceeds(b'{"a": {"b": [1, {"c": "}}}]]"}]}}', 4) is False
+
+
+def test_push_nested_too_deeply_is_refused_not_a_recursion_error() -> None:
+    for depth in (MAX_JSON_DEPTH + 1, 100_000):
+        body = b'{"ref": "refs/heads/main", "x": ' + b"[" * depth + b"]" * depth + b"}"
+        with pytest.raises(InvalidWebhook, match="JSON nested too deeply"):
+            parse_push(Provider.GENERIC, {}, body)
+    body = b'{"ref": "refs/heads/main", "x": ' + b"[" * 60 + b"]" * 60 + b"}"
+    assert isinstance(parse_push(Provider.GENERIC, {}, body), PushEvent)

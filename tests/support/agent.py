@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -30,8 +31,11 @@ T = TypeVar("T")
 class AgentProcess:
     """One agent subprocess on a loopback port."""
 
-    def __init__(self, config: Path, port: int, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, port: int, *, env: Mapping[str, str] | None = None, token: str | None = None
+    ) -> None:
         self.config = config
+        self.token = token  # sent as a bearer token with every request (the API needs it for reads too)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         # The config names the state dir; the suite's GITDOCK_STATE_DIR (for CLI applies) must
@@ -112,7 +116,8 @@ class AgentProcess:
     ) -> tuple[int, Any]:
         """(status, JSON body or text). HTTP errors are returned, not raised."""
         url = self.url + path  # always http://127.0.0.1:PORT/...
-        req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))  # noqa: S310
+        sent = ({"Authorization": f"Bearer {self.token}"} if self.token else {}) | dict(headers or {})
+        req = urllib.request.Request(url, data=body, method=method, headers=sent)  # noqa: S310
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - as above
                 status, data = resp.status, resp.read()
@@ -186,6 +191,6 @@ def github_push(secret: str, ref: str, after: str, clone_url: str) -> tuple[byte
     return body, {
         "Content-Type": "application/json",
         "X-GitHub-Event": "push",
-        "X-GitHub-Delivery": "test-delivery",
+        "X-GitHub-Delivery": str(uuid.uuid4()),  # a new one per delivery, as GitHub sends
         "X-Hub-Signature-256": signature,
     }
