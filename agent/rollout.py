@@ -29,7 +29,14 @@ __all__ = [
 ]
 
 PIN_STATUS: Final = "rollback"  # the status a re-applied image's lock record carries
-_STARTS: Final = (OpKind.CREATE_CONTAINER, OpKind.RECREATE_CONTAINER, OpKind.START_CONTAINER)
+_STARTS: Final = (
+    OpKind.CREATE_CONTAINER,
+    OpKind.RECREATE_CONTAINER,
+    OpKind.START_CONTAINER,
+    OpKind.RENAME_CONTAINER,  # an interrupted recreate finished: the replacement is the container now
+)
+# Operations on a container that exists already: its id is the operation's target.
+_ON_TARGET: Final = (OpKind.START_CONTAINER, OpKind.RENAME_CONTAINER)
 
 
 class RollbackFailed(PermanentError):
@@ -50,9 +57,7 @@ def gated_containers(outcome: Outcome, project: str, *, judged: bool) -> list[st
     for result in report.results:
         if result.op.kind not in _STARTS:
             continue
-        ident = result.container_id or (
-            result.op.target if result.op.kind is OpKind.START_CONTAINER else None
-        )
+        ident = result.container_id or (result.op.target if result.op.kind in _ON_TARGET else None)
         if ident:
             ids.append(ident)
     return ids
