@@ -18,6 +18,7 @@ underscores, the unit is a suffix (``_seconds``) and counters end in ``_total``:
     gitdock_verification_failures_total     counter    reason
     gitdock_git_fetch_duration_seconds      histogram  source
     gitdock_rollbacks_total                 counter    project, result
+    gitdock_notifications_total             counter    result
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ VERIFICATION_FAILURES: Final = _Instrument(
 ROLLBACKS: Final = _Instrument(
     "gitdock.rollbacks", "1", "Rollbacks to the last healthy revision, by project and result."
 )
+NOTIFICATIONS: Final = _Instrument(
+    "gitdock.notifications", "1", "Commit statuses and webhook notifications: sent, failed or dropped."
+)
 GIT_FETCH_DURATION: Final = _Instrument(
     "gitdock.git.fetch.duration", "s", "Duration of one git fetch, by source."
 )
@@ -118,6 +122,7 @@ class Metrics:
         self._verification_failures = _counter(meter, VERIFICATION_FAILURES)
         self._git_fetch_duration = _histogram(meter, GIT_FETCH_DURATION)
         self._rollbacks = _counter(meter, ROLLBACKS)
+        self._notifications = _counter(meter, NOTIFICATIONS)
 
     @classmethod
     def noop(cls) -> Metrics:
@@ -148,6 +153,10 @@ class Metrics:
     def count_rollback(self, project: str, result: str) -> None:
         """One rollback of ``project`` finished: ``success`` or ``failure``."""
         self._rollbacks.add(1, {"project": project, "result": result})
+
+    def count_notification(self, result: str) -> None:
+        """One commit status or webhook notification ``sent``, ``failed`` (given up) or ``dropped``."""
+        self._notifications.add(1, {"result": result})
 
     def record_git_fetch(self, source: str, seconds: float) -> None:
         self._git_fetch_duration.record(seconds, {"source": source})
