@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from gitdock.runtime.admission import Policy, admit_project
 from gitdock.runtime.build import BuildMode, bind_builds
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.execute import ExecEvent, ExecutionReport, Executor
+from gitdock.runtime.execute import ExecEvent, ExecutionReport, Executor, Gate
+from gitdock.runtime.health import DEFAULT_SETTLE, wait_ready
 from gitdock.runtime.observe import ObservedState, observe
 from gitdock.runtime.plan import Operation, Plan, plan_down, plan_project
 from gitdock.runtime.trust.errors import TrustError
@@ -138,11 +139,24 @@ def converge(
             on_event=hooks.on_event,
             should_stop=should_stop,
             on_output=hooks.on_output,
+            gate=_health_gate(docker, wait_timeout, should_stop),
         )
         with hooks.step("execute"):
             report = executor.execute(plan, observed)
     calls1, mut1 = _count(docker)
     return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0, images, project)
+
+
+def _health_gate(docker: DockerClient, timeout: float, should_stop: Callable[[], bool] | None) -> Gate:
+    """The gate a start-first replacement passes before the old container stops."""
+
+    stop = should_stop or (lambda: False)
+
+    def gate(container: str, monitor: float | None) -> None:
+        settle = DEFAULT_SETTLE if monitor is None else monitor
+        wait_ready(docker, [container], settle=settle, timeout=timeout, should_stop=stop)
+
+    return gate
 
 
 class BuildsRefused(TrustError):

@@ -5,9 +5,10 @@ to pull, the containers to wait for); a container created by an earlier operatio
 that operation's id, and its id is read from that operation's result, as compose's executor
 does. Operations whose dependencies have finished run in parallel on a bounded thread pool.
 When an operation fails, everything that depends on it is skipped (never half-applied on top
-of a failure) and independent branches still finish. A recreate starts the new container and
-sees it running before the old one is removed, or puts the old one back, so a bad config never
-leaves a service with nothing running (``Executor._recreate_container`` gives the sequence).
+of a failure) and independent branches still finish. A recreate sees the new container running
+before the old one is removed, or puts the old one back, so a bad config never leaves a service
+with nothing running (stop-first by default, start-first where the plan says so:
+``Executor._recreate_container`` gives both sequences).
 Every handler is idempotent: what is already gone, stopped or started is its goal met, and a
 removal Docker already has in progress is waited for.
 """
@@ -105,6 +106,13 @@ class StepFailed(GitdockError):
     """An operation could not complete, for a reason that is not a Docker API error."""
 
 
+class TransientStepFailed(StepFailed, TransientError):
+    """A step failed for a reason retrying may fix (Docker unreachable during a rollback)."""
+
+
+Gate = Callable[[str, float | None], None]
+
+
 class Executor:
     """Runs plans against one Docker client. Safe to reuse; not for concurrent plans."""
 
@@ -117,9 +125,17 @@ class Executor:
         on_event: Callable[[ExecEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_output: Callable[[Operation, str], None] | None = None,
+        gate: Gate | None = None,
     ) -> None:
-        """``on_output`` receives each line a BuildImage's builder prints (progress, trace)."""
+        """``on_output`` receives each line a BuildImage's builder prints (progress, trace).
+
+        ``gate(container id, monitor seconds or None)`` is the health gate a start-first
+        replacement must pass before the old container stops (``runtime.health`` through
+        ``runtime.converge``); it raises GitdockError when the container fails. Without one,
+        a replacement only has to be seen running.
+        """
         self.docker = docker
+        self.gate = gate
         self.on_output = on_output
         self.concurrency = max(1, concurrency)
         self.wait_timeout = wait_timeout
@@ -174,7 +190,10 @@ class Executor:
             for op_id, op in sorted(pending.items()):
                 with self._lock:
                     dep_results = [self._results.get(d) for d in op.deps]
-                if any(r is not None and r.status is not OpStatus.DONE for r in dep_results):
+                if any(
+                    r is not None and r.status is not OpStatus.DONE and r.op.id not in op.after
+                    for r in dep_results
+                ):
                     self._record(self._finish(op, OpStatus.SKIPPED, 0.0, "a dependency failed"))
                 elif self.should_stop():
                     self._record(self._finish(op, OpStatus.SKIPPED, 0.0, "shutting down"))
@@ -292,22 +311,24 @@ class Executor:
     def _recreate_container(self, op: Operation) -> str:
         """Replace ``op.target`` by a container of ``op.container``; returns the new one's id.
 
-        Start-first (the default), so the service never has nothing running:
+        Stop-first (``op.stop_first``, the default, as in Compose):
 
         1. the replacement is created under ``op.temp_name``, mounting the old container's
            anonymous volumes by name unless ``op.renew_volumes``; its files are copied in and
            its other networks connected (or ``op.replacement``, left by an interrupted run
            and already started, is adopted instead);
-        2. it is started and must be seen running (or done, exit 0); if not, it is removed,
-           the old one keeps running and the operation fails with Docker's reason;
-        3. the old one is stopped and removed (a removal already in progress is waited for);
-        4. the replacement is renamed to the service's container name.
+        2. the old one is stopped;
+        3. the replacement is started and must be seen running (or done, exit 0); if not, it
+           is removed, the old one is started again (``op.restore_old``: unless it is a
+           finished one-shot job), and the operation fails with Docker's reason;
+        4. the old one is removed (a removal already in progress is waited for), or, when
+           ``op.retire_name`` is set, renamed to it and kept stopped for a rollback;
+        5. the replacement is renamed to the service's container name.
 
-        Stop-first (``op.stop_first``: a fixed host port, container_name or static address
-        cannot be held twice, and a writable volume must not be written twice): 1 as above; 2. the old one is stopped; 3. the replacement is
-        started and must be seen running; if not, it is removed and the old one is started
-        again (``op.restore_old``: unless it is a finished one-shot job), and the operation
-        fails; 4. the old one is removed; 5. the replacement is renamed.
+        Start-first (``deploy.update_config.order: start-first`` where two can run): 1; the
+        replacement is started, seen running and, with ``op.gate``, passes the health gate,
+        else it is removed and the old one was never stopped; then 4 and 5. Either way a
+        failure first puts back the replicas ``op.undo`` names (``failure_action: rollback``).
 
         A run killed between any two steps leaves what the next plan settles: a replacement
         that is running with the desired config is adopted (or, the old one being gone, just
@@ -315,20 +336,68 @@ class Executor:
         """
         dc = op.container
         assert dc is not None and op.target is not None and op.temp_name is not None
+        self._pause(op.delay)
         new = op.replacement or self._build_replacement(op, dc)
         if op.stop_first:
             self._stop(op.target, dc.stop_timeout)
         try:
             self.docker.start_container(new)
             self._check_started(dc.service, new)
+            if op.gate and self.gate is not None:
+                self.gate(new, op.monitor)
         except GitdockError as exc:
             self._discard(new)
             if op.stop_first and op.restore_old:
                 self._restore(op.target, exc)
-            raise
-        self._stop_and_remove(op.target, timeout=dc.stop_timeout)
+            raise self._after_failure(op, exc) from exc
+        if op.retire_name is not None:
+            self._stop(op.target, dc.stop_timeout)
+            self.docker.rename_container(op.target, op.retire_name)
+        else:
+            self._stop_and_remove(op.target, timeout=dc.stop_timeout)
         self.docker.rename_container(new, dc.name)
         return new
+
+    def _pause(self, seconds: float) -> None:
+        """``update_config.delay`` between batches; cut short when shutting down."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.should_stop():
+            time.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
+
+    def _after_failure(self, op: Operation, cause: GitdockError) -> GitdockError:
+        """The error a failed recreate raises, once the replicas ``op.undo`` names are back."""
+        if op.failure_action is None:
+            return cause
+        text = f"{cause} (failure_action {op.failure_action}"
+        if op.undo:
+            try:
+                text += f": {self._roll_back(op.undo)} replica(s) rolled back to the old config"
+            except GitdockError as exc:
+                text += f": the rollback failed: {exc}"
+        elif op.failure_action == "pause":
+            text += ": later replicas not updated"
+        kind = StepFailed if not isinstance(cause, TransientError) else TransientStepFailed
+        return kind(text + ")")
+
+    def _roll_back(self, op_ids: tuple[int, ...]) -> int:
+        """Put each done recreate of ``op_ids`` back: its old container (kept stopped under its
+        retire name) is started, its replacement removed, and the old one renamed back."""
+        count = 0
+        for op_id in op_ids:
+            with self._lock:
+                result = self._results.get(op_id)
+            if result is None or result.status is not OpStatus.DONE or result.container_id is None:
+                continue
+            done, new = result.op, result.container_id
+            assert done.container is not None and done.target is not None
+            if done.stop_first:
+                self._stop(new, done.container.stop_timeout)
+            self.docker.start_container(done.target)
+            self._check_started(done.container.service, done.target)
+            self._stop_and_remove(new, timeout=done.container.stop_timeout)
+            self.docker.rename_container(done.target, done.container.name)
+            count += 1
+        return count
 
     def _restore(self, old: str, cause: GitdockError) -> None:
         """Start the old container again after its replacement failed to start."""

@@ -7,7 +7,7 @@ import httpx
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.execute import Executor, OpStatus, carry_anonymous_volumes
 from gitdock.runtime.observe import ObservedContainer, ObservedNetwork, ObservedState
-from gitdock.runtime.plan import plan_down
+from gitdock.runtime.plan import Operation, OpKind, Plan, plan_down
 
 
 def test_removing_a_network_waits_for_dockerd_to_release_its_endpoints() -> None:
@@ -127,3 +127,26 @@ def test_what_the_spec_mounts_at_an_image_volume_wins() -> None:
 
 def test_nothing_is_carried_to_a_path_the_new_container_does_not_declare() -> None:
     assert "Mounts" not in carry_anonymous_volumes(body(), OLD_MOUNTS, ["/elsewhere"])["HostConfig"]
+
+
+def test_an_order_only_dependency_that_failed_does_not_skip_its_dependent() -> None:
+    """``failure_action: continue``: the next batch runs after a failed one; others are skipped."""
+    removed: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/version":
+            return httpx.Response(200, json={"ApiVersion": "1.41"})
+        if request.method == "POST":  # stop
+            return httpx.Response(204)
+        removed.append(request.url.path.rsplit("/", 1)[-1])
+        return httpx.Response(500 if "bad" in request.url.path else 204, json={"message": "boom"})
+
+    ops = (
+        Operation(1, OpKind.REMOVE_CONTAINER, "service:web:1", "duplicate", target="bad"),
+        Operation(2, OpKind.REMOVE_CONTAINER, "service:web:2", "duplicate", (1,), target="two", after=(1,)),
+        Operation(3, OpKind.REMOVE_CONTAINER, "service:web:3", "duplicate", (1,), target="three"),
+    )
+    with DockerClient("unix:///nowhere.sock", transport=httpx.MockTransport(handle)) as docker:
+        report = Executor(docker).execute(Plan("demo", ops))
+    assert [r.status for r in report.results] == [OpStatus.FAILED, OpStatus.DONE, OpStatus.SKIPPED]
+    assert removed == ["bad", "two"]

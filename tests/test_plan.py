@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -26,9 +27,12 @@ from gitdock.runtime.plan import (
     plan_down,
     plan_project,
 )
+from gitdock.specs.errors import SpecError
+from gitdock.specs.load import load_project_with_warnings
 from gitdock.specs.model import (
     Condition,
     Dependency,
+    FailureAction,
     Mount,
     Network,
     NetworkAttachment,
@@ -36,6 +40,8 @@ from gitdock.specs.model import (
     Project,
     Service,
     ServiceFile,
+    UpdateConfig,
+    UpdateOrder,
     Volume,
 )
 
@@ -541,17 +547,29 @@ def test_plan_recreates_a_never_started_container_that_has_files_to_copy() -> No
     assert plan_project(p, observed).render() == "[] -> #1 service:web:1, RecreateContainer, not started"
 
 
+START_FIRST = UpdateConfig(order=UpdateOrder.START_FIRST)
+
+
 @pytest.mark.parametrize(
     ("changes", "stop_first"),
     [
-        ({}, False),
-        ({"ports": (PortMapping(target=80),)}, False),
-        ({"ports": (PortMapping(target=80, published="8080"),)}, True),
-        ({"container_name": "fixed"}, True),
-        ({"networks": (("default", NetworkAttachment(ipv4_address="10.5.0.9")),)}, True),
+        ({}, True),
+        ({"ports": (PortMapping(target=80),)}, True),
+        ({"update_config": START_FIRST}, False),
+        ({"update_config": START_FIRST, "ports": (PortMapping(target=80),)}, False),
+        ({"update_config": UpdateConfig()}, True),
+        ({"update_config": START_FIRST, "ports": (PortMapping(target=80, published="8080"),)}, True),
+        ({"update_config": START_FIRST, "container_name": "fixed"}, True),
+        (
+            {
+                "update_config": START_FIRST,
+                "networks": (("default", NetworkAttachment(ipv4_address="10.5.0.9")),),
+            },
+            True,
+        ),
     ],
 )
-def test_plan_stops_the_old_container_first_only_when_two_cannot_run(
+def test_plan_stops_the_old_container_first_unless_start_first_is_asked_and_possible(
     changes: dict[str, object], stop_first: bool
 ) -> None:
     before = project(svc("web", environment=(("A", "1"),), **changes))
@@ -559,7 +577,98 @@ def test_plan_stops_the_old_container_first_only_when_two_cannot_run(
     (op,) = plan_project(after, applied(before)).operations
     assert op.kind is OpKind.RECREATE_CONTAINER
     assert op.stop_first is stop_first
+    assert op.gate is not stop_first
     assert op.renew_volumes is False
+
+
+def test_plan_shows_start_first_replicas_one_batch_after_another() -> None:
+    config = UpdateConfig(order=UpdateOrder.START_FIRST, parallelism=2, delay=5.0, monitor=2.0)
+    before = project(svc("web", environment=(("A", "1"),), replicas=5, update_config=config))
+    after = project(svc("web", environment=(("A", "2"),), replicas=5, update_config=config))
+    plan = plan_project(after, applied(before))
+    assert plan.render() == "\n".join(
+        [
+            "[] -> #1 service:web:1, RecreateContainer, config changed: environment (start-first)",
+            "[] -> #2 service:web:2, RecreateContainer, config changed: environment (start-first)",
+            "[#1, #2] -> #3 service:web:3, RecreateContainer, config changed: environment (start-first)",
+            "[#1, #2] -> #4 service:web:4, RecreateContainer, config changed: environment (start-first)",
+            "[#3, #4] -> #5 service:web:5, RecreateContainer, config changed: environment (start-first)",
+        ]
+    )
+    assert [op.delay for op in plan.operations] == [0.0, 0.0, 5.0, 5.0, 5.0]
+    assert {op.monitor for op in plan.operations} == {2.0}
+    assert all(op.undo == () and op.after == () and op.retire_name is None for op in plan.operations)
+
+
+def test_plan_keeps_old_replicas_for_a_rollback_until_every_one_is_replaced() -> None:
+    config = UpdateConfig(order=UpdateOrder.START_FIRST, failure_action=FailureAction.ROLLBACK)
+    before = project(svc("web", environment=(("A", "1"),), replicas=3, update_config=config))
+    after = project(svc("web", environment=(("A", "2"),), replicas=3, update_config=config))
+    plan = plan_project(after, applied(before))
+    cause = "config changed: environment (start-first, rollback on failure)"
+    kept = "replaced (kept for rollback until every replica was)"
+    assert plan.render() == "\n".join(
+        [
+            f"[] -> #1 service:web:1, RecreateContainer, {cause}",
+            f"[#1] -> #2 service:web:2, RecreateContainer, {cause}",
+            f"[#2] -> #3 service:web:3, RecreateContainer, {cause}",
+            f"[#1, #2, #3] -> #4 service:web:1, RemoveContainer, {kept}",
+            f"[#1, #2, #3] -> #5 service:web:2, RemoveContainer, {kept}",
+            f"[#1, #2, #3] -> #6 service:web:3, RemoveContainer, {kept}",
+        ]
+    )
+    assert [op.undo for op in plan.operations[:3]] == [(), (1,), (1, 2)]
+    assert [op.target for op in plan.operations[3:]] == ["id-demo-web-1", "id-demo-web-2", "id-demo-web-3"]
+    assert plan.operations[0].retire_name == plan.operations[3].target_name
+
+
+def test_plan_lets_later_replicas_run_after_a_failure_when_asked_to_continue() -> None:
+    config = UpdateConfig(failure_action=FailureAction.CONTINUE)
+    before = project(svc("web", environment=(("A", "1"),), replicas=2, update_config=config))
+    after = project(svc("web", environment=(("A", "2"),), replicas=2, update_config=config))
+    plan = plan_project(after, applied(before))
+    assert plan.render().splitlines()[1] == (
+        "[#1] -> #2 service:web:2, RecreateContainer, "
+        "config changed: environment (stop-first, continue on failure)"
+    )
+    assert plan.operations[1].after == (1,)
+
+
+def test_plan_warns_when_start_first_cannot_be_honoured_or_shares_a_writable_volume() -> None:
+    data = (Mount(type="volume", source="data", target="/data"),)
+    vols = (Volume(key="data", name="demo_data"),)
+    fixed = {"ports": (PortMapping(target=80, published="8080"),)}
+    before = project(
+        svc("web", environment=(("A", "1"),), update_config=START_FIRST, **fixed),
+        svc("db", environment=(("A", "1"),), update_config=START_FIRST, mounts=data),
+        volumes=vols,
+    )
+    after = project(
+        svc("web", environment=(("A", "2"),), update_config=START_FIRST, **fixed),
+        svc("db", environment=(("A", "2"),), update_config=START_FIRST, mounts=data),
+        volumes=vols,
+    )
+    plan = plan_project(after, applied(before))
+    assert plan.warnings == (
+        "service db: start-first runs the old and new container on the same writable volume for a moment",
+        "service web: update_config.order start-first ignored: it publishes a fixed host port",
+    )
+    assert [
+        (op.resource, op.stop_first) for op in plan.operations if op.kind is OpKind.RECREATE_CONTAINER
+    ] == [
+        ("service:db:1", False),
+        ("service:web:1", True),
+    ]
+
+
+def test_update_config_is_not_part_of_the_config_hash() -> None:
+    plain = project(svc("web"))
+    rolled = project(svc("web", update_config=UpdateConfig(order=UpdateOrder.START_FIRST, parallelism=3)))
+    assert plan_project(rolled, applied(plain)).is_empty
+    assert (
+        desired_container(plain, plain.services[0], 1).config_hash
+        == desired_container(rolled, rolled.services[0], 1).config_hash
+    )
 
 
 def test_plan_does_not_restore_a_finished_job_when_its_replacement_fails() -> None:
@@ -586,3 +695,35 @@ def test_plan_renews_anonymous_volumes_only_when_asked() -> None:
     (kept,) = plan_project(after, applied(before)).operations
     (renewed,) = plan_project(after, applied(before), renew_anon_volumes=True).operations
     assert (kept.renew_volumes, renewed.renew_volumes) == (False, True)
+
+
+def test_update_config_loads_with_only_max_failure_ratio_left_to_swarm(tmp_path: Path) -> None:
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        "services:\n  web:\n    image: busybox\n    deploy:\n      update_config:\n"
+        "        order: start-first\n        parallelism: 2\n        delay: 1500ms\n"
+        "        failure_action: rollback\n        monitor: 5s\n        max_failure_ratio: 0.5\n"
+    )
+    project, warnings = load_project_with_warnings([compose], environ={})
+    assert project.services[0].update_config == UpdateConfig(
+        order=UpdateOrder.START_FIRST,
+        parallelism=2,
+        delay=1.5,
+        failure_action=FailureAction.ROLLBACK,
+        monitor=5.0,
+    )
+    assert [w for w in warnings if "update_config" in w] == [
+        "services.web.deploy.update_config.max_failure_ratio has no effect on a plain Docker host "
+        "(Swarm only)"
+    ]
+
+
+def test_update_config_refuses_an_unknown_order(tmp_path: Path) -> None:
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        "services:\n  web:\n    image: busybox\n    deploy: {update_config: {order: sideways}}\n"
+    )
+    with pytest.raises(
+        SpecError, match=r'update_config\.order: "sideways" is not one of stop-first, start-first'
+    ):
+        load_project_with_warnings([compose], environ={})

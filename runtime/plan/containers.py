@@ -20,6 +20,7 @@ from gitdock.runtime.observe import ObservedContainer
 from gitdock.runtime.plan.context import Planning, owner_text
 from gitdock.runtime.plan.images import pull_deps
 from gitdock.runtime.plan.model import ContainerRef, OpKind, PlanError
+from gitdock.runtime.plan.rollout import next_rollout, pinned_by, record_rollout
 from gitdock.specs.graph import CycleError, dependency_order
 from gitdock.specs.model import Condition, Project, Service
 
@@ -78,6 +79,7 @@ def reconcile_containers(p: Planning, desired: Desired) -> None:
             if op is not None:
                 ops.append(op)
         p.service_ops[svc.name] = ops
+        _retire_old(p, svc)
 
 
 def _reconcile_replica(p: Planning, svc: Service, dc: DesiredContainer, forced: str) -> int | None:
@@ -163,21 +165,30 @@ def _recreate(
     first: list[int],
     spare: ObservedContainer | None = None,
 ) -> int:
+    roll = next_rollout(p, svc)
     op = _act_on(
         p,
         OpKind.RECREATE_CONTAINER,
         svc,
         dc,
         primary,
-        cause + ("; replacement adopted" if spare is not None else ""),
-        first,
+        cause + ("; replacement adopted" if spare is not None else "") + roll.suffix,
+        [*first, *roll.deps],
         temp_name=replacement_name(dc.name, dc.config_hash),
         replacement=spare.id if spare is not None else None,
-        stop_first=cannot_run_twice(svc),
+        stop_first=not roll.start_first,
         restore_old=not primary.is_finished_job(svc.restart),
         renew_volumes=p.renew_anon_volumes,
         network_container=_shared(p, dc),
+        gate=roll.start_first,
+        monitor=roll.monitor,
+        delay=roll.delay,
+        after=roll.after,
+        undo=roll.undo,
+        retire_name=replacement_name(dc.name, primary.config_hash or primary.id) if roll.keep_old else None,
+        failure_action=roll.failure_action.value if roll.failure_action else None,
     )
+    record_rollout(p, svc, op)
     p.replaced.add(svc.name)
     _remember(p, dc, ContainerRef(op=op))
     return op
@@ -199,12 +210,27 @@ def cannot_run_twice(svc: Service) -> bool:
     """Whether two containers of ``svc`` must not run side by side: a fixed host port, a fixed
     ``container_name`` or a static address would be held by the old one, and a writable volume
     or bind would have two processes on the same data (a database's lock file is no guard when
-    both claim PID 1). Those are recreated stop-first, with the old one put back on failure."""
-    if svc.container_name or any(port.published for port in svc.ports):
+    both claim PID 1). Every recreate is stop-first unless the service asks for start-first
+    (``runtime.plan.rollout``), which the first three refuse and the last allows with a warning."""
+    if pinned_by(svc) is not None:
         return True
-    if any(m.type in ("volume", "bind") and not m.read_only for m in svc.mounts):
-        return True
-    return any(a.ipv4_address or a.ipv6_address or a.mac_address for _, a in svc.networks)
+    return any(m.type in ("volume", "bind") and not m.read_only for m in svc.mounts)
+
+
+def _retire_old(p: Planning, svc: Service) -> None:
+    """Remove the old containers a rollback-able update kept, once every replica is replaced."""
+    recreates = p.rollouts.get(svc.name, [])
+    for op_id in recreates:
+        op = p.operations.ops[op_id - 1]
+        if op.retire_name is not None and op.target is not None:
+            p.add(
+                OpKind.REMOVE_CONTAINER,
+                op.resource,
+                "replaced (kept for rollback until every replica was)",
+                recreates,
+                target=op.target,
+                target_name=op.retire_name,
+            )
 
 
 def _start_if_stopped(

@@ -64,6 +64,7 @@ class Planning:
     # service -> replica number -> the container it has once the plan ran
     replicas: dict[str, dict[int, ContainerRef]] = field(default_factory=dict)
     removals: list[int] = field(default_factory=list)  # RemoveContainer ops of unwanted containers
+    rollouts: dict[str, list[int]] = field(default_factory=dict)  # service -> its recreates (update_config)
     mine: ObservedProject = field(init=False)  # the project's own containers, by service and replica
 
     def __post_init__(self) -> None:

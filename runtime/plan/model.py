@@ -86,10 +86,17 @@ class Operation:
 
     For a RecreateContainer: ``replacement`` is the id of a replacement an interrupted run
     left under ``temp_name`` that matches the desired config and is adopted instead of built
-    again; ``stop_first`` says the old and new cannot run at once (a fixed host port, a
-    ``container_name``, a static address), so the old one stops before the new one starts
-    and is started again (``restore_old``) if the new one does not start; ``renew_volumes``
+    again; ``stop_first`` (the default) says the old one stops before the new one starts and
+    is started again (``restore_old``) if the new one does not start; otherwise (start-first)
+    the new one starts first and, with ``gate``, must pass the health gate (``monitor``
+    seconds of settle time, None: the default) before the old one stops; ``renew_volumes``
     says the old container's anonymous volumes are not carried over (``-V``).
+
+    From ``deploy.update_config`` (``runtime.plan.rollout``): ``delay`` seconds are waited
+    before starting; a failure of a dependency in ``after`` does not skip this operation
+    (``continue``); if it fails, the done recreates in ``undo`` are put back to their old
+    containers, which they kept stopped under ``retire_name`` (``rollback``).
+    ``failure_action`` names what a failure does, for its message.
     """
 
     id: int
@@ -111,6 +118,13 @@ class Operation:
     stop_first: bool = False
     restore_old: bool = True
     renew_volumes: bool = False
+    gate: bool = False
+    monitor: float | None = None
+    delay: float = 0.0
+    after: tuple[int, ...] = ()
+    undo: tuple[int, ...] = ()
+    retire_name: str | None = None
+    failure_action: str | None = None
     network_container: ContainerRef | None = None
     wait_for: tuple[ContainerRef, ...] = ()
 
