@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -51,11 +54,22 @@ from gitdock.agent.git import (
     TokenAuth,
     display_url,
 )
+from gitdock.agent.notify import (
+    DEFAULT_API_URLS,
+    Forge,
+    SourceTargets,
+    StatusTarget,
+    WebhookFormat,
+    WebhookTarget,
+    redact_url,
+)
 from gitdock.agent.policy import TrustConfig
 from gitdock.agent.signers import CommitVerifier, GpgVerifier, SshVerifier
+from gitdock.agent.targets import TargetConfig
 from gitdock.agent.telemetry import TelemetryConfig
 from gitdock.agent.webhooks import Provider
 from gitdock.agent.yamlconfig import validation_problems
+from gitdock.runtime.admission import BASELINE, Policy, PolicyConfigError, parse_policy
 from gitdock.specs.errors import PermanentError
 from gitdock.specs.yamlpos import load_yaml
 
@@ -64,10 +78,12 @@ __all__ = [
     "AgentConfig",
     "ConfigError",
     "DriftPolicy",
+    "NotifyConfig",
     "Secret",
     "SourceConfig",
     "VerifyConfig",
     "load_config",
+    "notify_targets",
     "parse_config",
 ]
 
@@ -109,6 +125,30 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _parse_deploy_policy(value: Any) -> Policy:
+    """A ``policy:`` value (a level name, or {level, exceptions, bind_prefixes}) as a Policy."""
+    if isinstance(value, Policy):
+        return value
+    try:
+        return parse_policy(value, where="")
+    except PolicyConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _dump_deploy_policy(policy: Policy) -> dict[str, Any]:
+    """A Policy as its configuration (``model_dump``); ``parse_policy`` reads it back."""
+    return {
+        "level": policy.level.value,
+        "exceptions": [{"service": e.service, "field": e.field} for e in policy.exemptions],
+        "bind_prefixes": list(policy.bind_prefixes),
+    }
+
+
+DeployPolicy = Annotated[
+    Policy, PlainValidator(_parse_deploy_policy), PlainSerializer(_dump_deploy_policy, return_type=dict)
+]
 
 
 class _Model(BaseModel):
@@ -198,6 +238,17 @@ class WebhookConfig(_Model):
 
     secret: Secret
     header: str | None = None
+    # generic: the header naming each delivery, so a repeated one triggers nothing (default
+    # X-Gitdock-Delivery; without it the body's digest stands in).
+    delivery_header: str | None = None
+
+
+class ApiConfig(_Model):
+    """The HTTP API: who may read it without the token, and how long one client may take."""
+
+    public_reads: bool = False  # GET /api/... without the API token (control still needs it)
+    read_timeout: Duration = 10.0  # a request's head, then its body, must arrive within this
+    idle_timeout: Duration = 30.0  # a kept-alive connection with no new request is closed after this
 
 
 class DriftPolicy(str, Enum):
@@ -215,6 +266,8 @@ class Defaults(_Model):
     debounce: Duration = 0.2  # webhook burst window
     settle: Duration = 10.0  # health gate: a container without healthcheck runs this long unrestarted
     health_timeout: Duration = 120.0  # health gate: not ready by then and the revision failed
+    # The deploy policy (runtime/admission.py) of every source that sets none: baseline.
+    policy: DeployPolicy = BASELINE
 
 
 def _as_list(value: Any) -> Any:
@@ -256,6 +309,118 @@ class VerifyConfig(_Model):
         )
 
 
+def _check_http_url(url: str, *, credentials: bool) -> None:
+    """Raise ValueError unless ``url`` is http(s) with a host (and, unless allowed, no password)."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    shown = redact_url(url, keep_path=False)
+    if not ok:
+        raise ValueError(f"{shown}: not an http:// or https:// URL")
+    if not credentials and (parts.username or parts.password):
+        raise ValueError(f"{shown}: credentials in the URL are not allowed; use `token`")
+
+
+def _fix_secret(secret: Secret, base_dir: Path) -> Secret:
+    if secret.file is None or secret.file.is_absolute():
+        return secret
+    return secret.model_copy(update={"file": base_dir / secret.file})
+
+
+def _constant(value: str) -> Callable[[], str]:
+    return lambda: value
+
+
+class StatusConfig(_Model):
+    """One forge's commit statuses: its API, the repository, a token allowed to write statuses.
+
+    ``url`` defaults to https://api.github.com (GitHub: the API root) and https://gitlab.com
+    (GitLab: the instance); Gitea and Forgejo need their instance's root URL.
+    """
+
+    url: str | None = None
+    repo: str
+    token: Secret
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_http_url(v, credentials=False)
+        return v
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        parts = v.strip("/").split("/")
+        if len(parts) < 2 or not all(parts) or any(p in (".", "..") for p in parts):
+            raise ValueError(f"{v!r} is not OWNER/NAME (GitLab: the project's full path)")
+        return "/".join(parts)
+
+
+class NotifyWebhookConfig(_Model):
+    """A webhook receiver: its URL (or a secret holding it, as a Slack URL is) and the body's shape."""
+
+    url: str | Secret
+    format: WebhookFormat = WebhookFormat.JSON
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | Secret) -> str | Secret:
+        if isinstance(v, str):
+            _check_http_url(v, credentials=True)
+        return v
+
+
+class NotifyConfig(_Model):
+    """Where one source's outcomes go (agent/notify.py): commit statuses and webhooks."""
+
+    github: StatusConfig | None = None
+    gitea: StatusConfig | None = None
+    gitlab: StatusConfig | None = None
+    webhooks: tuple[NotifyWebhookConfig, ...] = ()
+    context: str | None = None  # the status's context (GitLab: its name); default gitdock/<source>
+    target_url: str | None = None  # the link a commit status carries
+
+    @model_validator(mode="after")
+    def _gitea_url(self) -> NotifyConfig:
+        if self.gitea is not None and self.gitea.url is None:
+            raise ValueError("gitea needs `url`, the instance's root URL (https://gitea.example.com)")
+        return self
+
+    def targets(self, name: str, project: str, ref: str, repository: str, base_dir: Path) -> SourceTargets:
+        """The Notifier's targets for source ``name``; relative secret files are taken from ``base_dir``."""
+        context = self.context or f"gitdock/{name}"
+        statuses = []
+        for forge in Forge:
+            status: StatusConfig | None = getattr(self, forge.value)
+            if status is not None:
+                url = status.url or DEFAULT_API_URLS[forge.value]
+                token = _fix_secret(status.token, base_dir).read
+                statuses.append(StatusTarget(forge, url, status.repo, token, context, self.target_url))
+        hooks = []
+        for hook in self.webhooks:
+            if isinstance(hook.url, str):
+                shown = f"webhook {redact_url(hook.url, keep_path=False)}"
+                hooks.append(WebhookTarget(_constant(hook.url), hook.format, shown))
+            else:
+                secret = _fix_secret(hook.url, base_dir)
+                where = str(secret.file) if secret.file is not None else f"${secret.env}"
+                hooks.append(WebhookTarget(secret.read, hook.format, f"webhook (URL from {where})"))
+        return SourceTargets(tuple(statuses), tuple(hooks), project, ref, repository)
+
+
+def notify_targets(config: AgentConfig) -> dict[str, SourceTargets]:
+    """What each source with ``notify:`` tells, by source name, for the Notifier."""
+    return {
+        s.name: s.notify.targets(s.name, s.project_name, s.ref, s.display_url, config.base_dir)
+        for s in config.sources
+        if s.notify is not None
+    }
+
+
 class RollbackMode(str, Enum):
     """What to do when a revision fails its health gate: re-apply the last healthy one, or not."""
 
@@ -288,6 +453,13 @@ class SourceConfig(_Model):
     trust: TrustConfig | None = None
     # Signed commits: refuse a revision whose commits are not signed by an allowed key.
     verify: VerifyConfig | None = None
+    # The deploy policy for this source; replaces `defaults.policy` when set.
+    policy: DeployPolicy | None = None
+    # Commit statuses and webhook notifications of each outcome (agent/notify.py).
+    notify: NotifyConfig | None = None
+    # The Docker engine it deploys to (agent/targets.py: a host with tls/ssh, or a context);
+    # None: the agent's own engine.
+    target: TargetConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -385,6 +557,7 @@ class AgentConfig(_Model):
     listen: str = DEFAULT_LISTEN
     docker_host: str | None = None
     api_token: Secret | None = None
+    api: ApiConfig = Field(default_factory=ApiConfig)
     defaults: Defaults = Field(default_factory=Defaults)
     webhooks: dict[Provider, WebhookConfig] = Field(default_factory=dict)
     # Resolve every image to a digest and verify its signature (see agent/policy.py); None: use tags.
@@ -436,6 +609,10 @@ class AgentConfig(_Model):
 
     def health_timeout(self, source: SourceConfig) -> float:
         return source.health_timeout if source.health_timeout is not None else self.defaults.health_timeout
+
+    def policy(self, source: SourceConfig) -> Policy:
+        """The source's deploy policy: its own ``policy:``, else ``defaults.policy`` (baseline)."""
+        return source.policy if source.policy is not None else self.defaults.policy
 
     def jitter(self, source: SourceConfig) -> float:
         value = source.jitter if source.jitter is not None else self.defaults.jitter

@@ -5,13 +5,19 @@ readiness, drift, counters); ``server`` serves it. Triggers reach the scheduler 
 places: interval polls, webhooks (debounced per source) and Docker events (drift, debounced
 per burst). The events stream only says when to look again: the reconcile decides. A source
 that turns healthy wakes the sources that ``depends_on`` it.
+
+Each Docker engine the sources name (their ``target``, else the agent's own) is an ``Engine``:
+its client, a reconciler bound to it, its events watcher and its ping. Engines share nothing
+that blocks, so an unreachable host fails its own sources' reconciles (a transient error,
+retried with backoff) and never delays another host's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -21,20 +27,23 @@ from gitdock.agent.reconcile import Reconciler
 from gitdock.agent.results import ConditionType, Reason, ReconcileResult, iso_time, source_conditions
 from gitdock.agent.scheduler import Schedule, SourceScheduler, Ticket
 from gitdock.agent.state import Result, StateStore, Trigger
+from gitdock.agent.targets import Targets
 from gitdock.agent.telemetry import SpanContext
 from gitdock.agent.webhooks import Debouncer
+from gitdock.runtime.contexts import Endpoint, TargetError
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.drift.detect import DockerEvent
 from gitdock.runtime.drift.watch import EventWatcher, check_drift
 from gitdock.specs.errors import GitdockError
 
-__all__ = ["SHUTDOWN_GRACE", "Agent", "Counts"]
+__all__ = ["SHUTDOWN_GRACE", "Agent", "Counts", "Engine"]
 
 log = logging.getLogger("gitdock.agent")
 
 MAX_LINKS: Final = 16  # webhook requests one reconcile links to
 SHUTDOWN_GRACE: Final = 8.0  # seconds a running reconcile gets after SIGTERM (exit within 10 s)
 DOCKER_CHECK_INTERVAL: Final = 15.0
+DOCKER_PING_WAIT: Final = 2.0  # at startup: how long the first ping of each engine is waited for
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,28 @@ class Counts:
     webhooks: dict[tuple[str, str], int]
 
 
+@dataclass
+class Engine:
+    """One Docker engine the agent drives, and what is bound to it alone."""
+
+    docker: DockerClient
+    reconciler: Reconciler
+    watcher: EventWatcher
+    sources: list[str] = field(default_factory=list)
+    ok: bool | None = None  # the last ping or reconcile: reachable?
+    checked: datetime | None = None
+    checking: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.docker.endpoint
+
+
 class Agent:
-    """Everything a running agent holds: state, git cache, Docker client, scheduler, counters."""
+    """Everything a running agent holds: state, git cache, engines, scheduler, counters.
+
+    Raises TargetError when a source's target cannot be used (a missing context or TLS file).
+    """
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -55,16 +84,15 @@ class Agent:
         self.store = StateStore(config.state_dir / "state.db")
         self.cache = GitCache(config.state_dir / "git", fetch_timeout=config.defaults.timeout)
         self.docker = DockerClient(config.docker_host, timeout=30.0)
-        self.docker_ok: bool | None = None
-        self.docker_checked: datetime | None = None
-        self.reconciler = Reconciler(
-            config,
-            self.store,
-            self.cache,
-            self.docker,
-            should_stop=self._stop.is_set,
-            on_docker_status=self._set_docker,
-        )
+        self.targets = Targets(self.docker, config.base_dir, os.environ)
+        self._source_of = {s.project_name: s.name for s in config.sources}
+        self.engines: dict[Endpoint, Engine] = {}
+        self._engine_of: dict[str, Engine] = {}
+        for docker, names in self._group_by_engine().items():
+            engine = self._add_engine(docker, names)
+            self._engine_of.update((name, engine) for name in names)
+        self.reconciler = self.engines[self.docker.endpoint].reconciler  # the agent's own engine
+        self.watcher = self.engines[self.docker.endpoint].watcher
         self.scheduler = SourceScheduler(
             [Schedule(s.name, config.interval(s), config.jitter(s)) for s in config.sources],
             self._run,
@@ -82,51 +110,107 @@ class Agent:
         self._links: dict[str, list[SpanContext]] = {}
         self._rollback_to: dict[str, str | None] = {}  # by hand: the revision asked for
         self._links_lock = threading.Lock()
+
+    # -- engines ---------------------------------------------------------------------------
+
+    def _group_by_engine(self) -> dict[DockerClient, list[str]]:
+        """Source names by the client of their engine; the agent's own engine comes first."""
+        groups: dict[DockerClient, list[str]] = {self.docker: []}
+        for source in self.config.sources:
+            try:
+                client = self.targets.client(source.target)
+            except TargetError as exc:
+                raise TargetError(f"source {source.name}: target: {exc}") from None
+            groups.setdefault(client, []).append(source.name)
+        return groups
+
+    def _add_engine(self, docker: DockerClient, names: list[str]) -> Engine:
+        """An engine for ``docker``: a reconciler on it and its events watcher (started later)."""
+        reconciler = Reconciler(self.config, self.store, self.cache, docker, should_stop=self._stop.is_set)
+        projects = [s.project_name for s in self.config.sources if s.name in names]
         # Drift: the events stream tells when to look again (level-based: the reconcile decides).
-        self._source_of = {s.project_name: s.name for s in config.sources}
-        self.watcher = EventWatcher(
-            self.docker,
-            list(self._source_of),
-            on_event=self._on_docker_event,
-            resource_names=self._resource_names,
-            on_reconnect=self._on_docker_reconnect,
+        watcher = EventWatcher(
+            docker, projects, on_event=self._on_docker_event, resource_names=self._resource_names
         )
-        self.reconciler.watcher = self.watcher
+        engine = self.engines[docker.endpoint] = Engine(docker, reconciler, watcher, names)
+        watcher.on_reconnect = lambda since: self._on_docker_reconnect(engine, since)
+        reconciler.on_docker_status = lambda ok: self._set_engine(engine, ok)
+        reconciler.watcher = watcher
+        return engine
+
+    def engine(self, name: str) -> Engine:
+        """The engine source ``name`` deploys to."""
+        return self._engine_of[name]
+
+    def _used_engines(self) -> list[Engine]:
+        used = [e for e in self.engines.values() if e.sources]
+        return used or [self.engines[self.docker.endpoint]]
+
+    @property
+    def docker_ok(self) -> bool | None:
+        """Every engine in use answered its last check (None before the first)."""
+        seen = [e.ok for e in self._used_engines()]
+        return None if any(ok is None for ok in seen) else all(seen)
+
+    @property
+    def docker_checked(self) -> datetime | None:
+        times = [e.checked for e in self._used_engines() if e.checked is not None]
+        return min(times) if times else None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.watcher.start()
-        self.check_docker()
+        for engine in self._used_engines():
+            engine.watcher.start()
+        self.check_docker(wait=True)
         self.scheduler.add_job(self.check_docker, DOCKER_CHECK_INTERVAL, "docker-ping")
         self.scheduler.start()
 
     def stop(self, grace: float = SHUTDOWN_GRACE) -> bool:
         """Stop taking work, let running reconciles stop between operations. True if all finished."""
         self._stop.set()
-        self.watcher.stop()
+        for engine in self.engines.values():
+            engine.watcher.stop()
         self.debouncer.close()
         self.drift_debouncer.close()
         finished = self.scheduler.stop(grace)
         if finished:
-            self.reconciler.close()
+            for engine in self.engines.values():
+                engine.reconciler.close()
             self.store.close()
-            self.docker.close()
+            self.targets.close()
         return finished
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def check_docker(self) -> None:
-        try:
-            self._set_docker(self.docker.ping())
-        except GitdockError:
-            self._set_docker(False)
+    def check_docker(self, *, wait: bool = False) -> None:
+        """Ping every engine in use, each on its own thread: a dead host's timeout delays no
+        other's check. With ``wait``, return once the reachable ones have answered."""
+        threads = [
+            threading.Thread(target=self._check_engine, args=(e,), name="docker-ping", daemon=True)
+            for e in self._used_engines()
+        ]
+        for thread in threads:
+            thread.start()
+        if wait:
+            for thread in threads:
+                thread.join(DOCKER_PING_WAIT)
 
-    def _set_docker(self, ok: bool) -> None:
-        self.docker_ok = ok
-        self.docker_checked = datetime.now(UTC)
+    def _check_engine(self, engine: Engine) -> None:
+        if not engine.checking.acquire(blocking=False):
+            return  # the previous check of this engine is still waiting for it
+        try:
+            self._set_engine(engine, engine.docker.ping())
+        except GitdockError:
+            self._set_engine(engine, False)
+        finally:
+            engine.checking.release()
+
+    def _set_engine(self, engine: Engine, ok: bool) -> None:
+        engine.ok = ok
+        engine.checked = datetime.now(UTC)
 
     # -- reconciles ------------------------------------------------------------------------
 
@@ -136,14 +220,14 @@ class Agent:
         if trigger is Trigger.ROLLBACK:
             with self._links_lock:
                 target = self._rollback_to.pop(name, None)
-            return self.reconciler.rollback_by_hand(source, target)
+            return self.engine(name).reconciler.rollback_by_hand(source, target)
         links = self._take_links(name) if trigger is Trigger.WEBHOOK else []
-        return self.reconciler.reconcile(source, trigger, links)
+        return self.engine(name).reconciler.reconcile(source, trigger, links)
 
     def rollback(self, name: str, revision: str | None) -> Ticket:
         """Roll source ``name`` back to ``revision`` (default: the last healthy one before the
         live one) in its turn. Raises UnknownRevision at once when there is no such revision."""
-        self.reconciler.rollback_target(name, revision)
+        self.engine(name).reconciler.rollback_target(name, revision)
         with self._links_lock:
             self._rollback_to[name] = revision
         return self.scheduler.request(name, Trigger.ROLLBACK)
@@ -192,10 +276,14 @@ class Agent:
             # kill, die and stop arrive together: one drift reconcile for the burst.
             self.drift_debouncer.trigger(name, f"{event.type} {event.action} {event.name}")
 
-    def _on_docker_reconnect(self, since: float) -> None:
-        log.info("docker events stream is back (since %.0f): checking every source", since)
-        for source in self.config.sources:
-            self.scheduler.request(source.name, Trigger.DRIFT)
+    def _on_docker_reconnect(self, engine: Engine, since: float) -> None:
+        log.info(
+            "docker events stream of %s is back (since %.0f): checking its sources",
+            engine.endpoint.name,
+            since,
+        )
+        for name in engine.sources:
+            self.scheduler.request(name, Trigger.DRIFT)
 
     def _drift_fire(self, name: str, what: str) -> None:
         log.info("source %s: docker event (%s), checking drift", name, what)
@@ -216,7 +304,8 @@ class Agent:
         record = self.reconciler.applied.load(source.project_name)
         if record is None:
             return {"source": source.name, "project": source.project_name, "applied": False, "items": []}
-        report = check_drift(self.docker, record, deep=deep, secret_names=set(source.variables))
+        docker = self.engine(source.name).docker
+        report = check_drift(docker, record, deep=deep, secret_names=set(source.variables))
         return {"source": source.name, "applied": True, **report.to_dict()}
 
     def _webhook_fire(self, name: str, sha: str) -> None:
@@ -237,7 +326,8 @@ class Agent:
     def status(self, source: SourceConfig) -> dict[str, Any]:
         """The JSON status of one source."""
         state = self.store.source(source.name)
-        memo = self.reconciler.memo(source.name)
+        engine = self.engine(source.name)
+        memo = engine.reconciler.memo(source.name)
         running = self.scheduler.is_reconciling(source.name)
         default = state.result_at or self.started
         conditions = source_conditions(
@@ -251,6 +341,11 @@ class Agent:
             "path": source.path,
             "files": list(source.files),
             "project": source.project_name,
+            "target": {
+                "host": engine.endpoint.host,
+                "context": engine.endpoint.context,
+                "reachable": engine.ok,
+            },
             "interval": self.config.interval(source),
             "suspended": state.suspended,
             "revision": {
@@ -275,12 +370,13 @@ class Agent:
         checks = {
             "stateStore": self._store_ok(),
             "scheduler": self.scheduler.is_running,
-            "docker": bool(self.docker_ok),
+            "docker": any(e.ok for e in self._used_engines()),  # one unreachable host: still useful
         }
         return all(checks.values()), {
             "ready": all(checks.values()),
             "checks": checks,
             "dockerCheckedAt": iso_time(self.docker_checked),
+            "engines": {e.endpoint.name: bool(e.ok) for e in self._used_engines()},
         }
 
     def _store_ok(self) -> bool:

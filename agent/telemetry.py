@@ -119,6 +119,8 @@ VCS_URL: Final = "vcs.repository.url.full"
 VCS_REF_NAME: Final = "vcs.ref.head.name"
 VCS_REVISION: Final = "vcs.ref.head.revision"
 DEPLOYMENT_ENV: Final = "deployment.environment.name"
+SERVER_ADDRESS: Final = "server.address"  # the Docker engine a reconcile deploys to
+SERVER_PORT: Final = "server.port"
 CONTAINER_NAME: Final = "container.name"
 CONTAINER_ID: Final = "container.id"
 IMAGE_NAME: Final = "container.image.name"
@@ -611,13 +613,15 @@ def sync_span(
     parent: Context | None = None,
     metrics: Metrics | None = None,
     tracer: Tracer | None = None,
+    server: tuple[str, int | None] | None = None,
 ) -> Iterator[SyncSpan]:
     """The root span of one reconcile, current inside the block.
 
     A new trace unless ``parent`` is given; ``links`` point at the webhook requests that asked
-    for it. The result defaults to ``success``; an escaping PermanentError makes it
-    ``failure``, any other exception ``error`` (recorded, then re-raised). On exit the
-    reconcile is recorded in ``metrics`` (default: ``get_metrics()``).
+    for it; ``server`` is the Docker engine's (address, port). The result defaults to
+    ``success``; an escaping PermanentError makes it ``failure``, any other exception ``error``
+    (recorded, then re-raised). On exit the reconcile is recorded in ``metrics`` (default:
+    ``get_metrics()``).
     """
     attributes: dict[str, AttributeValue] = {
         CICD_PIPELINE_NAME: project,
@@ -631,6 +635,10 @@ def sync_span(
         attributes[VCS_REVISION] = revision
     if environment:
         attributes[DEPLOYMENT_ENV] = environment
+    if server is not None:
+        attributes[SERVER_ADDRESS] = server[0]
+        if server[1] is not None:
+            attributes[SERVER_PORT] = server[1]
     span_links = [Link(c) for c in links if c.is_valid]
     started = time.monotonic()
     with (tracer or get_tracer()).start_as_current_span(

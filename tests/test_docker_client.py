@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from gitdock.runtime.contexts import TargetError
 from gitdock.runtime.docker import Conflict, DockerClient, DockerError, DockerUnavailable, NotFound
 
 
@@ -76,5 +77,5 @@ def test_api_errors_map_to_the_error_tree_and_count_as_mutations() -> None:
 
 
 def test_unsupported_docker_host_is_a_clear_error() -> None:
-    with pytest.raises(DockerUnavailable, match="DOCKER_HOST 'ssh://box' is not supported"):
-        DockerClient("ssh://box")
+    with pytest.raises(TargetError, match=r"Docker host 'npipe:////\./pipe/docker' is not supported"):
+        DockerClient("npipe:////./pipe/docker")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from gitdock.runtime.admission import PolicyRefused
+from gitdock.runtime.contexts import resolve_endpoint
 from gitdock.runtime.docker import DockerClient
 from gitdock.specs.errors import GitdockError, SpecError
 
@@ -45,8 +46,9 @@ class UsageError(GitdockError):
 
 
 def docker_client(args: argparse.Namespace) -> DockerClient:
-    """The Docker Engine client for ``--host`` (default ``$DOCKER_HOST``)."""
-    return DockerClient(args.host)
+    """The Docker Engine client for ``--host`` or ``--context``, else ``DOCKER_HOST``,
+    ``DOCKER_CONTEXT`` and the CLI's current context, as the Docker CLI resolves them."""
+    return DockerClient(resolve_endpoint(args.host, getattr(args, "context", None)))
 
 
 def print_json(data: Any) -> None:

@@ -55,7 +55,12 @@ def build_parser(*, core_only: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gitdock", description="Declarative GitOps deployment of Compose projects to Docker."
     )
-    parser.add_argument("--host", help="Docker host, unix:///path or tcp://host:port (default: $DOCKER_HOST)")
+    parser.add_argument(
+        "--host",
+        help="Docker host: unix:///path, tcp://host:port (TLS by $DOCKER_TLS_VERIFY, $DOCKER_CERT_PATH) "
+        "or ssh://user@host (default: $DOCKER_HOST)",
+    )
+    parser.add_argument("--context", help="Docker CLI context to use (default: $DOCKER_CONTEXT)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"gitdock {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -68,10 +73,13 @@ def build_parser(*, core_only: bool = False) -> argparse.ArgumentParser:
 def _is_core_command(words: list[str]) -> bool:
     """Whether the command in `words` is plainly one of CORE_COMMANDS.
 
-    ``--host X`` takes a value that is not the command; only take the shortcut when it is plain.
+    ``--host X`` and ``--context X`` take a value that is not the command; only take the
+    shortcut when it is plain.
     """
     command = next((w for w in words if not w.startswith("-")), None)
-    return command in CORE_COMMANDS and "--host" not in words[: words.index(command)]
+    if command not in CORE_COMMANDS:
+        return False
+    return not {"--host", "--context"} & set(words[: words.index(command)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -102,6 +102,7 @@ class EventWatcher:
         max_backoff: float = 2.0,
     ) -> None:
         self.host = docker.host
+        self._endpoint = docker.endpoint  # TLS files and ssh options too, not just the address
         self._timeout = docker.timeout
         self.projects: frozenset[str] | None = (
             None
@@ -222,7 +223,7 @@ class EventWatcher:
             log.exception("event callback failed for %s %s %s", event.type, event.action, event.name)
 
     def _follow(self, filters: dict[str, list[str]], since_ns: int) -> None:
-        clients = [DockerClient(self.host, timeout=self._timeout)]
+        clients = [DockerClient(self._endpoint, timeout=self._timeout)]
         try:
             self._follow_with(clients, filters, since_ns)
         finally:
@@ -240,7 +241,7 @@ class EventWatcher:
                 self.connected.clear()
                 # Drop the dead connection: httpcore does not close a pooled one that broke.
                 clients[-1].close()
-                clients.append(DockerClient(self.host, timeout=self._timeout))
+                clients.append(DockerClient(self._endpoint, timeout=self._timeout))
 
     def _await_dockerd(self, client: DockerClient, cursor: _Cursor) -> bool:
         """Back off until dockerd answers again (then call ``on_reconnect``); False if stopped."""
