@@ -81,6 +81,7 @@ __all__ = [
     "NotifyConfig",
     "Secret",
     "SourceConfig",
+    "SourceMode",
     "VerifyConfig",
     "load_config",
     "notify_targets",
@@ -428,6 +429,13 @@ class RollbackMode(str, Enum):
     OFF = "off"
 
 
+class SourceMode(str, Enum):
+    """How a source is deployed: as containers on one engine, or as a stack on a Swarm manager."""
+
+    CONTAINERS = "containers"
+    SWARM = "swarm"
+
+
 class SourceConfig(_Model):
     """One git source deployed as one Compose project."""
 
@@ -460,6 +468,9 @@ class SourceConfig(_Model):
     # The Docker engine it deploys to (agent/targets.py: a host with tls/ssh, or a context);
     # None: the agent's own engine.
     target: TargetConfig | None = None
+    # `swarm`: the project is a stack on the target, which must be a Swarm manager
+    # (runtime/swarm/); Swarm's update monitor stands in for the health gate and rollback.
+    mode: SourceMode = SourceMode.CONTAINERS
 
     @field_validator("name")
     @classmethod

@@ -10,8 +10,11 @@ Each stage is a method of ``Reconciler`` that can be called on its own (``fetch`
 ``handle_drift``, ``apply``, ``record``); ``reconcile`` runs them in order as one
 ``SYNC <project>`` trace. What a result and a condition say lives in ``results``. Errors are
 sorted by the error tree: a PermanentError is a ``failure``, a TransientError (or any other
-gitdock error) an ``error`` the scheduler retries. A vanished ref is an error naming the ref,
-never a wipe: nothing is removed because git cannot be read.
+gitdock error) an ``error`` the scheduler retries. Every bad value in a revision is a SpecError,
+and anything else the loader raises is ``LoadCrashed``: both permanent, so a revision that
+cannot load is a failed commit, never a retry loop. A reconcile has a wall-clock budget
+(``OverBudget``, transient), checked between stages and plan operations. A vanished ref is an
+error naming the ref, never a wipe: nothing is removed because git cannot be read.
 
 The gate (``runtime.health``) waits until every container the converge created or started is
 ready; only then is the revision recorded healthy, with the exact images it ran. A revision
@@ -36,7 +39,7 @@ from typing import Any, Final
 
 from gitdock.agent import telemetry as tm
 from gitdock.agent.applied_store import AppliedStore, store_applied
-from gitdock.agent.config import AgentConfig, RollbackMode, SourceConfig, notify_targets
+from gitdock.agent.config import AgentConfig, RollbackMode, SourceConfig, SourceMode, notify_targets
 from gitdock.agent.git import GitCache, Revision
 from gitdock.agent.healing import Healer, HealMode, HealPolicy, heal_project
 from gitdock.agent.metrics import get_metrics
@@ -119,6 +122,12 @@ class _Run:
     memo: SourceMemo
     revision: Revision | None = None
     outcome: Outcome | None = None  # the converge's, for the image locks
+    deadline: float = float("inf")  # time.monotonic() past which the reconcile stops
+
+    def check_budget(self, stage: str) -> None:
+        """Raise OverBudget when the deadline has passed, naming the stage not started."""
+        if time.monotonic() > self.deadline:
+            raise OverBudget(f"the reconcile ran past its wall-clock budget; stopped before {stage}")
 
     @property
     def sha(self) -> str | None:
@@ -130,6 +139,16 @@ class _Run:
 
 class UnknownRevision(PermanentError):
     """A rollback by hand named a revision that never passed its health gate here."""
+
+
+# A reconcile's wall-clock budget (``defaults.reconcile_budget`` when the config has one): no
+# input can wedge a source. Checked between stages and between plan operations; the load is
+# bounded by the spec package's own limits on hostile input.
+DEFAULT_RECONCILE_BUDGET: Final = 900.0
+
+
+class OverBudget(TransientError):
+    """A reconcile ran past its wall-clock budget and stopped between stages; the next one retries."""
 
 
 class _Interrupted(GitdockError):
@@ -176,6 +195,8 @@ class Reconciler:
         self._commit_verifiers: dict[str, CommitVerifier] = {}
         self._healers: dict[str, Healer] = {}
         self._memo_lock = threading.Lock()
+        self.budget = float(getattr(config.defaults, "reconcile_budget", DEFAULT_RECONCILE_BUDGET))
+        self._deadlines: dict[str, float] = {}  # source -> its running reconcile's deadline
 
     def close(self) -> None:
         """Close the registry connections of the trust contexts, the commit keyrings and the notifier."""
@@ -206,6 +227,7 @@ class Reconciler:
             ref=source.ref,
             environment=self.config.telemetry.environment,
             links=links,
+            server=(self.docker.endpoint.server_address, self.docker.endpoint.address.port),
         ) as sync:
             sync.span.set_attribute("gitdock.trigger", trigger.value)
             result = self._reconcile(source, trigger)
@@ -220,6 +242,7 @@ class Reconciler:
         """Run the stages; a suspended source and a known-bad commit end it unrecorded."""
         started = time.monotonic()
         run = _Run(source, trigger, self.store.source(source.name), self.memo(source.name))
+        run.deadline = self._deadlines[source.name] = started + self.budget
         if run.state.suspended:
             return ReconcileResult(source.name, trigger, Result.SKIP, Reason.SUSPENDED.value, "suspended")
         try:
@@ -241,14 +264,18 @@ class Reconciler:
         revision = run.revision = self.fetch(source, run.state, memo)
         self._skip_known_bad(run, revision)
         verified = self.verify_commits(source, run.state, revision)
+        run.check_budget("loading")
         with tm.step_span(tm.Step.LOAD):
             project = self.load(source, revision, memo)
         self.admit(source, project)
+        run.check_budget("converging")
         if self.should_stop():
             raise _Interrupted("shutting down before converging")
         if run.state.attempted_sha != revision.sha:
             self.store.record_attempt(source.name, revision.sha)
             self.notifier.notify_deploying(source.name, revision.sha, run.trigger.value)
+        if source.mode is SourceMode.SWARM:  # no drift healing, no gate: agent/swarm.py says why
+            return _with_signer(self.apply_swarm(source, run.trigger, revision, project), verified)
         record = self.applied.load(project.name)
         if record is not None and _is_unmoved(record, run.state, revision):
             # Git has not moved: what differs now happened behind its back.
@@ -313,7 +340,8 @@ class Reconciler:
             return loaded.project
         root = self.cache.checkout(revision, self.work_root / source.name, source.path)
         files = [root / f for f in source.files]
-        project = load_project(files, project_name=source.project_name, environ=source.environ())
+        # The checkout is the root no env file, config, secret, include or extends may leave.
+        project = load_project(files, project_name=source.project_name, environ=source.environ(), root=root)
         memo.loaded = _Loaded(revision.sha, fingerprint, project)
         return project
 
@@ -411,15 +439,17 @@ class Reconciler:
     ) -> tuple[ReconcileResult, Outcome]:
         """Converge the host to ``project`` (verify, observe, plan, execute) and judge it.
 
-        The applied record is written when something changed and nothing failed.
+        The applied record is written when something changed and nothing failed. Stops
+        between operations on shutdown or past the reconcile's wall-clock budget.
         """
+        deadline = self._deadlines.get(source.name, float("inf"))
         with self._paused(project.name):
             outcome = converge(
                 project,
                 self.docker,
                 trust=self._trust(source),
                 wait_timeout=self.config.defaults.wait_timeout,
-                should_stop=self.should_stop,
+                should_stop=lambda: self.should_stop() or time.monotonic() > deadline,
                 hooks=tm.converge_hooks(metrics=self.metrics),
                 revision=revision.sha,
             )
@@ -431,6 +461,28 @@ class Reconciler:
         if outcome.is_ok:
             self.metrics.set_last_apply(project.name, time.time())
         return judge_outcome(source.name, trigger, revision, outcome), outcome
+
+    def apply_swarm(
+        self, source: SourceConfig, trigger: Trigger, revision: Revision, project: Project
+    ) -> ReconcileResult:
+        """Converge a ``mode: swarm`` source's stack (``agent.swarm``) and judge it; a success is
+        recorded healthy, since Swarm's update monitor, not the container gate, judged it."""
+        from gitdock.agent.swarm import apply_stack, judge_stack
+
+        root = self.work_root / source.name / source.path
+        outcome = apply_stack(
+            project,
+            [root / f for f in source.files],
+            self.docker,
+            environ=source.environ(),
+            trust=self._trust(source),
+            timeout=self.config.defaults.wait_timeout,
+        )
+        result = judge_stack(source.name, trigger, revision, outcome)
+        if result.result is Result.SUCCESS:
+            self.store.record_revision(source.name, revision.sha, RevisionStatus.HEALTHY)
+            self.metrics.set_last_apply(project.name, time.time())
+        return result
 
     def record(
         self,

@@ -7,8 +7,8 @@ the old container running, on both recreate paths (start-first and stop-first).
 
 Trial counts are constants (``GITDOCK_FAULT_TRIALS`` scales them down for a quick run).
 Measured on 2 shared cores: apply kills x50 about 4 min, agent kills x20 about 2 min,
-dockerd restarts x10 about 1.5 min; the whole file about 8 min. The random delays are seeded, so a failing trial reruns the
-same way. Nothing asserts on time: a delay only chooses where the kill lands.
+dockerd restarts x10 about 1.5 min; the whole file about 8 min. The random delays are seeded,
+so a failing trial reruns the same way. Nothing asserts on time: a delay only chooses where the kill lands.
 """
 
 from __future__ import annotations
