@@ -80,8 +80,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 # --- apply and down ------------------------------------------------------------------------
 
 
-def _report(outcome: Outcome, verb: str, name: str) -> int:
-    """Print what a converge or tear-down did. Raises ExecutionFailed if an operation failed."""
+def _report(outcome: Outcome, verb: str, name: str, api_calls: int | None = None) -> int:
+    """Print what a converge or tear-down did, with the Docker API calls the command made
+    (``api_calls``, default the converge's own). Raises ExecutionFailed if an operation failed."""
     plan = outcome.plan
     for line in plan.render_images():
         print(line)
@@ -97,7 +98,8 @@ def _report(outcome: Outcome, verb: str, name: str) -> int:
     done = sum(1 for r in report.results if r.status is OpStatus.DONE)
     if not report.ok:
         raise ExecutionFailed(report)
-    print(f"project {name}: {done} operation(s) done in {report.seconds:.1f}s")
+    calls = outcome.api_calls if api_calls is None else api_calls
+    print(f"project {name}: {done} operation(s) done in {report.seconds:.1f}s ({calls} Docker API calls)")
     return EXIT_OK
 
 
@@ -163,7 +165,7 @@ def _apply(
             return EXIT_ERROR
     if set_result is not None and outcome.report is not None and not outcome.report.ok:
         set_result("error" if outcome.report.transient else "failure")
-    return _report(outcome, "change", project.name)
+    return _report(outcome, "change", project.name, sum(docker.calls.values()))
 
 
 def _wait_ready(args: argparse.Namespace, docker: DockerClient, outcome: Outcome, project: str) -> bool:

@@ -130,13 +130,13 @@ def add_project_args(p: argparse.ArgumentParser, *, files: bool = True) -> None:
 def admission_policy(args: argparse.Namespace) -> Policy | None:
     """The deploy policy of ``--policy-file`` and ``--policy`` (which wins for the level); None
     (privileged: anything goes) when neither is given. Raises PolicyConfigError."""
+    path, level = getattr(args, "policy_file", None), getattr(args, "policy", None)
+    if path is None and level is None:
+        return None  # before the imports: the YAML reader is not on a plain apply's path
     from gitdock.runtime.admission import Level, PolicyConfigError, parse_policy
     from gitdock.specs.errors import SpecError
     from gitdock.specs.yamlpos import load_yaml
 
-    path, level = getattr(args, "policy_file", None), getattr(args, "policy", None)
-    if path is None and level is None:
-        return None
     data: object = {}
     if path is not None:
         try:

@@ -15,15 +15,18 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gitdock.agent.cli.common import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, docker_client, print_json
 from gitdock.agent.cli.project import compose_files, project_name, sops_keyring
-from gitdock.runtime.swarm.converge import SwarmOutcome, converge_swarm, tear_down_swarm
-from gitdock.runtime.swarm.desired import SwarmInputs
-from gitdock.runtime.swarm.execute import SwarmEvent, SwarmStatus
-from gitdock.runtime.swarm.load import load_swarm_inputs, swarm_warning
-from gitdock.specs.load import load_project_with_warnings
-from gitdock.specs.model import Project
+
+if TYPE_CHECKING:
+    # Imported where used: every plan/apply/down parser gets --swarm, and a plain (not
+    # --swarm) apply must not pay for the Swarm runtime and the validating loader.
+    from gitdock.runtime.swarm.converge import SwarmOutcome
+    from gitdock.runtime.swarm.desired import SwarmInputs
+    from gitdock.runtime.swarm.execute import SwarmEvent
+    from gitdock.specs.model import Project
 
 __all__ = ["add_swarm_flags"]
 
@@ -34,6 +37,9 @@ Command = Callable[[argparse.Namespace], int]
 
 def load_swarm_project(args: argparse.Namespace) -> tuple[Project, SwarmInputs]:
     """The project and its Swarm-only settings; warnings that only say "Swarm only" are moot."""
+    from gitdock.runtime.swarm.load import load_swarm_inputs, swarm_warning
+    from gitdock.specs.load import load_project_with_warnings
+
     files = compose_files(args)
     project, warnings = load_project_with_warnings(
         files,
@@ -50,6 +56,8 @@ def load_swarm_project(args: argparse.Namespace) -> tuple[Project, SwarmInputs]:
 
 
 def cmd_swarm_plan(args: argparse.Namespace) -> int:
+    from gitdock.runtime.swarm.converge import converge_swarm
+
     project, inputs = load_swarm_project(args)
     with docker_client(args) as docker:
         outcome = converge_swarm(project, docker, inputs, dry_run=True)
@@ -74,6 +82,8 @@ def _progress(event: SwarmEvent) -> None:
 
 def report_swarm(outcome: SwarmOutcome, verb: str, name: str) -> int:
     """Print what happened; exit 1 when anything did not finish, saying how it ended."""
+    from gitdock.runtime.swarm.execute import SwarmStatus
+
     for drift in outcome.drift:
         print(f"drift: {drift.render()}", file=sys.stderr)
     if outcome.report is None:
@@ -93,6 +103,8 @@ def report_swarm(outcome: SwarmOutcome, verb: str, name: str) -> int:
 
 
 def cmd_swarm_apply(args: argparse.Namespace) -> int:
+    from gitdock.runtime.swarm.converge import converge_swarm
+
     project, inputs = load_swarm_project(args)
     with docker_client(args) as docker:
         outcome = converge_swarm(project, docker, inputs, timeout=args.wait_timeout, on_event=_progress)
@@ -100,6 +112,8 @@ def cmd_swarm_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_swarm_down(args: argparse.Namespace) -> int:
+    from gitdock.runtime.swarm.converge import tear_down_swarm
+
     name = project_name(args) if args.project_name else load_swarm_project(args)[0].name
     with docker_client(args) as docker:
         outcome = tear_down_swarm(name, docker)

@@ -1,0 +1,87 @@
+"""The no-op apply's start-up path: what a short command imports, and what it asks Docker.
+
+The figures (how long it takes) are tests/bench/bench_floor.py's; nothing here is timed. What
+is asserted is what makes it short: a repeated apply reuses the validated load, so neither the
+validator (pydantic, the YAML reader) nor anything only other commands use (the Swarm runtime,
+the signature code, OpenTelemetry, httpx's own command line) is imported, and the Docker calls
+are the five of a snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.docker import TEST_IMAGE, write_compose
+
+# Top-level packages (or gitdock modules) a no-op apply must not import.
+NOT_ON_THE_NOOP_PATH = (
+    "pydantic",
+    "pydantic_core",
+    "yaml",
+    "click",
+    "rich",
+    "pygments",
+    "cryptography",
+    "opentelemetry",
+    "gitdock.specs.load",
+    "gitdock.specs.schema",
+    "gitdock.specs.validate",
+    "gitdock.runtime.swarm",
+    "gitdock.runtime.trust.verify",
+    "gitdock.runtime.trust.registry",
+    "gitdock.runtime.trust.signature",
+    "gitdock.agent.telemetry",
+)
+
+
+def apply(compose: Path, project: str, state: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, *flags, "-m", "gitdock.agent.cli.main", "apply", "-f", str(compose), "-p", project],
+        capture_output=True,
+        text=True,
+        env={**env, "GITDOCK_STATE_DIR": str(state)},
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """Module names from ``python -X importtime`` output."""
+    return {m[1] for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", importtime_stderr, re.M)}
+
+
+@pytest.mark.docker
+def test_noop_apply_imports_nothing_it_does_not_use(tmp_path: Path, project_name: str) -> None:
+    compose = write_compose(
+        tmp_path,
+        f"""
+        services:
+          web:
+            image: {TEST_IMAGE}
+            init: true
+            command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"]
+            volumes: [data:/data]
+        volumes:
+          data: {{}}
+        """,
+    )
+    state = tmp_path / "state"
+    apply(compose, project_name, state)  # cold: loads, validates and stores the load
+    result = apply(compose, project_name, state, "-X", "importtime")
+
+    assert "nothing to change (5 Docker API calls, 0 mutating)" in result.stdout
+    modules = imported_modules(result.stderr)
+    assert "gitdock.runtime.observe" in modules  # the parse works: the path itself is there
+    unwanted = sorted(
+        m for m in modules if any(m == bad or m.startswith(f"{bad}.") for bad in NOT_ON_THE_NOOP_PATH)
+    )
+    assert unwanted == []
