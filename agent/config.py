@@ -267,6 +267,7 @@ class Defaults(_Model):
     debounce: Duration = 0.2  # webhook burst window
     settle: Duration = 10.0  # health gate: a container without healthcheck runs this long unrestarted
     health_timeout: Duration = 120.0  # health gate: not ready by then and the revision failed
+    reconcile_budget: Duration = 900.0  # wall clock for one reconcile; over it, retried later
     # The deploy policy (runtime/admission.py) of every source that sets none: baseline.
     policy: DeployPolicy = BASELINE
 

@@ -141,10 +141,9 @@ class UnknownRevision(PermanentError):
     """A rollback by hand named a revision that never passed its health gate here."""
 
 
-# A reconcile's wall-clock budget (``defaults.reconcile_budget`` when the config has one): no
-# input can wedge a source. Checked between stages and between plan operations; the load is
-# bounded by the spec package's own limits on hostile input.
-DEFAULT_RECONCILE_BUDGET: Final = 900.0
+# A reconcile's wall-clock budget is ``defaults.reconcile_budget`` (900 s): no input can wedge a
+# source. Checked between stages and between plan operations; the load is bounded by the spec
+# package's own limits on hostile input.
 
 
 class OverBudget(TransientError):
@@ -195,7 +194,7 @@ class Reconciler:
         self._commit_verifiers: dict[str, CommitVerifier] = {}
         self._healers: dict[str, Healer] = {}
         self._memo_lock = threading.Lock()
-        self.budget = float(getattr(config.defaults, "reconcile_budget", DEFAULT_RECONCILE_BUDGET))
+        self.budget = float(config.defaults.reconcile_budget)
         self._deadlines: dict[str, float] = {}  # source -> its running reconcile's deadline
 
     def close(self) -> None:

@@ -100,6 +100,7 @@ def load_project_cached(
         "env_file": None if env_file is None else os.path.abspath(os.fspath(env_file)),
         "profiles": None if profiles is None else tuple(profiles),
         "ignore_build": options.get("ignore_build", False),
+        "root": None if options.get("root") is None else os.path.abspath(os.fspath(options["root"] or "")),
     }
     entry = cache_dir / f"{_key(paths, env, key_options)}.pickle"
     cached = _read_entry(entry)

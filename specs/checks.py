@@ -15,6 +15,7 @@ from typing import Any
 
 from gitdock.specs.errors import SpecProblem
 from gitdock.specs.graph import find_cycles
+from gitdock.specs.model import Condition
 from gitdock.specs.schema import (
     BUILD_MESSAGE,
     NAME_RE,
@@ -61,6 +62,7 @@ def check_semantics(top: Validated, doc: Document) -> list[SpecProblem]:
     services = set(top.service_names)
     for name, spec in top.services.items():
         _check_dependencies(name, spec, services, add)
+        _check_health_conditions(name, spec, top, add)
         _check_networking(name, spec, services, top, add)
         _check_volumes(name, spec, top, add)
         _check_service_refs(name, spec, services, add)
@@ -102,6 +104,29 @@ def _check_dependencies(name: str, spec: ServiceSpec, services: set[str], add: A
                 name,
                 "depends_on",
                 where,
+                key=True,
+            )
+
+
+def _check_health_conditions(name: str, spec: ServiceSpec, top: Validated, add: Add) -> None:
+    """``service_healthy`` needs a healthcheck to wait for, known before anything is created.
+
+    A healthcheck only the image declares (its HEALTHCHECK) is not seen before the image is
+    pulled, so it must be written in the Compose file (``test: ["CMD", ...]``) to be waited on.
+    """
+    for target, dep in service_dependencies(spec).items():
+        base = top.services.get(target)
+        if dep.condition is not Condition.HEALTHY or base is None:
+            continue
+        check = base.healthcheck
+        if check is None or check.disable or (check.test is not None and list(check.test)[:1] == ["NONE"]):
+            add(
+                f'depends on "{target}" being service_healthy, but "{target}" has no healthcheck '
+                "(add one to that service, or wait for service_started)",
+                "services",
+                name,
+                "depends_on",
+                target,
                 key=True,
             )
 

@@ -71,8 +71,14 @@ class SpecError(PermanentError):
         super().__init__(self.render())
 
     def render(self) -> str:
+        """One line for one problem; else a count and the first MAX_SHOWN problems, one a line."""
         if len(self.problems) == 1:
             return str(self.problems[0])
         lines = [f"{len(self.problems)} problems in the Compose files:"]
-        lines += [f"  {p}" for p in self.problems]
+        lines += [f"  {p}" for p in self.problems[:MAX_SHOWN]]
+        if len(self.problems) > MAX_SHOWN:
+            lines.append(f"  ... and {len(self.problems) - MAX_SHOWN} more")
         return "\n".join(lines)
+
+
+MAX_SHOWN = 50  # problems a SpecError's message lists: a generated file can have thousands

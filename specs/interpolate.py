@@ -6,6 +6,10 @@ as an escaped dollar. A ``$`` that starts neither a name nor ``{`` (``$(cmd)``, 
 ``$@``, a trailing ``$``) stays as written, as in Compose. Words are evaluated lazily, so
 ``${A:-${B:?}}`` only fails when A is unset or empty.
 
+Bounded for hostile input: a ``${`` nested more than ``MAX_NESTING`` deep in a modifier's word
+is malformed, and a result longer than ``MAX_VALUE_BYTES`` (a ``.env`` whose values double
+line by line) is an error, raised before the long string is built.
+
 This module is purely computational: it reads no files and no environment on its own.
 """
 
@@ -22,6 +26,8 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 # Longest first so ":-" is not read as ":" followed by "-".
 _OPERATORS = (":-", ":?", ":+", "-", "?", "+")
+MAX_NESTING = 32
+MAX_VALUE_BYTES = 1 << 20
 
 
 class InterpolationError(ValueError):
@@ -50,13 +56,18 @@ def interpolate(template: str, environ: Mapping[str, str]) -> tuple[str, tuple[s
 
 
 def _invalid(template: str) -> InterpolationError:
+    shown = template if len(template) <= 80 else template[:77] + "..."
     return InterpolationError(
-        f'invalid interpolation format in "{template}": you may need to escape any $ with another $'
+        f'invalid interpolation format in "{shown}": you may need to escape any $ with another $'
     )
 
 
-def _parse(s: str, i: int, *, in_braces: bool) -> tuple[tuple[str | _Var, ...], int]:
+def _parse(s: str, i: int, *, in_braces: bool, depth: int = 0) -> tuple[tuple[str | _Var, ...], int]:
     """Parse from ``s[i]`` up to the end, or up to the closing ``}`` when ``in_braces``."""
+    if depth > MAX_NESTING:
+        raise InterpolationError(
+            f"invalid interpolation format: ${{...}} nested more than {MAX_NESTING} deep"
+        )
     out: list[str | _Var] = []
     buf: list[str] = []
     n = len(s)
@@ -81,7 +92,7 @@ def _parse(s: str, i: int, *, in_braces: bool) -> tuple[tuple[str | _Var, ...], 
             op = next((o for o in _OPERATORS if s.startswith(o, i)), None)
             word: tuple[str | _Var, ...] = ()
             if op is not None:
-                word, i = _parse(s, i + len(op), in_braces=True)
+                word, i = _parse(s, i + len(op), in_braces=True, depth=depth + 1)
             if i >= n or s[i] != "}":
                 raise _invalid(s)
             i += 1
@@ -107,33 +118,40 @@ def _parse(s: str, i: int, *, in_braces: bool) -> tuple[tuple[str | _Var, ...], 
 
 
 def _evaluate(parts: tuple[str | _Var, ...], environ: Mapping[str, str], missing: list[str]) -> str:
+    """The parts substituted; raises InterpolationError past MAX_VALUE_BYTES."""
     out: list[str] = []
+    size = 0
     for part in parts:
-        if isinstance(part, str):
-            out.append(part)
-            continue
-        value = environ.get(part.name)
-        op = part.op
-        if op is None:
-            if value is None:
-                missing.append(part.name)
-                value = ""
-            out.append(value)
-        elif op == ":-":
-            out.append(value if value else _evaluate(part.word, environ, missing))
-        elif op == "-":
-            out.append(value if value is not None else _evaluate(part.word, environ, missing))
-        elif op in (":?", "?"):
-            if value is None or (op == ":?" and not value):
-                reason = _evaluate(part.word, environ, missing)
-                message = f"required variable {part.name} is missing a value"
-                raise InterpolationError(f"{message}: {reason}" if reason else message)
-            out.append(value)
-        elif op == ":+":
-            out.append(_evaluate(part.word, environ, missing) if value else "")
-        else:  # "+"
-            out.append(_evaluate(part.word, environ, missing) if value is not None else "")
+        piece = part if isinstance(part, str) else _substitute(part, environ, missing)
+        size += len(piece)
+        if size > MAX_VALUE_BYTES:
+            raise InterpolationError(
+                f"the value is longer than {MAX_VALUE_BYTES >> 20} MiB once interpolated"
+            )
+        out.append(piece)
     return "".join(out)
+
+
+def _substitute(part: _Var, environ: Mapping[str, str], missing: list[str]) -> str:
+    value = environ.get(part.name)
+    op = part.op
+    if op is None:
+        if value is None:
+            missing.append(part.name)
+        return value or ""
+    if op == ":-":
+        return value if value else _evaluate(part.word, environ, missing)
+    if op == "-":
+        return value if value is not None else _evaluate(part.word, environ, missing)
+    if op in (":?", "?"):
+        if value is None or (op == ":?" and not value):
+            reason = _evaluate(part.word, environ, missing)
+            message = f"required variable {part.name} is missing a value"
+            raise InterpolationError(f"{message}: {reason}" if reason else message)
+        return value
+    if op == ":+":
+        return _evaluate(part.word, environ, missing) if value else ""
+    return _evaluate(part.word, environ, missing) if value is not None else ""  # "+"
 
 
 @dataclass
@@ -178,7 +196,8 @@ def parse_env_file(text: str, filename: str, environ: Mapping[str, str]) -> EnvF
             result.problems.append(SpecProblem(message, "", Position(filename, line, col)))
 
         if not _ENV_KEY_RE.fullmatch(key):
-            add_problem(f'"{key}" is not a valid variable name' if key else "expected KEY=VALUE")
+            # The line is not shown: an env file may be a secret, or not an env file at all.
+            add_problem("not a KEY=VALUE line (a variable name is letters, digits and _ . -)")
         elif not sep:
             if key in environ:
                 result.values[key] = environ[key]

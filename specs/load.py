@@ -13,19 +13,21 @@ raised together as one SpecError, so a file with ten mistakes is fixed in one co
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import TypedDict, Unpack
 
 from gitdock.specs.checks import check_compose
-from gitdock.specs.errors import SpecError, SpecProblem
+from gitdock.specs.errors import GitdockError, PermanentError, SpecError, SpecProblem
 from gitdock.specs.keyring import Keyring
 from gitdock.specs.model import Project
 from gitdock.specs.normalise import choose_project_name, normalise_project, normalise_project_name
 from gitdock.specs.read import Reader
 
 __all__ = [
+    "LoadCrashed",
     "LoadOptions",
     "StrPath",
     "load_project",
@@ -48,6 +50,9 @@ class LoadOptions(TypedDict, total=False):
     ``COMPOSE_PROFILES``. ``ignore_build`` drops ``build:`` from services that also name an
     ``image:`` instead of refusing them. ``keyring`` opens SOPS-encrypted env, config and
     secret files; None finds the keys as sops does (``SOPS_AGE_KEY_FILE``, ``GNUPGHOME``).
+    ``root`` is the directory the project's own sources (env files, configs, secrets,
+    include, extends, label files) must stay inside, symlinks resolved; None is the first
+    file's directory. The agent passes its checkout, so a repository may share files.
     """
 
     project_name: str | None
@@ -56,6 +61,7 @@ class LoadOptions(TypedDict, total=False):
     profiles: Sequence[str] | None
     ignore_build: bool
     keyring: Keyring | None
+    root: StrPath | None
 
 
 def load_project(files: Sequence[StrPath], **options: Unpack[LoadOptions]) -> Project:
@@ -77,6 +83,15 @@ def load_project_with_warnings(
     return project, warnings
 
 
+class LoadCrashed(PermanentError):
+    """The loader itself failed on these files: a gitdock bug, but a permanent one.
+
+    The same files fail the same way, so the agent records the revision as failed instead of
+    retrying it in a loop. The message names the exception's type only: its text may quote
+    the files.
+    """
+
+
 def load_project_with_inputs(
     files: Sequence[StrPath], **options: Unpack[LoadOptions]
 ) -> tuple[Project, list[str], dict[str, str]]:
@@ -84,8 +99,22 @@ def load_project_with_inputs(
 
     ``files`` are merged in order by the Compose Specification's merge rules (``merge.py``).
     The inputs map each file read to the digest of its bytes, or "file"/"absent" where only
-    its existence was checked (what ``cache.py`` compares). Raises SpecError.
+    its existence was checked (what ``cache.py`` compares). Raises SpecError, and
+    LoadCrashed for anything else the loader raises (a bug, logged at debug level).
     """
+    try:
+        return _load(files, options)
+    except GitdockError:
+        raise
+    except Exception as exc:  # a bug: permanent for these files, never a retry loop
+        log.debug("the loader failed", exc_info=True)
+        raise LoadCrashed(
+            f"internal error while loading the Compose files ({type(exc).__name__}); "
+            "this is a gitdock bug: please report it"
+        ) from exc
+
+
+def _load(files: Sequence[StrPath], options: LoadOptions) -> tuple[Project, list[str], dict[str, str]]:
     if not files:
         raise SpecError([SpecProblem("no Compose file given")])
     environ = options.get("environ")
@@ -93,6 +122,7 @@ def load_project_with_inputs(
         [os.path.abspath(os.fspath(f)) for f in files],
         os.environ if environ is None else environ,
         options.get("keyring"),
+        None if options.get("root") is None else os.path.abspath(os.fspath(options["root"] or "")),
     )
     env_file = options.get("env_file")
     reader.load_dotenv(None if env_file is None else os.path.abspath(os.fspath(env_file)))
@@ -105,8 +135,26 @@ def load_project_with_inputs(
         profiles = [p.strip() for p in reader.env.get("COMPOSE_PROFILES", "").split(",") if p.strip()]
     project = normalise_project(reader, name, top, doc, set(profiles))
     if reader.problems:
-        raise SpecError(reader.problems)
+        raise SpecError(redact_interpolated(reader.problems, reader.interpolated))
     return project, reader.warnings, reader.inputs
+
+
+def redact_interpolated(
+    problems: list[SpecProblem], interpolated: Mapping[str, tuple[str, str]]
+) -> list[SpecProblem]:
+    """The problems with every value that came from the environment shown as written instead
+    (``${DB_PASSWORD}``), for the field that was interpolated and the fields below it."""
+    out = []
+    for problem in problems:
+        message = problem.message
+        field = problem.path
+        prefixes = [field[:i] for i, c in enumerate(field) if c in ".["] + [field]
+        for prefix in prefixes:
+            raw, value = interpolated.get(prefix, ("", ""))
+            if value and value in message:
+                message = message.replace(value, raw)
+        out.append(dataclasses.replace(problem, message=message) if message != problem.message else problem)
+    return out
 
 
 def log_warnings(warnings: Sequence[str]) -> None:

@@ -31,6 +31,30 @@ class Condition(str, Enum):
     COMPLETED = "service_completed_successfully"
 
 
+class UpdateOrder(str, Enum):
+    STOP_FIRST = "stop-first"
+    START_FIRST = "start-first"
+
+
+class FailureAction(str, Enum):
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+    CONTINUE = "continue"
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """``deploy.update_config``: how a service's containers are replaced, not what runs (so it
+    is in no config hash). Durations in seconds; ``parallelism`` 0 is all at once; ``monitor``
+    None is the settle time of the health gate."""
+
+    order: UpdateOrder = UpdateOrder.STOP_FIRST
+    parallelism: int = 1
+    delay: float = 0.0
+    failure_action: FailureAction = FailureAction.PAUSE
+    monitor: float | None = None
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a value came from: file, 1-based line and column."""
@@ -206,6 +230,7 @@ class Service:
     # Set when the image is built from the revision; ``image`` is then the content-addressed
     # tag once gitdock.runtime.build has bound it (``<project>-<service>:<digest prefix>``).
     build: Build | None = None
+    update_config: UpdateConfig | None = None  # how to replace its containers (unhashed)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from gitdock.specs.errors import SpecProblem
 from gitdock.specs.model import (
     Build,
     Dependency,
+    FailureAction,
     Healthcheck,
     Mount,
     Network,
@@ -30,6 +31,8 @@ from gitdock.specs.model import (
     Project,
     Service,
     ServiceFile,
+    UpdateConfig,
+    UpdateOrder,
     Volume,
 )
 from gitdock.specs.read import Reader
@@ -257,6 +260,7 @@ class _ServiceNormaliser:
             pull_policy=spec.pull_policy,
             profiles=tuple(spec.profiles),
             build=normalise_build(self.reader, self.doc, self.project, name, spec),
+            update_config=_update_config(spec),
         )
 
     def _restart(self, name: str, spec: ServiceSpec) -> str:
@@ -372,7 +376,8 @@ class _ServiceNormaliser:
                 position=self.doc.locate((*where, "file")),
             )
         if obj.environment is not None:
-            value = self.reader.env.get(obj.environment)
+            env = self.reader.object_env.get((kind, source), self.reader.env)
+            value = env.get(obj.environment)
             if value is None:
                 self.reader.problems.append(
                     SpecProblem(
@@ -438,6 +443,19 @@ class _ServiceNormaliser:
             target, size = parse_tmpfs(entry)
             mounts.append(Mount("tmpfs", target, tmpfs_size=size))
         return tuple(mounts)
+
+
+def _update_config(spec: ServiceSpec) -> UpdateConfig | None:
+    raw = spec.deploy.update_config if spec.deploy is not None else None
+    if raw is None:
+        return None
+    return UpdateConfig(
+        order=UpdateOrder(raw.order),
+        parallelism=raw.parallelism,
+        delay=(raw.delay or 0) / 10**9,
+        failure_action=FailureAction(raw.failure_action),
+        monitor=None if raw.monitor is None else raw.monitor / 10**9,
+    )
 
 
 def _replicas(spec: ServiceSpec) -> int:

@@ -13,12 +13,20 @@ Their inputs are recorded as "sops:<digest>", which ``cache.py`` never stores, s
 decrypted value reaches the load cache; ``decrypted`` names them and ``secret_values`` holds
 the values of decrypted env files, so the normaliser can keep them out of the clear.
 
+Every file is read the same bounded way (``read_bytes``): only a regular file (a FIFO or a
+device is refused before anything blocks), at most ``MAX_FILE_BYTES`` (``MAX_ENV_BYTES`` for env
+and label files), never a path with a NUL byte or under /proc, /sys or /dev (symlinks resolved),
+and, for what the project names itself (env files, configs, secrets, include, extends, label
+files, the default ``.env``), never outside the project root. The files given on the command
+line (``-f``, ``--env-file``) may be anywhere. Problems name the file and line, never its text.
+
 The only I/O is reading the files named, and those two local tools: no Docker, no network.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,13 +40,33 @@ from gitdock.specs.schema import describe_value, is_path_source, suggest
 from gitdock.specs.sops import SopsError, decrypt_file, detect_format
 from gitdock.specs.yamlpos import Document, Path, PDict, format_path, load_yaml, position_of
 
+MAX_FILE_BYTES = 16 << 20  # a Compose, config or secret file
+MAX_ENV_BYTES = 1 << 20  # an env or label file
+_SMALL_FILES = frozenset({"env file", "label file"})
+# Never a source, wherever a symlink points: the kernel's and the devices' trees.
+_FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+
 
 class Reader:
-    """The files of one load, read once each; collects problems, warnings and inputs."""
+    """The files of one load, read once each; collects problems, warnings and inputs.
 
-    def __init__(self, paths: list[str], environ: Mapping[str, str], keyring: Keyring | None = None) -> None:
+    ``root`` is the directory the project's own sources must stay in (default: the first
+    file's directory); the agent passes its checkout.
+    """
+
+    def __init__(
+        self,
+        paths: list[str],
+        environ: Mapping[str, str],
+        keyring: Keyring | None = None,
+        root: str | None = None,
+    ) -> None:
         self.paths = paths
         self.working_dir = os.path.dirname(paths[0])
+        self.root = os.path.realpath(root or self.working_dir)
+        # Interpolated values, by field path: (as written, as substituted), so problems can
+        # show what was written instead of a value that came from the environment.
+        self.interpolated: dict[str, tuple[str, str]] = {}
         self.environ = environ
         # The project environment: the process environment over .env (see load_dotenv).
         self.env: dict[str, str] = dict(environ)
@@ -57,6 +85,9 @@ class Reader:
         self._extends_files: dict[str, Any] = {}
         self._extended: dict[tuple[str, str], Any] = {}
         self._including: list[str] = []
+        # configs/secrets an included file defines -> the environment it was loaded with, so
+        # `environment: VAR` reads the include's env_file as Compose does.
+        self.object_env: dict[tuple[str, str], Mapping[str, str]] = {}
 
     def read_document(self, *, ignore_build: bool = False) -> Document:
         """The Compose files merged in order, with include and extends applied."""
@@ -71,9 +102,15 @@ class Reader:
         return os.path.normpath(os.path.join(self.working_dir, os.path.expanduser(path)))
 
     def read_text(
-        self, path: str, what: str, *, where: Path = (), position: Position | None = None
+        self,
+        path: str,
+        what: str,
+        *,
+        where: Path = (),
+        position: Position | None = None,
+        confined: bool = True,
     ) -> str | None:
-        data = self.read_bytes(path, what, where=where, position=position)
+        data = self.read_bytes(path, what, where=where, position=position, confined=confined)
         if data is None:
             return None
         try:
@@ -91,24 +128,41 @@ class Reader:
         return found
 
     def read_bytes(
-        self, path: str, what: str, *, where: Path = (), position: Position | None = None
+        self,
+        path: str,
+        what: str,
+        *,
+        where: Path = (),
+        position: Position | None = None,
+        confined: bool = True,
     ) -> bytes | None:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-            self.inputs[path] = input_digest(data)
-            return data if what not in _DECRYPTED else self._decrypt(path, what, data, where, position)
-        except FileNotFoundError:
-            reason = "not found"
-        except IsADirectoryError:
-            reason = "is a directory"
-        except PermissionError:
-            reason = "permission denied"
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
+        """The file's bytes, or None with a problem naming it (see the module docstring)."""
+        reason = self.refuse_source(path, confined=confined)
+        if reason is None:
+            try:
+                data = read_regular_file(path, MAX_ENV_BYTES if what in _SMALL_FILES else MAX_FILE_BYTES)
+            except OSError as exc:
+                reason = _os_reason(exc)
+            else:
+                self.inputs[path] = input_digest(data)
+                return data if what not in _DECRYPTED else self._decrypt(path, what, data, where, position)
+        shown = path.replace("\0", "\\0")
         self.problems.append(
-            SpecProblem(f"{what} {path}: {reason}", format_path(where), position or Position(path, 1, 1))
+            SpecProblem(f"{what} {shown}: {reason}", format_path(where), position or Position(shown, 1, 1))
         )
+        return None
+
+    def refuse_source(self, path: str, *, confined: bool = True) -> str | None:
+        """Why ``path`` may not be read (None when it may): a NUL byte, /proc, /sys or /dev,
+        or (``confined``) a path outside the project root, symlinks resolved."""
+        if "\0" in path:
+            return "the path contains a NUL byte"
+        real = os.path.realpath(path)
+        for forbidden in _FORBIDDEN_ROOTS:
+            if real == forbidden or real.startswith(forbidden + os.sep):
+                return f"is under {forbidden}, which is never read"
+        if confined and real != self.root and not real.startswith(self.root.rstrip(os.sep) + os.sep):
+            return f"is outside the project directory {self.root}"
         return None
 
     def _decrypt(
@@ -138,9 +192,10 @@ class Reader:
 
     def load_dotenv(self, env_file: str | None) -> None:
         path = env_file or os.path.join(self.working_dir, ".env")
-        if env_file is None and not self.is_file(path):
+        # A .env that exists but is no regular file (a FIFO, a symlink to a device) is refused.
+        if env_file is None and not self.is_file(path) and not os.path.lexists(path):
             return
-        text = self.read_text(path, "env file")
+        text = self.read_text(path, "env file", confined=env_file is None)
         if text is None:
             return
         parsed = self.parse_env(text, path, self.environ)
@@ -170,14 +225,26 @@ class Reader:
                 return value
             for var in missing:
                 self.warn_unset(var, f"{position}: {format_path(path)}: ")
+            if result != value:
+                self.interpolated[format_path(path)] = (value, result)
             return result
 
         return hook
 
-    def _load_file(self, path: str, env: Mapping[str, str], base_dir: str | None) -> PDict | None:
+    def _load_file(
+        self,
+        path: str,
+        env: Mapping[str, str],
+        base_dir: str | None,
+        where: Path = (),
+        position: Position | None = None,
+    ) -> PDict | None:
         """One Compose file as data with positions; with ``base_dir``, relative host paths
         are made absolute against it (for files included or extended from elsewhere)."""
-        text = self.read_text(path, "Compose file")
+        # Files given on the command line may be anywhere; included and extended ones may not.
+        text = self.read_text(
+            path, "Compose file", where=where, position=position, confined=base_dir is not None
+        )
         if text is None:
             return None
         doc, problems = load_yaml(text, path, self._interpolator(env), merge_documents)
@@ -194,11 +261,18 @@ class Reader:
             _absolutise(doc.data, base_dir)
         return doc.data
 
-    def _load_files(self, paths: list[str], base_dir: str | None, env: Mapping[str, str]) -> Any:
-        """Merge ``paths`` in order, then apply include and extends."""
+    def _load_files(
+        self,
+        paths: list[str],
+        base_dir: str | None,
+        env: Mapping[str, str],
+        where: Path = (),
+        position: Position | None = None,
+    ) -> Any:
+        """Merge ``paths`` in order, then apply include and extends (``where``: the include)."""
         merged: Any = None
         for path in paths:
-            data = self._load_file(path, env, base_dir)
+            data = self._load_file(path, env, base_dir, where, position)
             if data is not None:
                 merged = data if merged is None else merge_documents(merged, data)
         if merged is None:
@@ -210,7 +284,7 @@ class Reader:
         services = merged.get("services")
         if isinstance(services, dict):
             for name in list(services):
-                services[name] = self._extend(services, name, paths[0], ())
+                services[name] = self._extend(services, name, paths[0])
         return merged
 
     # --- include ------------------------------------------------------------------------
@@ -235,10 +309,14 @@ class Reader:
             sub_env = self._include_env(env, env_files, where, item_pos)
             self._including.append(paths[0])
             try:
-                sub = self._load_files(paths, project_dir, sub_env)
+                sub = self._load_files(paths, project_dir, sub_env, where, item_pos)
             finally:
                 self._including.pop()
             self._add_included(merged, sub, paths[0], item_pos)
+            for section in ("configs", "secrets"):
+                objects = sub.get(section) if isinstance(sub, dict) else None
+                for key in objects if isinstance(objects, dict) else ():
+                    self.object_env.setdefault((section, key), sub_env)
 
     def _include_env(
         self, env: Mapping[str, str], env_files: list[str], where: Path, position: Position
@@ -254,7 +332,13 @@ class Reader:
         return sub_env
 
     def _add_included(self, merged: PDict, sub: Any, file: str, position: Position) -> None:
-        """Add an included project's resources; one already defined here is a problem."""
+        """Add an included project's resources; one already defined here is a problem, and so
+        is a top-level key the included file may not have (the others are dropped here)."""
+        for key in sub if isinstance(sub, dict) else ():
+            if key not in _INCLUDED_KEYS and not key.startswith("x-"):
+                where = position_of(sub, key, key=True) or position
+                hint = suggest(key, _INCLUDED_KEYS)
+                self.problems.append(SpecProblem(f"unknown top-level key `{key}`{hint}", key, where))
         for section in ("services", "networks", "volumes", "configs", "secrets"):
             theirs = sub.get(section)
             if not isinstance(theirs, dict):
@@ -322,33 +406,56 @@ class Reader:
 
     # --- extends ------------------------------------------------------------------------
 
-    def _extend(
-        self, services: dict[str, Any], name: str, file: str, stack: tuple[tuple[str, str], ...]
-    ) -> Any:
-        """The service with its ``extends`` chain merged in (the Specification's merge rules)."""
-        svc = services.get(name)
-        if not isinstance(svc, PDict) or "extends" not in svc:
-            return svc
-        key = (file, name)
-        if key in self._extended:
-            return self._extended[key]
+    def _extend(self, services: dict[str, Any], name: str, file: str) -> Any:
+        """The service with its ``extends`` chain merged in (the Specification's merge rules).
+
+        Iterative: the chain is walked down to its base, then merged back up, so a chain of
+        thousands of services costs no recursion. Each service is resolved once.
+        """
+        chain: list[tuple[tuple[str, str], PDict]] = []
+        result: Any = _BROKEN
+        while True:
+            svc, key = services.get(name), (file, name)
+            if not isinstance(svc, PDict) or "extends" not in svc:
+                result = svc
+                break
+            if key in self._extended:
+                result = self._extended[key]
+                break
+            local = PDict(svc.pos)
+            for k, v in svc.items():
+                if k != "extends":
+                    local.put(k, v, svc.kpos.get(k), svc.vpos.get(k))
+            base = self._extends_base(services, svc, key, [k for k, _ in chain])
+            chain.append((key, local))
+            if base is None:
+                break
+            services, name, file = base
+        for key, local in reversed(chain):
+            result = local if result is _BROKEN else merge_service(result, local)
+            self._extended[key] = result
+        return result
+
+    def _extends_base(
+        self, services: dict[str, Any], svc: PDict, key: tuple[str, str], stack: list[tuple[str, str]]
+    ) -> tuple[dict[str, Any], str, str] | None:
+        """The services, name and file ``svc`` extends; None, with a problem, when it cannot."""
+        file, name = key
         where: Path = ("services", name, "extends")
         position = svc.kpos.get("extends") or svc.pos
-        local = PDict(svc.pos)
-        for k, v in svc.items():
-            if k != "extends":
-                local.put(k, v, svc.kpos.get(k), svc.vpos.get(k))
         ref = self._extends_ref(svc["extends"], where, position, file)
         if ref is None:
-            return local
+            return None
         base_name, base_file = ref
-        if (base_file, base_name) in stack or (base_file, base_name) == key:
-            chain = " -> ".join(n for _, n in (*stack, key, (base_file, base_name)))
+        target = (base_file, base_name)
+        if target in stack or target == key:
+            cycle = [*stack[stack.index(target) :], key] if target in stack else [key]
+            chain = " -> ".join(n for _, n in (*cycle, target))
             self.problems.append(SpecProblem(f"extends cycle: {chain}", format_path(where), position))
-            return local
+            return None
         base_services = services if base_file == file else self._extends_services(base_file, where, position)
         if base_services is None:
-            return local
+            return None
         if base_name not in base_services:
             in_file = "" if base_file == file else f" in {base_file}"
             hint = suggest(base_name, base_services)
@@ -357,11 +464,8 @@ class Reader:
                     f'extends undefined service "{base_name}"{in_file}{hint}', format_path(where), position
                 )
             )
-            return local
-        base = self._extend(base_services, base_name, base_file, (*stack, key))
-        result = merge_service(base, local)
-        self._extended[key] = result
-        return result
+            return None
+        return base_services, base_name, base_file
 
     def _extends_ref(
         self, value: Any, where: Path, position: Position | None, file: str
@@ -386,19 +490,76 @@ class Reader:
 
     def _extends_services(self, path: str, where: Path, position: Position | None) -> Any:
         if path not in self._extends_files:
-            if not self.is_file(path):
+            if not self.is_file(path) and not os.path.lexists(path):
                 self.problems.append(
                     SpecProblem(f"extends file {path}: not found", format_path(where), position)
                 )
                 self._extends_files[path] = None
             else:
-                data = self._load_file(path, self.env, os.path.dirname(path))
+                data = self._load_file(path, self.env, os.path.dirname(path), where, position)
                 services = data.get("services") if data is not None else None
                 if data is not None:
                     resolve_markers(data)
-                self._extends_files[path] = services if isinstance(services, dict) else PDict()
+                # A base file that could not be read is reported once, not again as "undefined".
+                empty = PDict() if data is not None else None
+                self._extends_files[path] = services if isinstance(services, dict) else empty
         return self._extends_files[path]
 
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; OSError otherwise.
+
+    Opened non-blocking, so a FIFO answers at once (and is refused with a device by fstat);
+    at most ``limit + 1`` bytes are read even if the file grows meanwhile.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotRegular(path)
+        if info.st_size > limit:
+            raise _TooLarge(limit)
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise _TooLarge(limit)
+    return b"".join(chunks)
+
+
+class _NotRegular(OSError):
+    """A FIFO, socket or device: never read."""
+
+
+class _TooLarge(OSError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"larger than {limit >> 20} MiB")
+        self.limit = limit
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a file could not be read, in a few words (never its text)."""
+    if isinstance(exc, _TooLarge):
+        return f"larger than the {exc.limit >> 20} MiB a file may be"
+    if isinstance(exc, _NotRegular):
+        return "not a regular file (a FIFO, socket or device is never read)"
+    if isinstance(exc, FileNotFoundError):
+        return "not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return exc.strerror or type(exc).__name__
+
+
+# What an included file may have at its top (``include`` itself is applied before this).
+_INCLUDED_KEYS = ("name", "version", "services", "networks", "volumes", "configs", "secrets", "models")
+_BROKEN = object()  # an extends chain that could not be followed: its service stays as written
 
 # What ``read_bytes`` decrypts when it is SOPS-encrypted (Compose files themselves are not).
 _DECRYPTED = frozenset({"env file", "config file", "secret file"})

@@ -9,6 +9,10 @@ so every problem is found before normalisation. Below the models: small question
 validated service (its dependencies, its config and secret targets, its resource settings)
 that the checks and the normaliser share, and how messages name values and suggest names.
 
+Numbers are bounded as the Engine reads them: integers fit in 64 bits (a boolean is not a
+number), floats are finite, sizes and durations are not negative and do not overflow, a
+service has at most ``MAX_REPLICAS`` replicas, and a command is at most ``MAX_COMMAND_BYTES``.
+
 This module is pure.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import re
 import shlex
 from collections.abc import Iterable
@@ -36,6 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gitdock.specs.model import Condition, PortMapping
+from gitdock.specs.reference import parse_reference
 
 # Every service key of the Compose Specification (compose-spec schema, 2025). A word list
 # reads better than 90 quoted strings, hence the noqa.
@@ -67,7 +73,10 @@ _DURATION_UNITS = {
     "m": 60 * 10**9,
     "h": 3600 * 10**9,
 }
-_BYTES_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE)
+_BYTES_RE = re.compile(r"([0-9]{1,20}(?:\.[0-9]{1,20})?)\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE)
+INT64_MAX = 2**63 - 1
+MAX_REPLICAS = 1000  # per service: a typo (1000000000) is refused, not attempted
+MAX_COMMAND_BYTES = 1 << 20  # Linux's ARG_MAX is 2 MiB, and shlex takes about 0.4 s for this much
 _BYTE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 # Tags of the discriminated unions below. Angle brackets keep them apart from data keys
@@ -136,30 +145,66 @@ def parse_duration(value: Any) -> int:
         return 0
     pos, total = 0, 0.0
     for m in _DURATION_PART_RE.finditer(value):
-        if m.start() != pos:
+        if m.start() != pos or len(m.group(1)) > 20:
             break
         total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     if pos != len(value) or not value:
-        raise _fail(f'"{value}" is not a duration (expected something like 10s or 1m30s)')
+        raise _fail(f'"{_shorten(value)}" is not a duration (expected something like 10s or 1m30s)')
+    if total > INT64_MAX:
+        raise _fail(f'"{_shorten(value)}" is too long a duration (at most about 292 years)')
     return round(total)
 
 
 def parse_bytes(value: Any) -> int:
-    """A size in bytes: an integer, or "64m"-style with binary units as Docker reads them."""
+    """A size in bytes: an integer, or "64m"-style with binary units as Docker reads them.
+
+    May be negative (``memswap_limit: -1`` is unlimited); ``parse_size`` refuses that.
+    """
+    size: int | float | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and (m := _BYTES_RE.fullmatch(value.strip())):
-        return int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
-    raise _fail(f"expected a size like 64m, got {describe_value(value)}")
+        size = value
+    elif isinstance(value, str) and (m := _BYTES_RE.fullmatch(value.strip())):
+        size = float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()]
+    if size is None:
+        raise _fail(f"expected a size like 64m, got {describe_value(value)}")
+    if abs(size) > INT64_MAX:
+        raise _fail(f"{_shorten(str(value))} is too large a size (at most 8 EiB)")
+    return int(size)
 
 
 def parse_size(value: Any) -> int:
-    """Like ``parse_bytes``, but a negative size is a problem (tmpfs ``size: -1``)."""
+    """Like ``parse_bytes``, but a negative size is a problem (``mem_limit: -1``)."""
     size = parse_bytes(value)
     if size < 0:
         raise _fail(f"a size cannot be negative, got {value}")
     return size
+
+
+def parse_swap(value: Any) -> int:
+    """``memswap_limit``: a size, or -1 for unlimited swap (Docker's reading)."""
+    size = parse_bytes(value)
+    if size < -1:
+        raise _fail(f"a size cannot be negative (-1 is unlimited), got {value}")
+    return size
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refuse_bool(value: Any) -> Any:
+    """pydantic reads ``true`` as 1 for an int field; Compose does not."""
+    if isinstance(value, bool):
+        raise _fail("expected a number, got a boolean")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(f"expected a number, got {value}")
+    return value
+
+
+# Every integer field: a number that fits in 64 bits, never a boolean.
+Int = Annotated[int, BeforeValidator(_refuse_bool), Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+Replicas = Annotated[int, BeforeValidator(_refuse_bool), Field(ge=0, le=MAX_REPLICAS)]
 
 
 def parse_microseconds(value: Any) -> int:
@@ -196,11 +241,13 @@ FileMode = Annotated[int, PlainValidator(_file_mode)]
 def _parse_command(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
+    if isinstance(value, str | list) and sum(len(str(v)) for v in value) > MAX_COMMAND_BYTES:
+        raise _fail(f"longer than {MAX_COMMAND_BYTES >> 20} MiB, more than a process can be started with")
     if isinstance(value, str):
         try:
             return tuple(shlex.split(value))
         except ValueError as exc:
-            raise _fail(f'cannot split "{value}" into arguments: {exc}') from exc
+            raise _fail(f'cannot split "{_shorten(value)}" into arguments: {exc}') from exc
     if isinstance(value, list):
         if all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value):
             return tuple(str(v) for v in value)
@@ -220,12 +267,25 @@ def _scalar_to_str(value: Any) -> Any:
 def _check_port_number(text: str, original: str) -> tuple[int, int]:
     """Parse "80" or "8080-8081" into an inclusive range."""
     low, sep, high = text.partition("-")
-    if not low.isdigit() or (sep and not high.isdigit()):
+    if not _is_port_text(low) or (sep and not _is_port_text(high)):
         raise _fail(f'"{original}" is not a port mapping')
     start, end = int(low), int(high) if sep else int(low)
     if not (0 < start <= end <= 65535):
         raise _fail(f'"{original}" is not a port mapping: ports are 1-65535')
     return start, end
+
+
+def _is_port_text(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5
+
+
+def check_expose(value: str) -> str:
+    """``expose``: "80", "8000-8010", "53/udp", ports 1-65535."""
+    rest, slash, protocol = value.partition("/")
+    if slash and protocol not in ("tcp", "udp", "sctp"):
+        raise _fail(f'"{_shorten(value)}" is not a port: unknown protocol "{_shorten(protocol, 20)}"')
+    _check_port_number(rest, _shorten(value))
+    return value
 
 
 def _check_ip(text: str, original: str) -> str:
@@ -350,7 +410,8 @@ def _check_name(value: str | None) -> str | None:
 
 Command = Annotated[tuple[str, ...] | None, PlainValidator(_parse_command)]
 Duration = Annotated[int, PlainValidator(parse_duration)]
-ByteSize = Annotated[int, PlainValidator(parse_bytes)]
+ByteSize = Annotated[int, PlainValidator(parse_size)]
+SwapSize = Annotated[int, PlainValidator(parse_swap)]
 EnvValue = Annotated[str | None, BeforeValidator(_scalar_to_str)]
 # environment/labels: a mapping, or a list of "KEY=VALUE" / "KEY" strings.
 KeyValues = Annotated[
@@ -364,7 +425,7 @@ def parse_tmpfs(value: str) -> tuple[str, int | None]:
     target, _, options = value.partition(":")
     if not target.startswith("/"):
         raise _fail(f'tmpfs target "{target}" must be an absolute path')
-    size: int | None = None
+    size: Int | None = None
     for option in filter(None, options.split(",")):
         key, _, arg = option.partition("=")
         if key != "size":
@@ -388,7 +449,7 @@ TmpfsSpec = Annotated[
 class PortLong(SpecModel):
     name: str | None = None  # a label for people; the Engine has no field for it (nor Compose)
     app_protocol: str | None = None  # likewise
-    target: int = Field(ge=1, le=65535)
+    target: Int = Field(ge=1, le=65535)
     published: Annotated[str | None, AfterValidator(_check_published)] = None
     host_ip: str = ""
     protocol: Literal["tcp", "udp", "sctp"] = "tcp"
@@ -586,7 +647,7 @@ class ServiceNetwork(SpecModel):
     link_local_ips: list[str] = []
     mac_address: str | None = None
     driver_opts: dict[str, Annotated[str, BeforeValidator(_scalar_to_str)]] = {}
-    priority: int = 0  # networks are connected in descending priority, as in Compose
+    priority: Int = 0  # networks are connected in descending priority, as in Compose
 
 
 ServiceNetworks = Annotated[
@@ -605,9 +666,18 @@ DependsOnSpec = Annotated[
     Annotated[list[str], Tag(_LIST)] | Annotated[dict[str, DependsOn | None], Tag(_MAPPING)],
     _by_kind("expected a list of service names or a mapping"),
 ]
+
+
+def _check_test_length(value: Any) -> Any:
+    if isinstance(value, str | list) and sum(len(str(v)) for v in value) > MAX_COMMAND_BYTES:
+        raise _fail(f"longer than {MAX_COMMAND_BYTES >> 20} MiB, more than a process can be started with")
+    return value
+
+
 HealthTest = Annotated[
     Annotated[str, Tag(_SCALAR)] | Annotated[list[str], Tag(_LIST)],
     _by_kind("expected a string or a list of strings"),
+    BeforeValidator(_check_test_length),
 ]
 
 
@@ -621,7 +691,7 @@ class HealthcheckSpec(SpecModel):
     interval: Duration | None = None
     timeout: Duration | None = None
     start_period: Duration | None = None
-    retries: int | None = Field(default=None, ge=0)
+    retries: Int | None = Field(default=None, ge=0)
     disable: bool = False
 
     @model_validator(mode="after")
@@ -639,6 +709,8 @@ def _check_deploy_mode(value: str) -> str:
 
 def parse_cpus(value: Any) -> float:
     """A CPU count: 1.5, "0.5"."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**6:
+        raise _fail(f"{_shorten(str(value))} is not a number of CPUs")
     if isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)
     elif isinstance(value, str):
@@ -648,6 +720,8 @@ def parse_cpus(value: Any) -> float:
             raise _fail(f'"{value}" is not a number of CPUs') from None
     else:
         raise _fail(f"expected a number of CPUs, got {describe_value(value)}")
+    if not math.isfinite(number) or abs(number) > 1e6:
+        raise _fail(f"{_shorten(str(value))} is not a number of CPUs")
     if number < 0:
         raise _fail(f"the number of CPUs must not be negative, got {value}")
     return number
@@ -659,7 +733,7 @@ Cpus = Annotated[float, PlainValidator(parse_cpus)]
 class ResourceLimits(SpecModel):
     cpus: Cpus | None = None
     memory: ByteSize | None = None
-    pids: int | None = None
+    pids: Int | None = None
 
 
 class DeviceRequest(SpecModel):
@@ -687,20 +761,54 @@ class Resources(SpecModel):
 
 class RestartPolicySpec(SpecModel):
     condition: Literal["none", "on-failure", "any"] = "any"
-    max_attempts: int | None = Field(default=None, ge=0)
+    max_attempts: Int | None = Field(default=None, ge=0)
     delay: Duration | None = None  # Swarm only: accepted, has no effect on a plain Docker host
     window: Duration | None = None  # Swarm only, likewise
 
 
+def _check_choice(*choices: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise _fail(f'"{value}" is not one of {", ".join(choices)}')
+        return value
+
+    return AfterValidator(check)
+
+
+class UpdateConfigSpec(SpecModel):
+    """How a service's containers are replaced; on a single host too (runtime.plan.containers)."""
+
+    NO_EFFECT = {"max_failure_ratio": SWARM_ONLY}
+
+    order: Annotated[str, _check_choice("stop-first", "start-first")] = "stop-first"
+    parallelism: Int = Field(default=1, ge=0)
+    delay: Duration | None = None
+    failure_action: Annotated[str, _check_choice("pause", "continue", "rollback")] = "pause"
+    monitor: Duration | None = None
+
+
 class DeploySpec(SpecModel):
-    NO_EFFECT = dict.fromkeys(
-        ("endpoint_mode", "labels", "placement", "rollback_config", "update_config"), SWARM_ONLY
-    )
+    NO_EFFECT = dict.fromkeys(("endpoint_mode", "labels", "placement", "rollback_config"), SWARM_ONLY)
 
     mode: Annotated[str, AfterValidator(_check_deploy_mode)] = "replicated"
-    replicas: int | None = Field(default=None, ge=0)
+    replicas: Replicas | None = None
     resources: Resources | None = None
     restart_policy: RestartPolicySpec | None = None
+    update_config: UpdateConfigSpec | None = None
+
+
+def _check_image(value: str) -> str:
+    """An image reference by Docker's rules, or a bare image id (``sha256:…``, a rollback's pin)."""
+    if _IMAGE_ID_RE.fullmatch(value):
+        return value
+    try:
+        parse_reference(value)
+    except ValueError as exc:
+        raise _fail(_shorten(str(exc).removeprefix("image reference "), 200)) from None
+    return value
+
+
+_IMAGE_ID_RE = re.compile(r"sha256:[a-f0-9]{64}")
 
 
 def _str_list(value: Any) -> Any:
@@ -720,12 +828,12 @@ LooseStrList = Annotated[list[str], BeforeValidator(_str_items)]
 
 
 class Ulimit(SpecModel):
-    soft: int
-    hard: int
+    soft: Int
+    hard: Int
 
 
 UlimitSpec = Annotated[
-    Annotated[int, Tag(_SCALAR)] | Annotated[Ulimit, Tag(_MAPPING)],
+    Annotated[Int, Tag(_SCALAR)] | Annotated[Ulimit, Tag(_MAPPING)],
     _by_kind("expected a number or a mapping with soft and hard"),
 ]
 
@@ -863,13 +971,13 @@ class BlkioLimit(SpecModel):
 
 class BlkioWeight(SpecModel):
     path: str
-    weight: int = Field(ge=10, le=1000)
+    weight: Int = Field(ge=10, le=1000)
 
 
 class BlkioConfig(SpecModel):
     """Block IO limits: the Engine's Blkio* host config fields."""
 
-    weight: int | None = Field(default=None, ge=10, le=1000)
+    weight: Int | None = Field(default=None, ge=10, le=1000)
     weight_device: list[BlkioWeight] = []
     device_read_bps: list[BlkioLimit] = []
     device_read_iops: list[BlkioLimit] = []
@@ -955,7 +1063,7 @@ class ServiceSpec(SpecModel):
         "pull_refresh_after": "has no effect: gitdock pulls by pull_policy and digest",
     }
 
-    image: str | None = None
+    image: Annotated[str, AfterValidator(_check_image)] | None = None
     build: BuildEntry | None = None
     command: Command = None
     entrypoint: Command = None
@@ -974,7 +1082,7 @@ class ServiceSpec(SpecModel):
     working_dir: str | None = None
     hostname: str | None = None
     container_name: Annotated[str | None, AfterValidator(_check_name)] = None
-    scale: int | None = Field(default=None, ge=0)
+    scale: Replicas | None = None
     deploy: DeploySpec | None = None
     # --- further settings (issue 3): normalised into Service.extra ---
     annotations: KeyValues | None = None
@@ -982,9 +1090,9 @@ class ServiceSpec(SpecModel):
     cap_drop: list[str] = []
     cgroup: Literal["host", "private"] | None = None
     cgroup_parent: str | None = None
-    cpu_period: int | None = None
-    cpu_quota: int | None = None
-    cpu_shares: int | None = None
+    cpu_period: Int | None = None
+    cpu_quota: Int | None = None
+    cpu_shares: Int | None = None
     cpus: Cpus | None = None
     cpuset: str | None = None
     device_cgroup_rules: list[str] = []
@@ -993,7 +1101,7 @@ class ServiceSpec(SpecModel):
     dns_opt: list[str] = []
     dns_search: StrList = []
     domainname: str | None = None
-    expose: LooseStrList = []
+    expose: Annotated[list[Annotated[str, AfterValidator(check_expose)]], BeforeValidator(_str_items)] = []
     extra_hosts: ExtraHosts = []
     group_add: LooseStrList = []
     init: bool | None = None
@@ -1003,12 +1111,12 @@ class ServiceSpec(SpecModel):
     mac_address: str | None = None
     mem_limit: ByteSize | None = None
     mem_reservation: ByteSize | None = None
-    mem_swappiness: int | None = Field(default=None, ge=0, le=100)
-    memswap_limit: ByteSize | None = None
+    mem_swappiness: Int | None = Field(default=None, ge=0, le=100)
+    memswap_limit: SwapSize | None = None
     oom_kill_disable: bool | None = None
-    oom_score_adj: int | None = Field(default=None, ge=-1000, le=1000)
+    oom_score_adj: Int | None = Field(default=None, ge=-1000, le=1000)
     pid: Annotated[str, AfterValidator(_check_shared_mode)] | None = None
-    pids_limit: int | None = None
+    pids_limit: Int | None = None
     platform: str | None = None
     privileged: bool | None = None
     profiles: list[str] = []
@@ -1032,8 +1140,8 @@ class ServiceSpec(SpecModel):
     # --- issue 11: the rest of the Specification ---
     attach: bool | None = None  # log attachment of `compose up`; gitdock never attaches
     blkio_config: BlkioConfig | None = None
-    cpu_count: int | None = Field(default=None, ge=0)
-    cpu_percent: int | None = Field(default=None, ge=0, le=100)
+    cpu_count: Int | None = Field(default=None, ge=0)
+    cpu_percent: Int | None = Field(default=None, ge=0, le=100)
     cpu_rt_period: Annotated[int, PlainValidator(parse_microseconds)] | None = None
     cpu_rt_runtime: Annotated[int, PlainValidator(parse_microseconds)] | None = None
     external_links: list[str] = []

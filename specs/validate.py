@@ -201,7 +201,7 @@ def _validate_parts(data: dict[str, Any], errors: list[Any]) -> Validated:
         if not isinstance(raw, dict):
             continue
         kept = {k: v for k, v in raw.items() if k not in bad_fields.get(key, ())}
-        kept.setdefault("image", "")
+        kept.setdefault("image", "gitdock-placeholder")  # a valid reference; never normalised
         with contextlib.suppress(ValidationError):
             out.services[key] = ServiceSpec.model_validate(kept)
     for key, raw in _section(data, "networks").items():
@@ -274,7 +274,8 @@ def _to_problem(err: Any, data: Any, doc: Document) -> SpecProblem:
         op = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[
             kind
         ]
-        message = f"must be {op} {bound}, got {value}"
+        shown = str(value) if len(str(value)) <= 40 else str(value)[:37] + "..."
+        message = f"must be {op} {bound}, got {shown}"
     elif kind == "extra_forbidden":
         message = f"unknown key `{where[-1] if where else ''}`"
     else:

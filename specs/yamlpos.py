@@ -5,6 +5,12 @@ itself. It resolves plain scalars with YAML 1.2 core-schema rules, as Compose (g
 does: ``no`` stays a string and ``22:22`` is not the sexagesimal integer 1342. Anchors,
 aliases and ``<<`` merge keys are expanded; duplicate keys are problems.
 
+Hostile documents are bounded before they cost anything: nesting deeper than ``MAX_DEPTH`` is
+refused from the parser's events (no recursion has started), alias expansion stops at
+``MAX_NODES`` values or ``MAX_EXPANDED_BYTES`` of text (a "billion laughs" or a big anchor
+aliased thousands of times, as Kubernetes' YAML limits do), a mapping merged twice into the
+same ``<<`` is merged once (the exponential merge-key bomb), and a NUL byte is a problem.
+
 This module is pure apart from the text it is handed: it reads no files.
 """
 
@@ -33,7 +39,9 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _IMPLICIT_TAGS = frozenset(
     "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp", "value")
 )
-_MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+MAX_NODES = 500_000  # values after alias expansion: guards against alias bombs ("billion laughs")
+MAX_EXPANDED_BYTES = 32 << 20  # text of every scalar after alias expansion (twice the file cap)
+MAX_DEPTH = 100  # nested mappings and sequences; Compose files nest about ten deep
 
 _INT_RE = re.compile(r"[-+]?[0-9]+")
 _OCT_RE = re.compile(r"0o[0-7]+")
@@ -205,6 +213,9 @@ def load_yaml(
     ``Reset``/``Override`` markers for the merge of several files to act on.
     """
     try:
+        too_deep = _too_deep(text, filename)
+        if too_deep is not None:
+            return Document(None), [too_deep]
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -229,6 +240,24 @@ def load_yaml(
     return Document(data, walker.position(nodes[0])), walker.problems
 
 
+def _too_deep(text: str, filename: str) -> SpecProblem | None:
+    """A problem at the first collection nested deeper than MAX_DEPTH, from the parser's
+    events: libyaml's parser keeps its own stack, so no recursion runs before this answers."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                where = (
+                    Position(filename, mark.line + 1, mark.column + 1) if mark else Position(filename, 1, 1)
+                )
+                return SpecProblem(f"invalid YAML: nested more than {MAX_DEPTH} levels deep", "", where)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
+
+
 class _Walker:
     def __init__(self, filename: str, on_string: StringHook | None) -> None:
         self.filename = filename
@@ -236,6 +265,8 @@ class _Walker:
         self.problems: list[SpecProblem] = []
         self._stack: set[int] = set()
         self._count = 0
+        self._bytes = 0
+        self._exhausted = False
 
     def position(self, node: yaml.Node) -> Position:
         mark = node.start_mark
@@ -244,11 +275,21 @@ class _Walker:
     def problem(self, message: str, path: Path, node: yaml.Node) -> None:
         self.problems.append(SpecProblem(message, format_path(path), self.position(node)))
 
-    def convert(self, node: yaml.Node, path: Path) -> Any:
+    def _spend(self, path: Path, node: yaml.Node, size: int = 0) -> bool:
+        """Count one value (of ``size`` characters); False, with one problem, past the limits."""
         self._count += 1
-        if self._count > _MAX_NODES:
-            if self._count == _MAX_NODES + 1:
-                self.problem("document expands to too many values (alias bomb?)", path, node)
+        self._bytes += size
+        if self._count <= MAX_NODES and self._bytes <= MAX_EXPANDED_BYTES:
+            return True
+        if not self._exhausted:
+            self._exhausted = True
+            limit = f"{MAX_NODES} values" if self._count > MAX_NODES else f"{MAX_EXPANDED_BYTES >> 20} MiB"
+            self.problem(f"the document expands to more than {limit} through aliases and merges", path, node)
+        return False
+
+    def convert(self, node: yaml.Node, path: Path) -> Any:
+        size = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+        if not self._spend(path, node, size):
             return None
         tag = node.tag
         if tag == _RESET_TAG:
@@ -285,6 +326,10 @@ class _Walker:
             return node.value
         if isinstance(value, str) and self.on_string is not None and "$" in value:
             value = self.on_string(value, path, self.position(node))
+        if isinstance(value, str) and "\0" in value:
+            # Kept as visible text, so no path or argument downstream ever holds a NUL.
+            self.problem("contains a NUL byte", path, node)
+            value = value.replace("\0", "\\0")
         return value
 
     def _mapping(self, node: yaml.MappingNode, path: Path, into: PDict | None = None) -> PDict:
@@ -321,15 +366,18 @@ class _Walker:
                 self.position(key_node),
                 self.position(value_node),
             )
+        merged: set[int] = set()
         for merge_node in merges:
-            self._merge(out, merge_node, path)
+            self._merge(out, merge_node, path, merged)
         return out
 
-    def _merge(self, out: PDict, merge_node: yaml.Node, path: Path) -> None:
+    def _merge(self, out: PDict, merge_node: yaml.Node, path: Path, merged: set[int]) -> None:
         """Apply a ``<<`` value: explicit keys win, then earlier merged mappings win.
 
         Merged values are converted under the destination path, so their interpolation
-        problems name the field where they end up.
+        problems name the field where they end up. A mapping already merged into ``out``
+        (``merged``: node ids) adds nothing and is skipped, which keeps ``<<: [*a, *a]``
+        chains linear instead of exponential.
         """
         sources = merge_node.value if isinstance(merge_node, yaml.SequenceNode) else [merge_node]
         for source in sources:
@@ -339,6 +387,9 @@ class _Walker:
             if id(source) in self._stack:
                 self.problem("recursive alias", path, source)
                 continue
+            if id(source) in merged or not self._spend(path, source):
+                continue
+            merged.add(id(source))
             self._stack.add(id(source))
             try:
                 self._mapping(source, path, into=out)

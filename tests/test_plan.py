@@ -165,7 +165,7 @@ def test_plan_pulls_a_missing_image_before_creating() -> None:
     plan = plan_project(p, ObservedState(images=images()))
     assert plan.render() == "\n".join(
         [
-            "[] -> #1 network:default, CreateNetwork, not found",
+            "[#2] -> #1 network:default, CreateNetwork, not found",
             "[] -> #2 image:example.org/app:2, PullImage, not present locally",
             "[#1, #2] -> #3 service:web:1, CreateContainer, not found",
         ]

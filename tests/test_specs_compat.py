@@ -451,7 +451,7 @@ def test_extends_another_file_resolves_its_paths_against_that_file(tmp_path: Pat
         "services:\n  app:\n    image: nginx\n    volumes: ['./data:/data']\n",
     )
     text = "services:\n  web:\n    extends: {file: ../common/base.yaml, service: app}\n"
-    svc = load(tmp_path, text).service("web")
+    svc = load(tmp_path, text, root=tmp_path).service("web")
     assert svc.mounts[0].source == str(tmp_path / "common" / "data")
 
 
@@ -474,7 +474,9 @@ def test_include_adds_the_included_resources(tmp_path: Path) -> None:
     )
     write(tmp_path / "db" / "db.env", "PGUSER=app\n")
     project = load(
-        tmp_path, "include: [../db/compose.yaml]\nservices:\n  web: {image: nginx, depends_on: [db]}\n"
+        tmp_path,
+        "include: [../db/compose.yaml]\nservices:\n  web: {image: nginx, depends_on: [db]}\n",
+        root=tmp_path,
     )
     assert [s.name for s in project.services] == ["db", "web"]
     assert project.service("db").environment == (("PGUSER", "app"),)
@@ -483,7 +485,9 @@ def test_include_adds_the_included_resources(tmp_path: Path) -> None:
 
 def test_include_conflict_is_a_problem(tmp_path: Path) -> None:
     write(tmp_path / "db" / "compose.yaml", "services:\n  web:\n    image: other\n")
-    (found,) = problems(tmp_path, "include: [../db/compose.yaml]\nservices:\n  web: {image: nginx}\n")
+    (found,) = problems(
+        tmp_path, "include: [../db/compose.yaml]\nservices:\n  web: {image: nginx}\n", root=tmp_path
+    )
     assert found.startswith("services.web: service web is defined here and in the included file ")
 
 

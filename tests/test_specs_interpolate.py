@@ -142,7 +142,7 @@ def test_parse_env_file_records_unset_variables() -> None:
 def test_parse_env_file_reports_bad_lines_with_position() -> None:
     parsed = parse_env_file("OK=1\n  1BAD=2\nC='open\n", "/p/.env", {})
     assert [str(p) for p in parsed.problems] == [
-        '/p/.env:2:3: "1BAD" is not a valid variable name',
+        "/p/.env:2:3: not a KEY=VALUE line (a variable name is letters, digits and _ . -)",
         "/p/.env:3:1: unterminated ' quote in the value of C",
     ]
     assert parsed.values == {"OK": "1"}

@@ -392,7 +392,7 @@ def test_depends_on_list_and_map_are_sorted(tmp_path: Path) -> None:
           cache: {condition: service_started, required: false}
           migrate: {condition: service_completed_successfully}
       api: {image: api, depends_on: [db, cache]}
-      db: {image: db}
+      db: {image: db, healthcheck: {test: [CMD, pg_isready]}}
       cache: {image: cache}
       migrate: {image: migrate}
     """

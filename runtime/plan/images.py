@@ -126,17 +126,22 @@ def _build_cause(p: Planning, svc: Service, mode: BuildMode) -> str | None:
 
 
 def build_first(p: Planning) -> None:
-    """Make every other operation wait for all the builds, so a failed one changes nothing live.
+    """Make every other operation wait for all the builds and pulls, so an image that cannot
+    be built or pulled changes nothing live (no network or container is created first).
 
-    Only operations that wait for nothing but builds need the edges: the rest wait for them.
+    Only operations that wait for nothing but builds and pulls need the edges: the rest wait
+    for them. A pull keeps its place in the plan's order; what waits for it may come earlier.
     """
-    builds = set(p.operations.ids_of(OpKind.BUILD_IMAGE))
-    if not builds:
+    firsts = set(p.operations.ids_of(OpKind.BUILD_IMAGE)) | set(p.operations.ids_of(OpKind.PULL_IMAGE))
+    if not firsts:
         return
     ops = p.operations.ops
     for i, op in enumerate(ops):
-        if op.kind is not OpKind.BUILD_IMAGE and builds.issuperset(op.deps):
-            ops[i] = replace(op, deps=tuple(sorted(builds)))
+        if op.kind not in _IMAGE_KINDS and firsts.issuperset(op.deps):
+            ops[i] = replace(op, deps=tuple(sorted(firsts)))
+
+
+_IMAGE_KINDS = frozenset({OpKind.BUILD_IMAGE, OpKind.PULL_IMAGE})
 
 
 def _parsed(ref: str) -> ImageReference | None:

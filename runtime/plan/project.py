@@ -20,6 +20,7 @@ from gitdock.runtime.plan.images import build_first, locate_images, reconcile_bu
 from gitdock.runtime.plan.model import Plan
 from gitdock.runtime.plan.networks import reconcile_networks, recreate_changed_networks
 from gitdock.runtime.plan.orphans import remove_leftover_containers, remove_orphan_networks
+from gitdock.runtime.plan.static import check_snapshot
 from gitdock.runtime.plan.volumes import reconcile_volumes
 from gitdock.specs.model import Project
 
@@ -54,6 +55,7 @@ def plan_project(
     reconcile_networks(p)
     reconcile_volumes(p)
     desired = desire_containers(p)
+    check_snapshot(p)  # shared containers exist, images may be pulled: refused whole, not half-applied
     p.refuse_if_blocked()
     recreate_changed_networks(p)
     locate_images(p)
