@@ -52,9 +52,16 @@ SEED = 12
 LOOP = "trap 'exit 0' TERM; while :; do sleep 1; done"
 
 
-def recreate_heavy(project: str, rev: int, port: int, db_image: str) -> str:
-    """Every service changes with ``rev``: three replicas start-first, one stop-first (its
-    container_name and host port cannot be held twice), one on an image VOLUME."""
+def recreate_heavy(project: str, rev: int, port: int, db_image: str, *, network_mode: str = "") -> str:
+    """Every service changes with ``rev``: three replicas on a shared writable volume, one with a
+    container_name and host port that cannot be held twice, one on an image VOLUME (all are
+    recreated stop-first, the old container put back on failure).
+
+    ``network_mode`` (e.g. ``bridge``) keeps the containers off a project network: dockerd 20.10
+    can keep a stale endpoint on a network whose container connect was cut off by a SIGKILL of
+    the client, and then refuses to remove the network until it restarts — its defect, which no
+    API call clears (`network disconnect -f` does not)."""
+    mode = f"\n            network_mode: {network_mode}" if network_mode else ""
     return f"""
         services:
           web:
@@ -62,18 +69,18 @@ def recreate_heavy(project: str, rev: int, port: int, db_image: str) -> str:
             command: ["sh", "-c", "{LOOP}"]
             environment: {{REV: "{rev}"}}
             deploy: {{replicas: 3}}
-            volumes: [data:/data, /cache]
+            volumes: [data:/data, /cache]{mode}
           fixed:
             image: {TEST_IMAGE}
             container_name: {project}-fixed
             command: ["sh", "-c", "{LOOP}"]
             environment: {{REV: "{rev}"}}
             ports: ["127.0.0.1:{port}:8080"]
-            restart: unless-stopped
+            restart: unless-stopped{mode}
           db:
             image: {db_image}
             command: ["sh", "-c", "{LOOP}"]
-            environment: {{REV: "{rev}"}}
+            environment: {{REV: "{rev}"}}{mode}
         volumes:
           data: {{}}
     """
@@ -148,7 +155,9 @@ def test_sigkill_of_apply_at_random_points_then_a_plain_apply_converges(
     port = free_port()
 
     def render(rev: int) -> str:
-        return recreate_heavy(project_name, rev, port, db_image)
+        # On the default bridge: a kill mid-connect must not leave dockerd a stale endpoint on
+        # a project network that no later run can remove (see recreate_heavy).
+        return recreate_heavy(project_name, rev, port, db_image, network_mode="bridge")
 
     f = write_compose(tmp_path, render(0))
     apply_ok(f, project_name)
