@@ -20,7 +20,6 @@ import pytest
 
 from gitdock.agent.cli.common import run_command
 from gitdock.agent.cli.compose import add_compose_commands
-from gitdock.agent.cli.swarm import add_swarm_flags
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.plan.model import ConflictError, OpKind
 from gitdock.runtime.swarm.converge import SwarmOutcome, converge_swarm, tear_down_swarm
@@ -258,12 +257,11 @@ def _remove_volume(swarm: SingleNodeSwarm, name: str) -> None:
 
 
 def _cli(*argv: str) -> int:
-    """The real plan/apply/down parsers with ``--swarm`` added, run as ``gitdock`` runs them."""
+    """The real plan/apply/down parsers (which carry ``--swarm``), run as ``gitdock`` runs them."""
     parser = argparse.ArgumentParser(prog="gitdock")
     parser.add_argument("--host")
     sub = parser.add_subparsers(dest="command", required=True)
     add_compose_commands(sub)
-    add_swarm_flags(sub)
     return run_command(parser.parse_args(argv))
 
 
