@@ -10,19 +10,24 @@ it): the OTel data points become its metric families, and so do the agent's own 
 values (webhook deliveries, readiness). Names follow the OTel compatibility rules: dots become
 underscores, the unit is a suffix (``_seconds``) and counters end in ``_total``::
 
-    gitdock_reconcile_duration_seconds      histogram  project, result
-    gitdock_reconciles_total                counter    project, result
-    gitdock_operations_total                counter    kind, result
-    gitdock_drift_items                     gauge      project
-    gitdock_last_apply_timestamp_seconds    gauge      project
-    gitdock_verification_failures_total     counter    reason
-    gitdock_git_fetch_duration_seconds      histogram  source
-    gitdock_rollbacks_total                 counter    project, result
+    gitdock_reconcile_duration_seconds      histogram  project, host, result
+    gitdock_reconciles_total                counter    project, host, result
+    gitdock_operations_total                counter    kind, host, result
+    gitdock_drift_items                     gauge      project, host
+    gitdock_last_apply_timestamp_seconds    gauge      project, host
+    gitdock_verification_failures_total     counter    reason, host
+    gitdock_git_fetch_duration_seconds      histogram  source, host
+    gitdock_rollbacks_total                 counter    project, host, result
     gitdock_notifications_total             counter    result
+
+``host`` is the Docker engine a source deploys to, as ``agent.targets.display_host`` names it
+(a context's name or the host URL, never a user or a credential); ``Metrics.for_host`` gives
+the view that adds it (the agent's reconcilers use one each; the CLI records none).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import threading
@@ -114,6 +119,7 @@ class Metrics:
 
     def __init__(self, meter: Meter, reader: InMemoryMetricReader | None = None) -> None:
         self._reader = reader
+        self.host = ""  # the ``host`` label of every per-source measurement
         self._reconcile_duration = _histogram(meter, RECONCILE_DURATION)
         self._reconciles = _counter(meter, RECONCILES)
         self._operations = _counter(meter, OPERATIONS)
@@ -133,33 +139,43 @@ class Metrics:
     def is_noop(self) -> bool:
         return self._reader is None
 
+    def for_host(self, host: str) -> Metrics:
+        """A view on the same instruments whose per-source measurements carry ``host``."""
+        view = copy.copy(self)
+        view.host = host
+        return view
+
+    def _labels(self, **labels: str) -> dict[str, str]:
+        """``labels`` plus ``host`` when this view has one (an unset host is left out, not "")."""
+        return {**labels, "host": self.host} if self.host else labels
+
     def record_reconcile(self, project: str, result: str, seconds: float) -> None:
-        attributes = {"project": project, "result": result}
+        attributes = self._labels(project=project, result=result)
         self._reconcile_duration.record(seconds, attributes)
         self._reconciles.add(1, attributes)
 
     def count_operation(self, kind: str, result: str = "done") -> None:
-        self._operations.add(1, {"kind": kind, "result": result})
+        self._operations.add(1, self._labels(kind=kind, result=result))
 
     def set_drift(self, project: str, n: int) -> None:
-        self._drift.set(n, {"project": project})
+        self._drift.set(n, self._labels(project=project))
 
     def set_last_apply(self, project: str, ts: float) -> None:
-        self._last_apply.set(ts, {"project": project})
+        self._last_apply.set(ts, self._labels(project=project))
 
     def count_verification_failure(self, reason: str) -> None:
-        self._verification_failures.add(1, {"reason": reason})
+        self._verification_failures.add(1, self._labels(reason=reason))
 
     def count_rollback(self, project: str, result: str) -> None:
         """One rollback of ``project`` finished: ``success`` or ``failure``."""
-        self._rollbacks.add(1, {"project": project, "result": result})
+        self._rollbacks.add(1, self._labels(project=project, result=result))
 
     def count_notification(self, result: str) -> None:
         """One commit status or webhook notification ``sent``, ``failed`` (given up) or ``dropped``."""
         self._notifications.add(1, {"result": result})
 
     def record_git_fetch(self, source: str, seconds: float) -> None:
-        self._git_fetch_duration.record(seconds, {"source": source})
+        self._git_fetch_duration.record(seconds, self._labels(source=source))
 
     def families(self) -> list[PromMetric]:
         """Everything recorded so far as Prometheus metric families, by name ([] for no-op)."""
@@ -308,18 +324,20 @@ def _otel_family(metric: Metric) -> PromMetric | None:
     is_counter = isinstance(data, Sum) and data.is_monotonic
     name = prometheus_name(metric.name, metric.unit or "", counter=is_counter)
     if isinstance(data, Histogram):
-        histogram = HistogramMetricFamily(name, help_text, labels=_label_names(data.data_points))
+        names = _label_names(data.data_points)
+        histogram = HistogramMetricFamily(name, help_text, labels=names)
         for hp in data.data_points:
             histogram.add_metric(
-                _label_values(hp.attributes), _buckets(hp.explicit_bounds, hp.bucket_counts), hp.sum
+                _label_values(names, hp.attributes), _buckets(hp.explicit_bounds, hp.bucket_counts), hp.sum
             )
         return histogram
     if not isinstance(data, Sum | Gauge):
         return None
     kind = CounterMetricFamily if is_counter else GaugeMetricFamily
-    family = kind(name, help_text, labels=_label_names(data.data_points))
+    names = _label_names(data.data_points)
+    family = kind(name, help_text, labels=names)
     for point in data.data_points:
-        family.add_metric(_label_values(point.attributes), point.value)
+        family.add_metric(_label_values(names, point.attributes), point.value)
     return family
 
 
@@ -330,8 +348,10 @@ def _label_names(points: Iterable[object]) -> list[str]:
     return sorted(names)
 
 
-def _label_values(attributes: Mapping[str, object] | None) -> list[str]:
-    return [str(value) for _, value in sorted((attributes or {}).items())]
+def _label_values(names: Sequence[str], attributes: Mapping[str, object] | None) -> list[str]:
+    """The value of each label in ``names``; "" for one this point lacks (Prometheus: unset)."""
+    attributes = attributes or {}
+    return [str(attributes.get(name, "")) for name in names]
 
 
 def _buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:

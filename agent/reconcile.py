@@ -71,6 +71,7 @@ from gitdock.agent.state import (
     StateStore,
     Trigger,
 )
+from gitdock.agent.targets import display_host
 from gitdock.runtime.admission import PolicyRefused, check_project
 from gitdock.runtime.converge import Outcome, converge
 from gitdock.runtime.docker import DockerClient, DockerError, DockerUnavailable
@@ -186,7 +187,8 @@ class Reconciler:
         self.applied = AppliedStore(store)
         # Set by the agent: paused around gitdock's own changes, so they are not taken for drift.
         self.watcher: EventWatcher | None = None
-        self.metrics = get_metrics()
+        self.host = display_host(docker.endpoint)  # how metrics and history name the engine
+        self.metrics = get_metrics().for_host(self.host)
         # Commit statuses and webhooks: queued here, sent by the notifier's own thread.
         self.notifier = Notifier(notify_targets(config), metrics=self.metrics)
         self._memo: dict[str, SourceMemo] = {}
@@ -226,6 +228,7 @@ class Reconciler:
             ref=source.ref,
             environment=self.config.telemetry.environment,
             links=links,
+            metrics=self.metrics,
             server=(self.docker.endpoint.server_address, self.docker.endpoint.address.port),
         ) as sync:
             sync.span.set_attribute("gitdock.trigger", trigger.value)
@@ -519,6 +522,7 @@ class Reconciler:
                 message=result.message,
                 duration_ms=round(result.duration * 1000),
                 live=self.store.source(source.name).applied_sha,
+                host=self.host,
             )
         memo.last_plan = result.plan
         _log_result(source, result)
@@ -678,7 +682,9 @@ class Reconciler:
         commit is recorded failed, so polls stay on it until a new commit arrives."""
         started = time.monotonic()
         run = _Run(source, Trigger.ROLLBACK, self.store.source(source.name), self.memo(source.name))
-        with tm.sync_span(source.project_name, repository_url=source.url, ref=source.ref) as sync:
+        with tm.sync_span(
+            source.project_name, repository_url=source.url, ref=source.ref, metrics=self.metrics
+        ) as sync:
             sync.span.set_attribute("gitdock.trigger", Trigger.ROLLBACK.value)
             try:
                 run.revision = self.fetch(source, run.state, run.memo)

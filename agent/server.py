@@ -89,6 +89,7 @@ def _history_dict(entry: HistoryEntry) -> dict[str, Any]:
         "plan": entry.plan,
         "durationMs": entry.duration_ms,
         "live": entry.live,
+        "host": entry.host,
     }
 
 
@@ -101,18 +102,25 @@ def render_metrics(agent: Agent) -> str:
     Until telemetry installs real instruments, the agent's reconcile counter stands in.
     """
     counts = agent.counts()
+    hosts = {s.project_name: agent.engine(s.name).reconciler.host for s in agent.config.sources}
     reconciles = Family(
         "gitdock_reconciles_total",
         FamilyKind.COUNTER,
         "Reconciles finished, by project and result.",
-        [({"project": p, "result": r}, n) for (p, r), n in sorted(counts.reconciles.items())],
+        [
+            ({"project": p, "host": hosts.get(p, ""), "result": r}, n)
+            for (p, r), n in sorted(counts.reconciles.items())
+        ],
     )
     return render_prometheus(_own_families(agent, counts), stand_in=[reconciles])
 
 
 def _own_families(agent: Agent, counts: Counts) -> list[Family]:
     ready = [
-        ({"source": s.name}, int(agent.store.source(s.name).result is Result.SUCCESS))
+        (
+            {"source": s.name, "host": agent.engine(s.name).reconciler.host},
+            int(agent.store.source(s.name).result is Result.SUCCESS),
+        )
         for s in agent.config.sources
     ]
     return [

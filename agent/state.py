@@ -127,8 +127,13 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE history ADD COLUMN live TEXT")
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    """The engine each reconcile deployed to (``agent.targets.display_host``); older rows: NULL."""
+    db.execute("ALTER TABLE history ADD COLUMN host TEXT")
+
+
 # Append only: MIGRATIONS[i] takes the schema from user_version i to i + 1.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2, _v3)
 
 
 class RevisionStatus(str, Enum):
@@ -205,6 +210,7 @@ class HistoryEntry:
     message: str
     duration_ms: int
     live: str | None = None  # the revision running after this reconcile
+    host: str | None = None  # the engine it deployed to, as metrics name it (None: recorded before)
 
 
 def _dt(value: float | None) -> datetime | None:
@@ -513,14 +519,15 @@ class StateStore:
         duration_ms: int = 0,
         at: datetime | None = None,
         live: str | None = None,
+        host: str | None = None,
     ) -> int:
         """Append one reconcile to `source`'s history and prune beyond ``history_limit``. Returns its id."""
         when = at.timestamp() if at else self._clock()
         with self.transaction():
             cur = self._db.execute(
                 "INSERT INTO history "
-                "(source, at, trigger, revision, plan, outcome, reason, message, duration_ms, live) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "(source, at, trigger, revision, plan, outcome, reason, message, duration_ms, live, host) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     source,
                     when,
@@ -532,6 +539,7 @@ class StateStore:
                     message,
                     duration_ms,
                     live,
+                    host,
                 ),
             )
             self._db.execute(
@@ -547,8 +555,8 @@ class StateStore:
         """`source`'s most recent reconciles, newest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, source, at, trigger, revision, plan, outcome, reason, message, duration_ms, live "
-                "FROM history WHERE source = ? ORDER BY id DESC LIMIT ?",
+                "SELECT id, source, at, trigger, revision, plan, outcome, reason, message, duration_ms, "
+                "live, host FROM history WHERE source = ? ORDER BY id DESC LIMIT ?",
                 (source, limit),
             ).fetchall()
         return [
@@ -564,6 +572,7 @@ class StateStore:
                 message=r[8],
                 duration_ms=r[9],
                 live=r[10],
+                host=r[11],
             )
             for r in rows
         ]

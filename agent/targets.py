@@ -6,14 +6,14 @@ A source names its target in the agent config::
       host: tcp://edge-1.example.com:2376      # or unix:///path, or ssh://deploy@edge-1
       tls: {ca: certs/ca.pem, cert: certs/cert.pem, key: certs/key.pem}
       ssh: {known_hosts: ssh/known_hosts, identity: ssh/id_ed25519}
-      timeout: 10                               # seconds: this engine's own request timeout
+      timeout: 10s                              # this engine's own request timeout (30s, 2m, 1m30s)
     # or: target: {context: edge-1}             # a Docker CLI context, by name
 
 Without one, the source uses the agent's ``docker_host`` (else ``DOCKER_HOST``/``DOCKER_CONTEXT``
 as the Docker CLI resolves them). Relative files are taken from the config file's directory.
 ``Targets`` holds one DockerClient per distinct engine, so the sources on one host share its
 connections and an unreachable host fails only its own sources' calls: there is no lock or
-connection shared across hosts.
+connection shared across hosts. ``timeout`` is a Compose duration; a bare number is seconds.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
 
 from gitdock.runtime.contexts import (
     Endpoint,
@@ -36,10 +37,30 @@ from gitdock.runtime.contexts import (
     resolve_endpoint,
 )
 from gitdock.runtime.docker import DockerClient
+from gitdock.specs.schema import parse_duration
 
-__all__ = ["DEFAULT_TIMEOUT", "SshConfig", "TargetConfig", "Targets", "TlsConfig"]
+__all__ = ["DEFAULT_TIMEOUT", "SshConfig", "TargetConfig", "Targets", "TlsConfig", "display_host"]
 
 DEFAULT_TIMEOUT = 30.0
+
+
+def parse_timeout(value: Any) -> float:
+    """Seconds from a Compose duration (``30s``, ``2m``, ``1m30s``) or a bare number of seconds.
+
+    Pure. Raises ValueError (or the Compose parser's error) naming what is wrong, for pydantic.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a duration like 30s, 2m or 1m30s, or a number of seconds")
+    try:
+        seconds = float(value)  # a bare number, also quoted: seconds, as before durations
+    except ValueError:
+        seconds = parse_duration(str(value).strip()) / 1e9
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{str(value)[:40]!r} is not a timeout: it must be more than 0 (e.g. 30s)")
+    return seconds
+
+
+Timeout = Annotated[float, BeforeValidator(parse_timeout)]
 
 
 class _Model(BaseModel):
@@ -74,7 +95,7 @@ class TargetConfig(_Model):
     context: str | None = None
     tls: TlsConfig | None = None
     ssh: SshConfig | None = None
-    timeout: float = Field(DEFAULT_TIMEOUT, gt=0)
+    timeout: Timeout = DEFAULT_TIMEOUT
 
     @field_validator("host")
     @classmethod
@@ -148,6 +169,17 @@ class Targets:
     def close(self) -> None:
         for client in self.clients():
             client.close()
+
+
+def display_host(endpoint: Endpoint) -> str:
+    """How metrics and history name an engine: the context's name, else the host URL with no
+    user part (``ssh://deploy@edge-1`` is ``ssh://edge-1``). Pure; never carries credentials."""
+    if endpoint.context:
+        return endpoint.context
+    address = endpoint.address
+    if address.scheme is Scheme.SSH:
+        return f"ssh://{address.netloc}"
+    return endpoint.host
 
 
 def resolve_default(docker_host: str | None, env: Mapping[str, str]) -> Endpoint:

@@ -412,6 +412,7 @@ def test_readyz_healthz_and_metrics(tmp_path: Path, project_name: str, upstream:
         assert code == 200 and ready["checks"] == {"stateStore": True, "scheduler": True, "docker": True}
         code, text = agent.get("/metrics")
         assert code == 200
-        assert f'gitdock_reconciles_total{{project="{project_name}",result="success"}}' in text
-        assert 'gitdock_source_ready{source="app"} 1' in text
+        host = agent.status("app")["target"]["host"]  # the agent's own engine, as metrics name it
+        assert f'gitdock_reconciles_total{{host="{host}",project="{project_name}",result="success"}}' in text
+        assert f'gitdock_source_ready{{host="{host}",source="app"}} 1' in text
         assert agent.get("/api/v1/sources/nope")[0] == 404

@@ -83,17 +83,18 @@ def test_process_metrics_are_noop_until_installed(metrics: Metrics) -> None:
 
 
 def test_every_instrument_renders_as_valid_prometheus_text(metrics: Metrics) -> None:
-    metrics.record_reconcile("webapp", "success", 0.2)
-    metrics.record_reconcile("webapp", "success", 3.0)
-    metrics.record_reconcile("webapp", "failure", 0.01)
+    edge = metrics.for_host("tcp://edge-1:2376")
+    edge.record_reconcile("webapp", "success", 0.2)
+    edge.record_reconcile("webapp", "success", 3.0)
+    edge.record_reconcile("webapp", "failure", 0.01)
     metrics.count_operation("CreateContainer")
     metrics.count_operation("CreateContainer")
     metrics.count_operation("WaitHealthy", "failed")
-    metrics.set_drift("webapp", 4)
-    metrics.set_drift("webapp", 0)
-    metrics.set_last_apply("webapp", 1_764_000_000.5)
+    edge.set_drift("webapp", 4)
+    edge.set_drift("webapp", 0)
+    edge.set_last_apply("webapp", 1_764_000_000.5)
     metrics.count_verification_failure("no_signature")
-    metrics.record_git_fetch("webapp-repo", 0.7)
+    edge.record_git_fetch("webapp-repo", 0.7)
     families = parse_exposition(metrics.render_prometheus())
     assert {name: kind for name, (kind, _) in families.items()} == {
         "gitdock_reconcile_duration_seconds": "histogram",
@@ -105,17 +106,20 @@ def test_every_instrument_renders_as_valid_prometheus_text(metrics: Metrics) -> 
         "gitdock_git_fetch_duration_seconds": "histogram",
     }
     assert sorted(families["gitdock_reconciles_total"][1]) == [
-        ("gitdock_reconciles_total", '{project="webapp",result="failure"}', 1),
-        ("gitdock_reconciles_total", '{project="webapp",result="success"}', 2),
+        ("gitdock_reconciles_total", '{host="tcp://edge-1:2376",project="webapp",result="failure"}', 1),
+        ("gitdock_reconciles_total", '{host="tcp://edge-1:2376",project="webapp",result="success"}', 2),
     ]
     assert sorted(families["gitdock_operations_total"][1]) == [
         ("gitdock_operations_total", '{kind="CreateContainer",result="done"}', 2),
         ("gitdock_operations_total", '{kind="WaitHealthy",result="failed"}', 1),
     ]
-    assert families["gitdock_drift_items"][1] == [("gitdock_drift_items", '{project="webapp"}', 0)]
+    host = 'host="tcp://edge-1:2376"'
+    assert families["gitdock_drift_items"][1] == [("gitdock_drift_items", f'{{{host},project="webapp"}}', 0)]
     assert families["gitdock_last_apply_timestamp_seconds"][1] == [
-        ("gitdock_last_apply_timestamp_seconds", '{project="webapp"}', 1_764_000_000.5)
+        ("gitdock_last_apply_timestamp_seconds", f'{{{host},project="webapp"}}', 1_764_000_000.5)
     ]
+    fetches = families["gitdock_git_fetch_duration_seconds"][1]
+    assert ("gitdock_git_fetch_duration_seconds_count", f'{{{host},source="webapp-repo"}}', 1) in fetches
     assert families["gitdock_verification_failures_total"][1] == [
         ("gitdock_verification_failures_total", '{reason="no_signature"}', 1)
     ]
@@ -139,6 +143,32 @@ def test_histogram_buckets_are_cumulative_and_end_with_inf(metrics: Metrics) -> 
     # The +Inf bucket carries the series' own labels too (their order is the exposition's business).
     inf_labels = next(labels for labels, _ in buckets if 'le="+Inf"' in labels)
     assert sorted(inf_labels.strip("{}").split(",")) == ['le="+Inf"', 'project="webapp"', 'result="success"']
+
+
+def test_each_host_view_labels_its_own_series_and_shares_the_instruments(metrics: Metrics) -> None:
+    local, edge = metrics.for_host("unix:///var/run/docker.sock"), metrics.for_host("edge-ctx")
+    local.record_reconcile("web", "success", 0.1)
+    edge.record_reconcile("web", "success", 0.1)
+    edge.count_rollback("web", "success")
+    edge.count_operation("CreateContainer")
+    metrics.record_reconcile("web", "success", 0.1)  # no host: Prometheus shows it empty, as unset
+    assert (metrics.host, local.host, edge.host) == ("", "unix:///var/run/docker.sock", "edge-ctx")
+    families = parse_exposition(metrics.render_prometheus())
+    assert sorted(families["gitdock_reconciles_total"][1]) == [
+        ("gitdock_reconciles_total", '{host="",project="web",result="success"}', 1),
+        ("gitdock_reconciles_total", '{host="edge-ctx",project="web",result="success"}', 1),
+        (
+            "gitdock_reconciles_total",
+            '{host="unix:///var/run/docker.sock",project="web",result="success"}',
+            1,
+        ),
+    ]
+    assert families["gitdock_rollbacks_total"][1] == [
+        ("gitdock_rollbacks_total", '{host="edge-ctx",project="web",result="success"}', 1)
+    ]
+    assert families["gitdock_operations_total"][1] == [
+        ("gitdock_operations_total", '{host="edge-ctx",kind="CreateContainer",result="done"}', 1)
+    ]
 
 
 def test_label_values_are_escaped(metrics: Metrics) -> None:

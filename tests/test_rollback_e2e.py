@@ -253,7 +253,6 @@ def test_the_rollback_is_a_trace_of_its_own_linked_to_the_failed_sync(
     assert rollback.parent is None and rollback.context.trace_id != sync.context.trace_id
     assert [link.context.span_id for link in rollback.links] == [sync.context.span_id]
     assert "rollback\n  load\n  policy\n  observe\n  plan\n  execute\n" in render_tree(spans)
-    assert 'gitdock_rollbacks_total{project="' + project_name + '",result="success"} 1.0' in (
-        metrics.render_prometheus()
-    )
+    labels = f'host="{reconciler.host}",project="{project_name}",result="success"'
+    assert f"gitdock_rollbacks_total{{{labels}}} 1.0" in metrics.render_prometheus()
     provider.shutdown()

@@ -1,5 +1,5 @@
 """Targets, without an engine: host parsing, the Docker CLI's context store, the ssh argv, TLS
-files, and the engine named on the SYNC span."""
+files, the timeout as a duration, and the engine named on the SYNC span, in metrics and history."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gitdock.agent.metrics import Metrics
-from gitdock.agent.targets import TargetConfig
+from gitdock.agent.config import ConfigError, parse_config
+from gitdock.agent.metrics import Metrics, create_metrics
+from gitdock.agent.state import Result, StateStore, Trigger
+from gitdock.agent.targets import TargetConfig, display_host
 from gitdock.agent.telemetry import sync_span
 from gitdock.runtime.contexts import (
     DEFAULT_HOST,
@@ -310,10 +312,90 @@ def test_target_config_reads_a_context_from_the_docker_config_dir(tmp_path: Path
         ({"host": "tcp://box:2376", "ssh": {"identity": "id"}}, "ssh: applies to an ssh:// host only"),
         ({"host": "tcp://box:2376", "tls": {"cert": "c.pem"}}, "tls needs both cert and key"),
         ({"host": "npipe:////./pipe/docker"}, "is not supported"),
-        ({"host": "tcp://box:2376", "timeout": 0}, "greater than 0"),
+        ({"host": "tcp://box:2376", "timeout": 0}, "'0' is not a timeout: it must be more than 0 (e.g. 30s)"),
+        ({"host": "tcp://box:2376", "timeout": "0s"}, "'0s' is not a timeout"),
+        (
+            {"host": "tcp://box:2376", "timeout": "ten"},
+            '"ten" is not a duration (expected something like 10s',
+        ),
+        ({"host": "tcp://box:2376", "timeout": "30 s"}, '"30 s" is not a duration'),
+        ({"host": "tcp://box:2376", "timeout": True}, "expected a duration like 30s, 2m or 1m30s"),
         ({"host": "tcp://box:2376", "tsl": {}}, "Extra inputs are not permitted"),
     ],
 )
 def test_bad_target_config_says_why(target: dict[str, object], reason: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(reason)):
         TargetConfig.model_validate(target)
+
+
+# -- target.timeout as a duration --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timeout", "seconds"),
+    [("30s", 30.0), ("2m", 120.0), ("1m30s", 90.0), ("500ms", 0.5), (10, 10.0), (2.5, 2.5), ("45", 45.0)],
+)
+def test_target_timeout_is_a_duration_and_a_bare_number_stays_seconds(
+    timeout: object, seconds: float
+) -> None:
+    target = TargetConfig.model_validate({"host": "tcp://box:2376", "timeout": timeout})
+    assert target.timeout == seconds
+
+
+def test_target_timeout_defaults_to_30_seconds() -> None:
+    assert TargetConfig.model_validate({"host": "tcp://box:2376"}).timeout == 30.0
+
+
+def test_a_bad_target_timeout_is_one_line_naming_the_source_and_field() -> None:
+    text = (
+        "sources:\n"
+        "  - name: web\n    url: https://git.example.com/web.git\n"
+        "  - name: edge\n    url: https://git.example.com/edge.git\n"
+        "    target: {host: 'tcp://box:2376', timeout: 30sec}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "/etc/gitdock/agent.yaml", {})
+    assert str(caught.value).splitlines() == [
+        "/etc/gitdock/agent.yaml:6:47: sources[1].target.timeout: "
+        '"30sec" is not a duration (expected something like 10s or 1m30s)'
+    ]
+
+
+# -- the engine's name in metrics and history ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "shown"),
+    [
+        (Endpoint("unix:///var/run/docker.sock"), "unix:///var/run/docker.sock"),
+        (Endpoint("tcp://edge-1.example.com:2376"), "tcp://edge-1.example.com:2376"),
+        (Endpoint("ssh://deploy@edge-1.example.com:2222"), "ssh://edge-1.example.com:2222"),
+        (Endpoint("ssh://deploy@[fd00::1]"), "ssh://[fd00::1]"),
+        (Endpoint("ssh://deploy@edge-2", context="edge-2"), "edge-2"),
+    ],
+)
+def test_display_host_names_the_engine_without_a_user(endpoint: Endpoint, shown: str) -> None:
+    assert display_host(endpoint) == shown
+
+
+def test_reconcile_metrics_of_a_source_carry_its_engine_as_host() -> None:
+    metrics, provider = create_metrics()
+    try:
+        edge = metrics.for_host(display_host(Endpoint("ssh://deploy@edge-1")))
+        with capture_spans(), sync_span("web", metrics=edge) as sync:
+            sync.set_result("success")
+        edge.set_last_apply("web", 1_764_000_000.0)
+        text = metrics.render_prometheus()
+    finally:
+        provider.shutdown()
+    assert 'gitdock_reconciles_total{host="ssh://edge-1",project="web",result="success"} 1.0' in text
+    assert 'gitdock_last_apply_timestamp_seconds{host="ssh://edge-1",project="web"} 1.764e+09' in text
+    assert "deploy" not in text
+
+
+def test_history_records_the_engine_each_reconcile_deployed_to(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "state.db") as store:
+        store.add_history("edge", Trigger.WEBHOOK, "a" * 40, Result.SUCCESS, host="tcp://box:2376")
+        store.add_history("edge", Trigger.SCHEDULE, "a" * 40, Result.ERROR, host="edge-ctx")
+        store.add_history("edge", Trigger.MANUAL, None, Result.SKIP)  # a caller that names none
+        assert [e.host for e in store.history("edge")] == [None, "edge-ctx", "tcp://box:2376"]
