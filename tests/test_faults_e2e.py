@@ -52,7 +52,9 @@ SEED = 12
 LOOP = "trap 'exit 0' TERM; while :; do sleep 1; done"
 
 
-def recreate_heavy(project: str, rev: int, port: int, db_image: str, *, network_mode: str = "") -> str:
+def recreate_heavy(
+    project: str, rev: int, port: int | None, db_image: str, *, network_mode: str = "", restart: str = "no"
+) -> str:
     """Every service changes with ``rev``: three replicas on a shared writable volume, one with a
     container_name and host port that cannot be held twice, one on an image VOLUME (all are
     recreated stop-first, the old container put back on failure).
@@ -60,8 +62,20 @@ def recreate_heavy(project: str, rev: int, port: int, db_image: str, *, network_
     ``network_mode`` (e.g. ``bridge``) keeps the containers off a project network: dockerd 20.10
     can keep a stale endpoint on a network whose container connect was cut off by a SIGKILL of
     the client, and then refuses to remove the network until it restarts — its defect, which no
-    API call clears (`network disconnect -f` does not)."""
+    API call clears (`network disconnect -f` does not).
+
+    ``port=None`` publishes no host port: dockerd 20.10 restarted (live-restore) while a
+    container's start is in flight restores that endpoint's port mapping, then drops the endpoint
+    as stale ("Removing stale endpoint ..." in its log) without releasing the port, so every later
+    start on that port fails with "port is already allocated" until dockerd restarts again — its
+    defect, seen here; gitdock reports it (the old container cannot start on that port either).
+
+    ``restart`` is web's and db's policy. A dockerd stopped while none of its containers is
+    running (an apply between stopping the old ones and starting the new) ignores live-restore
+    and stops every container, and a container that exited 0 under ``restart: no`` is a finished
+    job that gitdock leaves be (README); ``unless-stopped`` keeps a service across daemon restarts."""
     mode = f"\n            network_mode: {network_mode}" if network_mode else ""
+    ports = f'\n            ports: ["127.0.0.1:{port}:8080"]' if port is not None else ""
     return f"""
         services:
           web:
@@ -69,16 +83,17 @@ def recreate_heavy(project: str, rev: int, port: int, db_image: str, *, network_
             command: ["sh", "-c", "{LOOP}"]
             environment: {{REV: "{rev}"}}
             deploy: {{replicas: 3}}
+            restart: "{restart}"
             volumes: [data:/data, /cache]{mode}
           fixed:
             image: {TEST_IMAGE}
             container_name: {project}-fixed
             command: ["sh", "-c", "{LOOP}"]
-            environment: {{REV: "{rev}"}}
-            ports: ["127.0.0.1:{port}:8080"]
+            environment: {{REV: "{rev}"}}{ports}
             restart: unless-stopped{mode}
           db:
             image: {db_image}
+            restart: "{restart}"
             command: ["sh", "-c", "{LOOP}"]
             environment: {{REV: "{rev}"}}{mode}
         volumes:
@@ -314,15 +329,19 @@ def test_dockerd_restarted_mid_apply_then_a_plain_apply_converges(
 ) -> None:
     host = second_dockerd.host
     db_image = build_volume_image(TEST_IMAGE, host=host)
-    port = free_port()
-    f = write_compose(tmp_path, recreate_heavy(project_name, 0, port, db_image))
+    port = None  # see recreate_heavy: dockerd leaks a port whose start its restart cut off
+
+    def render(rev: int) -> str:
+        return recreate_heavy(project_name, rev, port, db_image, restart="unless-stopped")
+
+    f = write_compose(tmp_path, render(0))
     args = ["-f", str(f), "-p", project_name]
     span = timed_apply(args, host=host)
     write_markers(project_name, host)
     rng = random.Random(SEED)
     recovered = interrupted = 0
     for i in range(1, DOCKERD_RESTARTS + 1):
-        f.write_text(recreate_heavy(project_name, i, port, db_image))
+        f.write_text(render(i))
         proc = start_apply(args, host)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(rng.uniform(0.2 * span, 1.0 * span))
