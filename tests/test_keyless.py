@@ -139,7 +139,7 @@ def test_real_fulcio_vector_without_its_rekor_entry_is_expired() -> None:
     assert len(stripped) == len(sig.annotations) - 1
     result = verify_vector(replace(sig, annotations=stripped), MITR)
     assert result.check.reason is Reason.CERTIFICATE_EXPIRED
-    assert "no Rekor SET proves when it signed" in result.check.detail
+    assert "no Rekor SET or RFC 3161 timestamp proves when it signed" in result.check.detail
 
 
 @needs_vectors

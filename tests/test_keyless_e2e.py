@@ -1,4 +1,8 @@
-"""Keyless signatures from a private Sigstore, through a real registry and a real converge."""
+"""Keyless signatures from a private Sigstore, through a real registry and a real converge.
+
+Legacy `.sig` layers and Sigstore bundles (found through the referrers fallback tag), with
+Rekor v1 SETs, RFC 3161 timestamps from the private TSA, and Rekor v2 inclusion proofs.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gitdock.runtime.trust.policy import KeylessIdentity, TrustPolicy, TrustRule
 from gitdock.runtime.trust.registry import RegistryClient
 from gitdock.runtime.trust.sign import attach_signature
-from gitdock.runtime.trust.signature import SIGNATURE_ANNOTATION, LegacySignature, Reason
+from gitdock.runtime.trust.signature import (
+    SIGNATURE_ANNOTATION,
+    LegacySignature,
+    Reason,
+)
 from gitdock.runtime.trust.verify import ImageRefused, VerificationCache, VerificationStatus, verify_image
 from gitdock.specs.reference import parse_reference
 from support.docker import TEST_IMAGE, docker_cli, write_compose
 from support.registry import LocalRegistry, has_registry_binary, push_image, run_registry
-from support.sigstore import EMAIL, ISSUER, PrivateSigstore
+from support.sigstore import EMAIL, ISSUER, PrivateSigstore, Stamp, Tsa, attach_bundle
 
 pytestmark = pytest.mark.docker
 
@@ -143,7 +151,7 @@ def _negatives(s: PrivateSigstore) -> dict[str, tuple[Callable[[str, str], Legac
         "expired": (
             lambda r, d: s.sign_legacy(r, d, rekor=False),
             Reason.CERTIFICATE_EXPIRED,
-            "no Rekor SET proves when it signed",
+            "no Rekor SET or RFC 3161 timestamp proves when it signed",
         ),
         "sct": (
             lambda r, d: s.sign_legacy(r, d, s.issue(sct_over=b"another precertificate")),
@@ -194,3 +202,118 @@ def test_keyless_negative_is_refused_with_its_reason_and_nothing_changes(
         )
         verify_image(parse_reference(target), policy_model, client, cache=VerificationCache())
     assert info.value.reason is reason
+
+
+# --- RFC 3161 timestamps and Rekor v2 entries -----------------------------------------------------
+
+
+def push_bundle(registry: LocalRegistry, name: str, bundle: Callable[[str], bytes]) -> tuple[str, str]:
+    """Push TEST_IMAGE as `name`, attach `bundle(digest)` through the referrers fallback tag."""
+    target = f"{registry.host}/{name}"
+    push_image(TEST_IMAGE, target)
+    ref = parse_reference(target)
+    with RegistryClient() as client:
+        digest = client.resolve_digest(ref)
+        attach_bundle(client, ref, digest, bundle(digest))
+    return target, digest
+
+
+def apply(tmp_path: Path, project_name: str, target: str, root_json: str) -> subprocess.CompletedProcess[str]:
+    policy = write_policy(tmp_path, root_json)
+    return gitdock(
+        "apply", "-f", str(compose(tmp_path, target)), "-p", project_name, "--trust-policy", str(policy)
+    )
+
+
+def test_timestamped_legacy_signature_without_rekor_is_pinned_at_its_gentime(
+    tmp_path: Path, project_name: str, registry: LocalRegistry, sigstore: PrivateSigstore
+) -> None:
+    leaf = sigstore.issue()
+    target, digest = push_keyless(
+        registry, "keyless/tsa:1", lambda r, d: sigstore.sign_legacy(r, d, leaf, rekor=False, stamp=Stamp())
+    )
+    result = apply(tmp_path, project_name, target, sigstore.trusted_root())
+    assert result.returncode == 0, result.stderr
+    container = json.loads(docker_cli("inspect", f"{project_name}-app-1"))[0]
+    assert container["Config"]["Image"] == f"{registry.host}/keyless/tsa@{digest}"
+    record = json.loads(container["Config"]["Labels"]["io.gitdock.image.trust"])
+    assert (record["status"], record["keys"]) == ("verified", [SIGNER])
+    assert record["signed_at"] == int(leaf.certificate.not_valid_before_utc.timestamp()) + 60
+
+
+def test_rekor_v2_bundle_with_a_timestamp_is_pinned_and_runs(
+    tmp_path: Path, project_name: str, registry: LocalRegistry, sigstore: PrivateSigstore
+) -> None:
+    target, digest = push_bundle(
+        registry, "keyless/v2:1", lambda d: sigstore.sign_bundle(d, rekor="v2", stamp=Stamp())
+    )
+    result = apply(tmp_path, project_name, target, sigstore.trusted_root())
+    assert result.returncode == 0, result.stderr
+    container = json.loads(docker_cli("inspect", f"{project_name}-app-1"))[0]
+    assert container["Config"]["Image"] == f"{registry.host}/keyless/v2@{digest}"
+    record = json.loads(container["Config"]["Labels"]["io.gitdock.image.trust"])
+    assert (record["status"], record["keys"]) == ("verified", [SIGNER])
+
+
+def _flip_proof_hash(bundle: bytes) -> bytes:
+    doc = json.loads(bundle)
+    proof = doc["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
+    first = bytearray(base64.b64decode(proof["hashes"][0]))
+    first[-1] ^= 1
+    proof["hashes"][0] = base64.b64encode(bytes(first)).decode()
+    return json.dumps(doc).encode()
+
+
+def _bundle_negatives(s: PrivateSigstore) -> dict[str, tuple[Callable[[str], bytes], Reason, str]]:
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    return {
+        "untrusted-tsa": (
+            lambda d: s.sign_bundle(d, rekor="none", stamp=Stamp(tsa=Tsa(s.start))),
+            Reason.TIMESTAMP,
+            "RFC 3161 timestamp: not signed by a timestamp authority of the trusted root",
+        ),
+        "imprint": (
+            lambda d: s.sign_bundle(d, rekor="none", stamp=Stamp(over=b"other bytes")),
+            Reason.TIMESTAMP,
+            "message imprint is not the hash of this signature",
+        ),
+        "v2-no-timestamp": (
+            lambda d: s.sign_bundle(d, rekor="v2"),
+            Reason.TLOG,
+            "Rekor v2 entry: it proves no signing time",
+        ),
+        "v2-proof": (
+            lambda d: _flip_proof_hash(s.sign_bundle(d, rekor="v2", stamp=Stamp())),
+            Reason.TLOG,
+            "inclusion proof does not lead from the entry to the checkpoint's root hash",
+        ),
+        "v2-checkpoint": (
+            lambda d: s.sign_bundle(d, rekor="v2", stamp=Stamp(), checkpoint_key=other_key),
+            Reason.TLOG,
+            "checkpoint has no signature by the log's key",
+        ),
+        "v2-signature": (
+            lambda d: s.sign_bundle(
+                d, rekor="v2", stamp=Stamp(), logged_signature=s.sign_message(d, s.issue())
+            ),
+            Reason.TLOG,
+            "logged entry is for another signature",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["untrusted-tsa", "imprint", "v2-no-timestamp", "v2-proof", "v2-checkpoint", "v2-signature"]
+)
+def test_timestamp_and_rekor_v2_negatives_are_refused_and_nothing_changes(
+    case: str, tmp_path: Path, project_name: str, registry: LocalRegistry, sigstore: PrivateSigstore
+) -> None:
+    bundle, reason, detail = _bundle_negatives(sigstore)[case]
+    target, digest = push_bundle(registry, f"keyless/neg-{case}:1", bundle)
+    result = apply(tmp_path, project_name, target, sigstore.trusted_root())
+    assert result.returncode == 1
+    assert f"image {target} ({digest}) refused: {reason.value}: " in result.stderr
+    assert detail in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert docker_cli("ps", "-aq", "--filter", f"label=io.gitdock.project={project_name}") == ""

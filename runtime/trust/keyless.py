@@ -6,9 +6,13 @@ this order, and a failure names the check that failed:
 
 1. signing time: every Rekor SET is verified with the trusted root's Rekor key for its log
    id (valid at the entry's integratedTime) and must record this signature and certificate;
-   the proven time is integratedTime. Without an entry the time is `now`.
-2. validity: the certificate was valid at that time, so a ten-minute Fulcio certificate still
-   verifies a year later when the log proves the signature was made in time.
+   every RFC 3161 timestamp must be signed by a timestamp authority of the trusted root over
+   the signature bytes (`timestamp`); each integratedTime and genTime is a proven time. Then
+   every Rekor v2 entry (no SET: an inclusion proof to a signed checkpoint, `transparency`)
+   must verify and record this signature and certificate; it proves no time, so it needs an
+   RFC 3161 timestamp. Without any proven time the time is `now`.
+2. validity: the certificate was valid at every proven time, so a ten-minute Fulcio
+   certificate still verifies a year later when a log or a TSA proves it signed in time.
 3. chain: up to a root of a Fulcio CA valid at that time (`cryptography.x509.verification`,
    no hostname; a CA's EKU is not held to clientAuth), and the leaf has the code-signing EKU.
 4. SCT: an embedded SCT verifies with a CT log key of the trusted root valid at its time.
@@ -17,17 +21,18 @@ this order, and a failure names the check that failed:
    the whole value.
 
 The signature over the payload is checked by `signature`, with the certificate's key.
-RFC 3161 timestamps and Rekor v2 entries are not read yet.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -55,11 +60,14 @@ from gitdock.runtime.trust.signature import (
     verify_rekor_entry,
     verify_signature,
 )
+from gitdock.runtime.trust.timestamp import verify_timestamp
+from gitdock.runtime.trust.transparency import parse_log_entry_v2, verify_log_entry_v2
 from gitdock.runtime.trust.trusted_root import TrustedRoot
 
 __all__ = [
     "OIDC_ISSUER",
     "OIDC_ISSUER_V1",
+    "TIMESTAMP_ANNOTATION",
     "CertificateIdentity",
     "KeylessMaterial",
     "KeylessResult",
@@ -80,6 +88,8 @@ _CA_POLICY = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
 )
 _EE_POLICY = verification.ExtensionPolicy.permit_all()
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
+# cosign's annotation for a TSA timestamp over the raw signature bytes of a `.sig` layer.
+TIMESTAMP_ANNOTATION = "dev.sigstore.cosign/rfc3161timestamp"
 
 
 @dataclass(frozen=True)
@@ -112,11 +122,16 @@ class CertificateIdentity:
 
 @dataclass(frozen=True)
 class KeylessMaterial:
-    """What a keyless signature carries: its certificate, offered intermediates, Rekor entries."""
+    """What a keyless signature carries: its certificate, offered intermediates, Rekor entries.
+
+    `timestamps` are DER RFC 3161 TimeStampResponses; `proof_entries` raw Rekor v2 entries.
+    """
 
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...] = ()
     tlog_entries: tuple[RekorEntry, ...] = ()
+    timestamps: tuple[bytes, ...] = ()
+    proof_entries: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -189,27 +204,110 @@ def _at(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _proven_time(
+@dataclass(frozen=True)
+class _Proof:
+    """One proven signing time (unix seconds) and what proved it, for messages."""
+
+    at: int
+    source: str
+
+
+def _set_times(
     material: KeylessMaterial, root: TrustedRoot, *, signed_hash: str, signature: bytes
-) -> tuple[int | None, Check]:
-    """The latest integratedTime every Rekor entry proves, or None when there is no entry."""
-    proven: int | None = None
+) -> tuple[list[_Proof], Check]:
+    """The integratedTime every Rekor SET proves."""
+    proofs: list[_Proof] = []
     key = certificate_key(material.certificate)
     for entry in material.tlog_entries:
         try:
             log_id = bytes.fromhex(entry.log_id)
         except ValueError:
-            return None, Check.failed(Reason.TLOG, f"Rekor SET: log id {entry.log_id!r} is not hex")
+            return [], Check.failed(Reason.TLOG, f"Rekor SET: log id {entry.log_id!r} is not hex")
         log = root.tlog(log_id, _at(entry.integrated_time))
         if log is None:
-            return None, Check.failed(
-                Reason.TLOG, f"Rekor SET: log {entry.log_id} is not in the trusted root"
-            )
-        check = verify_rekor_entry(entry, log.key, signed_hash=signed_hash, signature=signature, key=key)
+            return [], Check.failed(Reason.TLOG, f"Rekor SET: log {entry.log_id} is not in the trusted root")
+        try:
+            check = verify_rekor_entry(entry, log.key, signed_hash=signed_hash, signature=signature, key=key)
+        except SignatureFormatError as exc:
+            return [], Check.failed(Reason.TLOG, f"Rekor SET: {exc}")
         if not check.ok:
-            return None, Check.failed(Reason.TLOG, f"Rekor SET: {check.detail}")
-        proven = max(proven or 0, entry.integrated_time)
-    return proven, Check.passed()
+            return [], Check.failed(Reason.TLOG, f"Rekor SET: {check.detail}")
+        proofs.append(_Proof(entry.integrated_time, "the Rekor SET's integrated time"))
+    return proofs, Check.passed()
+
+
+def _timestamp_times(
+    material: KeylessMaterial, root: TrustedRoot, signature: bytes
+) -> tuple[list[_Proof], Check]:
+    """The genTime every RFC 3161 timestamp proves for `signature`."""
+    proofs: list[_Proof] = []
+    for token in material.timestamps:
+        at, check = verify_timestamp(token, signature, root)
+        if at is None:
+            return [], check
+        proofs.append(_Proof(int(at.timestamp()), "the RFC 3161 timestamp's genTime"))
+    return proofs, Check.passed()
+
+
+def _is_rekor_v1(node: Any) -> bool:
+    kind_version = node.get("kindVersion") if isinstance(node, dict) else None
+    return isinstance(kind_version, dict) and kind_version.get("version") == "0.0.1"
+
+
+def _check_v2_entries(
+    material: KeylessMaterial, root: TrustedRoot, stamped: list[_Proof], *, signed_hash: str, signature: bytes
+) -> Check:
+    """Every Rekor v2 entry verifies at the timestamped time; it cannot prove a time itself.
+
+    A Rekor v1 entry without its SET proves nothing here and is skipped, as it always was.
+    """
+    nodes = [n for n in material.proof_entries if not _is_rekor_v1(n)]
+    if not nodes:
+        return Check.passed()
+    if not stamped:
+        return Check.failed(
+            Reason.TLOG, "Rekor v2 entry: it proves no signing time, and no RFC 3161 timestamp does"
+        )
+    at = _at(max(p.at for p in stamped))
+    certificate = material.certificate.public_bytes(serialization.Encoding.DER)
+    for node in nodes:
+        check = verify_log_entry_v2(
+            parse_log_entry_v2(node),
+            root,
+            signed_hash=signed_hash,
+            signature=signature,
+            certificate=certificate,
+            at=at,
+        )
+        if not check.ok:
+            return check
+    return Check.passed()
+
+
+def _proven_times(
+    material: KeylessMaterial, root: TrustedRoot, *, signed_hash: str, signature: bytes
+) -> tuple[list[_Proof], Check]:
+    """Every proven signing time (SETs, then timestamps), after the Rekor v2 entries verify."""
+    logged, check = _set_times(material, root, signed_hash=signed_hash, signature=signature)
+    if not check.ok:
+        return [], check
+    stamped, check = _timestamp_times(material, root, signature)
+    if not check.ok:
+        return [], check
+    check = _check_v2_entries(material, root, stamped, signed_hash=signed_hash, signature=signature)
+    return ([], check) if not check.ok else ([*logged, *stamped], check)
+
+
+def _check_validity(leaf: x509.Certificate, proofs: list[_Proof], now: datetime) -> Check:
+    """The certificate was valid at every proven time, or now when nothing proves a time."""
+    for at, since in [(_at(p.at), p.source) for p in proofs] or [
+        (now, "now (no Rekor SET or RFC 3161 timestamp proves when it signed)")
+    ]:
+        if not leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc:
+            valid = f"{leaf.not_valid_before_utc:{_ISO}} to {leaf.not_valid_after_utc:{_ISO}}"
+            detail = f"certificate validity: valid {valid}, not at {since} {at:{_ISO}}"
+            return Check.failed(Reason.CERTIFICATE_EXPIRED, detail)
+    return Check.passed()
 
 
 def _verify_chain(
@@ -326,21 +424,16 @@ def verify_certificate(
     """
     leaf = material.certificate
     try:
-        proven, check = _proven_time(material, root, signed_hash=signed_hash, signature=signature)
+        proofs, check = _proven_times(material, root, signed_hash=signed_hash, signature=signature)
     except SignatureFormatError as exc:
-        return KeylessResult(Check.failed(Reason.TLOG, f"Rekor SET: {exc}"))
+        return KeylessResult(Check.failed(Reason.TLOG, str(exc)))
     if not check.ok:
         return KeylessResult(check)
+    check = _check_validity(leaf, proofs, now)
+    if not check.ok:
+        return KeylessResult(check)
+    proven = max((p.at for p in proofs), default=None)
     at = _at(proven) if proven is not None else now
-    if not leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc:
-        since = (
-            "the Rekor SET's integrated time"
-            if proven is not None
-            else "now (no Rekor SET proves when it signed)"
-        )
-        valid = f"{leaf.not_valid_before_utc:{_ISO}} to {leaf.not_valid_after_utc:{_ISO}}"
-        detail = f"certificate validity: valid {valid}, not at {since}"
-        return KeylessResult(Check.failed(Reason.CERTIFICATE_EXPIRED, detail))
     chain, check = _verify_chain(leaf, material.chain, root, at)
     if not check.ok:
         return KeylessResult(check)
@@ -355,6 +448,17 @@ def verify_certificate(
     if not check.ok:
         return KeylessResult(check, signer=signer)
     return KeylessResult(Check.passed(f"keyless {signer}"), proven, signer)
+
+
+def _parse_timestamp_annotation(text: str) -> bytes:
+    """cosign's `dev.sigstore.cosign/rfc3161timestamp`: {"SignedRFC3161Timestamp": base64 DER}."""
+    try:
+        doc = json.loads(text)
+        return base64.b64decode(doc["SignedRFC3161Timestamp"], validate=True)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SignatureFormatError(
+            "rfc3161timestamp annotation: not {SignedRFC3161Timestamp: base64}"
+        ) from exc
 
 
 def verify_keyless_signature(
@@ -383,7 +487,13 @@ def verify_keyless_signature(
     if not check.ok:
         return KeylessResult(check)
     entry = sig.annotations.get(BUNDLE_ANNOTATION)
-    material = KeylessMaterial(leaf, chain, (parse_rekor_bundle(entry),) if entry else ())
+    stamp = sig.annotations.get(TIMESTAMP_ANNOTATION)
+    material = KeylessMaterial(
+        leaf,
+        chain,
+        (parse_rekor_bundle(entry),) if entry else (),
+        (_parse_timestamp_annotation(stamp),) if stamp else (),
+    )
     signature = base64.b64decode(sig.annotations.get(SIGNATURE_ANNOTATION, ""))
     signed_hash = sha256_digest(sig.payload).removeprefix("sha256:")
     return verify_certificate(
@@ -414,7 +524,13 @@ def verify_keyless_bundle(
     else:
         assert bundle.message_digest is not None and bundle.message_signature is not None
         signature, signed_hash = bundle.message_signature, bundle.message_digest.hex()
-    material = KeylessMaterial(certs[0], tuple(certs[1:]), tuple(bundle.tlog_entries))
+    material = KeylessMaterial(
+        certs[0],
+        tuple(certs[1:]),
+        tuple(bundle.tlog_entries),
+        tuple(bundle.timestamps),
+        tuple(bundle.proof_entries),
+    )
     return verify_certificate(
         material, root, identities, signed_hash=signed_hash, signature=signature, now=now
     )

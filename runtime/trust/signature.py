@@ -97,6 +97,7 @@ class Reason(StrEnum):
     SCT = "certificate transparency check failed"
     CERTIFICATE_IDENTITY = "certificate identity mismatch"
     ISSUER_MISMATCH = "issuer mismatch"
+    TIMESTAMP = "timestamp check failed"
 
 
 class RekorMode(StrEnum):
@@ -529,6 +530,19 @@ class SigstoreBundle:
     # DER certificates, leaf first: verificationMaterial.certificate (v0.3) or
     # x509CertificateChain (v0.1, v0.2). Empty for a bundle signed by a key.
     certificates: Sequence[bytes] = ()
+    # DER RFC 3161 TimeStampResponses (timestampVerificationData.rfc3161Timestamps), and the
+    # tlogEntries without an inclusionPromise (Rekor v2) as raw JSON; runtime.trust.keyless reads both.
+    timestamps: Sequence[bytes] = ()
+    proof_entries: Sequence[Any] = ()
+
+
+def _bundle_timestamps(material: Any) -> tuple[bytes, ...]:
+    stamps = _get(material, "timestampVerificationData", "rfc3161Timestamps")
+    return tuple(
+        _b64decode(s["signedTimestamp"], "bundle RFC 3161 timestamp")
+        for s in (stamps if isinstance(stamps, list) else [])
+        if isinstance(_get(s, "signedTimestamp"), str)
+    )
 
 
 def _parse_tlog_entry(node: Any) -> RekorEntry | None:
@@ -568,7 +582,8 @@ def parse_sigstore_bundle(data: bytes) -> SigstoreBundle:
     if not isinstance(media_type, str) or not media_type.startswith("application/vnd.dev.sigstore.bundle"):
         raise SignatureFormatError("sigstore bundle: mediaType is not a Sigstore bundle")
     entries_raw = _get(doc, "verificationMaterial", "tlogEntries")
-    entries = [e for e in map(_parse_tlog_entry, entries_raw if isinstance(entries_raw, list) else []) if e]
+    entries_list = entries_raw if isinstance(entries_raw, list) else []
+    entries = [e for e in map(_parse_tlog_entry, entries_list) if e]
     dsse: DsseEnvelope | None = None
     envelope = _get(doc, "dsseEnvelope")
     if isinstance(envelope, dict):
@@ -598,6 +613,8 @@ def parse_sigstore_bundle(data: bytes) -> SigstoreBundle:
         _b64decode(sig_b64, "message signature") if isinstance(sig_b64, str) else None,
         entries,
         _bundle_certificates(_get(doc, "verificationMaterial")),
+        _bundle_timestamps(_get(doc, "verificationMaterial")),
+        [e for e in entries_list if _get(e, "inclusionPromise") is None],
     )
 
 

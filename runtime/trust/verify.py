@@ -369,6 +369,7 @@ _REASON_RANK = {
     Reason.BAD_SIGNATURE: 1,
     Reason.UNKNOWN_KEY: 2,
     Reason.TLOG: 3,
+    Reason.TIMESTAMP: 3,  # like a log entry, a timestamp proves when it was signed
     Reason.UNTRUSTED_CERTIFICATE: 4,
     Reason.CERTIFICATE_EXPIRED: 5,
     Reason.SCT: 6,
