@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitdock.agent.state import StateError, StateStore
-from gitdock.runtime.converge import Outcome
+from gitdock.runtime.converge import Outcome, observe_applied
 from gitdock.runtime.docker import DockerClient
-from gitdock.runtime.observe import observe
 from gitdock.runtime.record import AppliedRecord, applied_record
 from gitdock.specs.model import Project
 
@@ -120,13 +119,13 @@ def store_applied(
 ) -> AppliedRecord | None:
     """Record what ``outcome`` (a converge) left on the host. None for a dry run.
 
-    An empty plan reuses the snapshot converge took; an executed plan costs one more
-    observe (four list calls). A partly failed apply records what exists afterwards, so
-    what gitdock did is never reported as drift.
+    An empty plan reuses the snapshot converge took; an executed plan costs one
+    label-filtered list call (``observe_applied``). A partly failed apply records what exists
+    afterwards, so what gitdock did is never reported as drift.
     """
     if outcome.report is None and not outcome.plan.is_empty:
         return None  # a dry run: nothing was applied
-    observed = outcome.observed if outcome.report is None else observe(docker)
+    observed = observe_applied(docker, outcome)
     planned = outcome.project or project  # with built images bound to their content tags
     record = applied_record(planned, observed, outcome.images, applied_at=time.time(), revision=revision)
     if isinstance(state_dir, AppliedStore):

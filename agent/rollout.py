@@ -33,10 +33,11 @@ _STARTS: Final = (
     OpKind.CREATE_CONTAINER,
     OpKind.RECREATE_CONTAINER,
     OpKind.START_CONTAINER,
+    OpKind.RESTART_CONTAINER,  # depends_on.restart
     OpKind.RENAME_CONTAINER,  # an interrupted recreate finished: the replacement is the container now
 )
 # Operations on a container that exists already: its id is the operation's target.
-_ON_TARGET: Final = (OpKind.START_CONTAINER, OpKind.RENAME_CONTAINER)
+_ON_TARGET: Final = (OpKind.START_CONTAINER, OpKind.RESTART_CONTAINER, OpKind.RENAME_CONTAINER)
 
 
 class RollbackFailed(PermanentError):

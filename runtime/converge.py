@@ -18,16 +18,15 @@ from gitdock.runtime.admission import Policy, admit_project
 from gitdock.runtime.build import BuildMode, bind_builds
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.execute import ExecEvent, ExecutionReport, Executor, Gate
-from gitdock.runtime.health import DEFAULT_SETTLE, wait_ready
-from gitdock.runtime.observe import ObservedState, observe
-from gitdock.runtime.plan import Operation, Plan, plan_down, plan_project
+from gitdock.runtime.observe import ObservedState, observe, refresh_project
+from gitdock.runtime.plan import Operation, OpKind, Plan, plan_down, plan_project
 from gitdock.runtime.trust.errors import TrustError
 from gitdock.specs.model import Project
 
 if TYPE_CHECKING:  # the trust machinery (cryptography, registry) loads only when a policy is used
     from gitdock.runtime.trust.resolve import ImageHook, ResolvedImage, TrustContext
 
-__all__ = ["NO_HOOKS", "ConvergeHooks", "Outcome", "StepHook", "converge", "tear_down"]
+__all__ = ["NO_HOOKS", "ConvergeHooks", "Outcome", "StepHook", "converge", "observe_applied", "tear_down"]
 
 StepHook = Callable[[str], AbstractContextManager[Any]]
 
@@ -147,12 +146,37 @@ def converge(
     return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0, images, project)
 
 
+_NETWORK_OPS = frozenset({OpKind.CREATE_NETWORK, OpKind.REMOVE_NETWORK})
+_VOLUME_OPS = frozenset({OpKind.CREATE_VOLUME, OpKind.REMOVE_VOLUME})
+
+
+def observe_applied(docker: DockerClient, outcome: Outcome) -> ObservedState:
+    """The host after ``outcome``'s apply, as its applied record needs it.
+
+    Nothing executed: the snapshot converge took. Else that snapshot with the project's
+    containers listed again (one label-filtered call), and the networks or volumes when the
+    plan created or removed any: never a full observe.
+    """
+    if outcome.report is None:
+        return outcome.observed
+    kinds = {op.kind for op in outcome.plan.operations}
+    return refresh_project(
+        docker,
+        outcome.observed,
+        outcome.plan.project,
+        networks=bool(kinds & _NETWORK_OPS),
+        volumes=bool(kinds & _VOLUME_OPS),
+    )
+
+
 def _health_gate(docker: DockerClient, timeout: float, should_stop: Callable[[], bool] | None) -> Gate:
     """The gate a start-first replacement passes before the old container stops."""
 
     stop = should_stop or (lambda: False)
 
     def gate(container: str, monitor: float | None) -> None:
+        from gitdock.runtime.health import DEFAULT_SETTLE, wait_ready  # only a gated recreate needs it
+
         settle = DEFAULT_SETTLE if monitor is None else monitor
         wait_ready(docker, [container], settle=settle, timeout=timeout, should_stop=stop)
 

@@ -50,6 +50,7 @@ from gitdock.specs.model import (
     Project,
     Service,
     ServiceFile,
+    ServiceHook,
     Volume,
 )
 
@@ -157,6 +158,9 @@ class DesiredContainer:
     secret_env: frozenset[str] = frozenset()
     # Docker network name -> its endpoint config (aliases, addresses, driver options).
     endpoints: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # Lifecycle hooks, run by runtime.hooks after a start and before gitdock stops it.
+    post_start: tuple[ServiceHook, ...] = ()
+    pre_stop: tuple[ServiceHook, ...] = ()
 
     def endpoint_config(self, network: str) -> dict[str, Any]:
         """The endpoint config to connect ``network`` with (its aliases at least)."""
@@ -482,6 +486,8 @@ def _desired_container(
         platform=service.platform,
         secret_env=frozenset(service.secret_env),
         endpoints=tuple(endpoints.items()),
+        post_start=service.post_start,
+        pre_stop=service.pre_stop,
     )
 
 

@@ -300,6 +300,15 @@ class DockerClient:
             ok=(204, 304),
         )
 
+    def restart_container(self, ident: str, timeout: int | None = 10) -> None:
+        """Stop (after ``timeout`` seconds; None: the container's own) and start again."""
+        self._request(
+            "POST",
+            f"/containers/{quote(ident)}/restart",
+            params={} if timeout is None else {"t": str(timeout)},
+            timeout=(timeout if timeout is not None else 600) + self.timeout,
+        )
+
     def remove_container(self, ident: str, *, force: bool = False, volumes: bool = False) -> None:
         params = {"force": "1" if force else "0", "v": "1" if volumes else "0"}
         self._request("DELETE", f"/containers/{quote(ident)}", params=params)
@@ -452,6 +461,33 @@ class DockerClient:
     def remove_secret(self, ident: str) -> None:
         self._request("DELETE", f"/secrets/{quote(ident)}")
 
+    # -- exec (lifecycle hooks) -------------------------------------------------------------
+
+    def create_exec(self, ident: str, body: JSON) -> str:
+        """``POST /containers/{id}/exec``: the exec's id (it is not started)."""
+        return str(self._request("POST", f"/containers/{quote(ident)}/exec", body=body).json()["Id"])
+
+    def start_exec(self, exec_id: str, *, on_output: Callable[[str, str], None] | None = None) -> None:
+        """Run an exec attached, until its process ends; ``on_output(stream, line)`` per line."""
+        path = f"/exec/{quote(exec_id)}/start"
+        self._count("POST")
+        with (
+            self._translated(),
+            self._http.stream(
+                "POST",
+                f"/v{self.api_version()}{path}",
+                json={"Detach": False, "Tty": False},
+                timeout=httpx.Timeout(self.timeout, read=None),
+            ) as resp,
+        ):
+            if resp.status_code != 200:
+                raise self._error("POST", path, resp.status_code, resp.read())
+            _split_lines(_demultiplex(resp.iter_bytes()), on_output)
+
+    def inspect_exec(self, exec_id: str) -> JSON:
+        """``GET /exec/{id}/json``: ``Running`` and ``ExitCode``."""
+        return dict(self._request("GET", f"/exec/{quote(exec_id)}/json").json())
+
     # -- streams ----------------------------------------------------------------------------
 
     def container_logs(
@@ -545,3 +581,29 @@ def _read_build_stream(lines: Iterator[str], on_output: Callable[[str], None] | 
     if not image_id:
         raise DockerError(f"the build ended without an image{f' after {step}' if step else ''}")
     return image_id
+
+
+def _demultiplex(chunks: Iterator[bytes]) -> Iterator[tuple[str, bytes]]:
+    """(stream, payload) of a non-TTY attach stream's 8-byte-header frames."""
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        while len(buf) >= 8:
+            kind, size = struct.unpack(">BxxxL", buf[:8])
+            if len(buf) < 8 + size:
+                break
+            yield ("stderr" if kind == 2 else "stdout"), buf[8 : 8 + size]
+            buf = buf[8 + size :]
+
+
+def _split_lines(frames: Iterator[tuple[str, bytes]], on_output: Callable[[str, str], None] | None) -> None:
+    """Hand each complete line of each stream to ``on_output``; a last partial line too."""
+    pending: dict[str, bytes] = {}
+    for stream, payload in frames:
+        *lines, pending[stream] = (pending.get(stream, b"") + payload).split(b"\n")
+        for line in lines:
+            if on_output is not None:
+                on_output(stream, line.decode("utf-8", "replace").rstrip("\r"))
+    for stream, rest in pending.items():
+        if rest and on_output is not None:
+            on_output(stream, rest.decode("utf-8", "replace"))

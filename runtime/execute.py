@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from gitdock.runtime import hooks
 from gitdock.runtime.build import BuildError, context_tar, tar_digest
 from gitdock.runtime.desired import DesiredContainer
 from gitdock.runtime.docker import Conflict, DockerClient, DockerError, NotFound
@@ -127,7 +128,8 @@ class Executor:
         on_output: Callable[[Operation, str], None] | None = None,
         gate: Gate | None = None,
     ) -> None:
-        """``on_output`` receives each line a BuildImage's builder prints (progress, trace).
+        """``on_output`` receives each line a BuildImage's builder or a lifecycle hook prints
+        (progress, trace).
 
         ``gate(container id, monitor seconds or None)`` is the health gate a start-first
         replacement must pass before the old container stops (``runtime.health`` through
@@ -142,17 +144,20 @@ class Executor:
         self.on_event = on_event
         self.should_stop = should_stop or (lambda: False)
         self._results: dict[int, OpResult] = {}  # by operation id, for the plan being run
+        self._observed: ObservedState | None = None  # the snapshot of the plan being run
         self._lock = threading.Lock()
 
     def execute(self, plan: Plan, observed: ObservedState | None = None) -> ExecutionReport:
         """Run every operation of ``plan``; never raises for a failed operation (see the report).
 
-        ``observed`` is not read: the plan carries every id it needs (the argument is kept
-        for callers that pass the snapshot the plan was made from).
+        The plan carries every id it needs. ``observed``, the snapshot the plan was made from,
+        only saves inspects: a recreate reads the old container's mounts from it (without it,
+        or for a container it lacks, they are inspected).
         """
         started = time.monotonic()
         with self._lock:
             self._results = {}
+            self._observed = observed
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="gitdock-exec") as pool:
             self._walk(plan, pool)
         with self._lock:
@@ -306,6 +311,11 @@ class Executor:
         assert dc is not None
         ident = self.docker.create_container(dc.name, self._body(op, dc), platform=dc.platform)
         self._attach_and_start(dc, ident)
+        try:
+            self._post_start(op, ident)
+        except GitdockError:
+            self._discard(ident)  # so the next reconcile creates it, and runs the hook, again
+            raise
         return ident
 
     def _recreate_container(self, op: Operation) -> str:
@@ -318,16 +328,18 @@ class Executor:
            its other networks connected (or ``op.replacement``, left by an interrupted run
            and already started, is adopted instead);
         2. the old one is stopped;
-        3. the replacement is started and must be seen running (or done, exit 0); if not, it
-           is removed, the old one is started again (``op.restore_old``: unless it is a
-           finished one-shot job), and the operation fails with Docker's reason;
-        4. the old one is removed (a removal already in progress is waited for), or, when
-           ``op.retire_name`` is set, renamed to it and kept stopped for a rollback;
+        3. the replacement is started (and, with ``op.gate``, must pass the health gate); when
+           Docker refuses the start (a bad config, a port in use) or the gate fails, it is
+           removed, the old one is started again (``op.restore_old``: unless it is a finished
+           one-shot job), and the operation fails with Docker's reason. No inspect follows
+           a plain start: a process that exits later is the health gate's to judge;
+        4. the old one, already stopped, is removed (a removal already in progress is waited
+           for), or, when ``op.retire_name`` is set, renamed to it and kept for a rollback;
         5. the replacement is renamed to the service's container name.
 
         Start-first (``deploy.update_config.order: start-first`` where two can run): 1; the
-        replacement is started, seen running and, with ``op.gate``, passes the health gate,
-        else it is removed and the old one was never stopped; then 4 and 5. Either way a
+        replacement is started and seen running (one inspect) or, with ``op.gate``, passes
+        the health gate, else it is removed and the old one was never stopped; then 4 and 5. Either way a
         failure first puts back the replicas ``op.undo`` names (``failure_action: rollback``).
 
         A run killed between any two steps leaves what the next plan settles: a replacement
@@ -339,22 +351,27 @@ class Executor:
         self._pause(op.delay)
         new = op.replacement or self._build_replacement(op, dc)
         if op.stop_first:
+            self._pre_stop(op, op.target)
             self._stop(op.target, dc.stop_timeout)
         try:
             self.docker.start_container(new)
-            self._check_started(dc.service, new)
+            self._post_start(op, new)  # a failing hook fails the start: the old one comes back
             if op.gate and self.gate is not None:
-                self.gate(new, op.monitor)
+                self.gate(new, op.monitor)  # it inspects for itself
+            elif not op.stop_first:  # the old one still runs: stop it only for a live one
+                self._check_started(dc.service, new)
         except GitdockError as exc:
             self._discard(new)
             if op.stop_first and op.restore_old:
                 self._restore(op.target, exc)
             raise self._after_failure(op, exc) from exc
-        if op.retire_name is not None:
+        if not op.stop_first:
+            self._pre_stop(op, op.target)
             self._stop(op.target, dc.stop_timeout)
+        if op.retire_name is not None:
             self.docker.rename_container(op.target, op.retire_name)
         else:
-            self._stop_and_remove(op.target, timeout=dc.stop_timeout)
+            self._discard(op.target)  # stopped: the remove is all that is left
         self.docker.rename_container(new, dc.name)
         return new
 
@@ -411,7 +428,11 @@ class Executor:
         assert op.target is not None and op.temp_name is not None
         body = self._body(op, dc)
         if not op.renew_volumes:
-            body = carry_anonymous_volumes(body, self._mounts_of(op.target), self._image_volumes(body))
+            old = self._mounts_of(op.target)
+            # The image's VOLUMEs matter only at a path the old one had a volume at and the
+            # new body mounts nothing at: else no inspect of the image.
+            image_volumes = self._image_volumes(body) if uncovered_volume_paths(body, old) else []
+            body = carry_anonymous_volumes(body, old, image_volumes)
         new = self.docker.create_container(op.temp_name, body, platform=dc.platform)
         try:
             self._attach(dc, new)
@@ -426,6 +447,11 @@ class Executor:
         self.docker.rename_container(op.target, op.container.name)
 
     def _mounts_of(self, ident: str) -> list[dict[str, Any]]:
+        """The container's mounts: from the plan's snapshot (a container's mounts never change),
+        else inspected."""
+        live = self._observed.container_with_id(ident) if self._observed is not None else None
+        if live is not None:
+            return [dict(m) for m in live.mounts]
         try:
             return list(self.docker.inspect_container(ident).get("Mounts") or [])
         except NotFound:
@@ -453,10 +479,19 @@ class Executor:
     def _start_container(self, op: Operation) -> None:
         assert op.target is not None
         self.docker.start_container(op.target)
+        self._post_start(op, op.target)
+
+    def _restart_container(self, op: Operation) -> None:
+        """Restart (``depends_on.restart``); post_start hooks run after, as in Compose."""
+        assert op.target is not None and op.container is not None
+        self.docker.restart_container(op.target, op.container.stop_timeout)
+        self._post_start(op, op.target)
 
     def _remove_container(self, op: Operation) -> None:
         assert op.target is not None
-        self._stop_and_remove(op.target)
+        self._pre_stop(op, op.target)
+        self._stop(op.target)
+        self._discard(op.target, volumes=op.remove_volumes)
 
     def _wait_healthy(self, op: Operation) -> None:
         self._wait(op, healthy=True)
@@ -477,6 +512,28 @@ class Executor:
         body["HostConfig"] = {**body["HostConfig"], "NetworkMode": f"container:{target}"}
         return body
 
+    def _post_start(self, op: Operation, ident: str) -> None:
+        """The service's post_start hooks (``runtime.hooks``); raises HookFailed."""
+        if op.container is not None and op.container.post_start:
+            hooks.run_post_start(
+                self.docker, op.container.service, ident, op.container.post_start, self._hook_output(op)
+            )
+
+    def _pre_stop(self, op: Operation, ident: str) -> None:
+        """The service's pre_stop hooks; a failure is reported, and the stop goes ahead."""
+        if op.container is not None and op.container.pre_stop:
+            hooks.run_pre_stop(
+                self.docker, op.container.service, ident, op.container.pre_stop, self._hook_output(op)
+            )
+
+    def _hook_output(self, op: Operation) -> Callable[[str], None]:
+        def output(line: str) -> None:
+            log.info("%s", line)
+            if self.on_output is not None:
+                self.on_output(op, line)
+
+        return output
+
     def _attach_and_start(self, dc: DesiredContainer, ident: str) -> None:
         self._attach(dc, ident)
         self.docker.start_container(ident)
@@ -485,8 +542,8 @@ class Executor:
         """Copy the configs and secrets in and connect the networks after the first."""
         if dc.files:
             self.docker.put_archive(ident, "/", tar_files(dc.files))
-        for network, aliases in dc.networks[1:]:
-            self.docker.connect_network(network, ident, {"Aliases": list(aliases)})
+        for network, _aliases in dc.networks[1:]:
+            self.docker.connect_network(network, ident, dc.endpoint_config(network))
 
     def _stop(self, ident: str, timeout: int | None = None) -> None:
         """Stop (by default after the container's own StopTimeout); gone or going is fine."""
@@ -498,10 +555,10 @@ class Executor:
         self._stop(ident, timeout)
         self._discard(ident)
 
-    def _discard(self, ident: str) -> None:
-        """Force-remove (anonymous volumes are kept); returns once the container is gone."""
+    def _discard(self, ident: str, *, volumes: bool = False) -> None:
+        """Force-remove (its anonymous volumes too only with ``volumes``); returns once it is gone."""
         try:
-            self.docker.remove_container(ident, force=True)
+            self.docker.remove_container(ident, force=True, volumes=volumes)
         except NotFound:
             return
         except Conflict as exc:
@@ -551,6 +608,7 @@ _HANDLERS: dict[OpKind, Callable[[Executor, Operation], str | None]] = {
     OpKind.RECREATE_CONTAINER: Executor._recreate_container,
     OpKind.RENAME_CONTAINER: Executor._rename_container,
     OpKind.START_CONTAINER: Executor._start_container,
+    OpKind.RESTART_CONTAINER: Executor._restart_container,
     OpKind.REMOVE_CONTAINER: Executor._remove_container,
     OpKind.WAIT_HEALTHY: Executor._wait_healthy,
     OpKind.WAIT_COMPLETED: Executor._wait_completed,
@@ -592,15 +650,9 @@ def carry_anonymous_volumes(
     mounted at) it gets the volume the old container had there.
     """
     host = dict(body.get("HostConfig") or {})
-    old = {
-        posixpath.normpath(str(m.get("Destination", ""))): m
-        for m in old_mounts
-        if m.get("Type") == "volume" and m.get("Name")
-    }
+    old = _old_volumes(old_mounts)
     mounts = [dict(m) for m in host.get("Mounts") or []]
-    taken = {posixpath.normpath(str(m.get("Target", ""))) for m in mounts}
-    taken |= {posixpath.normpath(b.split(":")[1]) for b in host.get("Binds") or [] if ":" in b}
-    taken |= {posixpath.normpath(t) for t in host.get("Tmpfs") or {}}
+    taken = _taken_paths(host)
     for mount in mounts:
         target = posixpath.normpath(str(mount.get("Target", "")))
         if mount.get("Type") == "volume" and not mount.get("Source") and target in old:
@@ -613,6 +665,29 @@ def carry_anonymous_volumes(
     if mounts:
         host["Mounts"] = mounts
     return {**body, "HostConfig": host}
+
+
+def uncovered_volume_paths(body: dict[str, Any], old_mounts: list[dict[str, Any]]) -> set[str]:
+    """The paths the old container had a volume at that the new body mounts nothing at. Pure.
+
+    Only at these can an image ``VOLUME`` take an old volume (``carry_anonymous_volumes``).
+    """
+    return set(_old_volumes(old_mounts)) - _taken_paths(dict(body.get("HostConfig") or {}))
+
+
+def _old_volumes(old_mounts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        posixpath.normpath(str(m.get("Destination", ""))): m
+        for m in old_mounts
+        if m.get("Type") == "volume" and m.get("Name")
+    }
+
+
+def _taken_paths(host: dict[str, Any]) -> set[str]:
+    """Every path a HostConfig mounts something at (Mounts, Binds, Tmpfs)."""
+    taken = {posixpath.normpath(str(m.get("Target", ""))) for m in host.get("Mounts") or []}
+    taken |= {posixpath.normpath(b.split(":")[1]) for b in host.get("Binds") or [] if ":" in b}
+    return taken | {posixpath.normpath(t) for t in host.get("Tmpfs") or {}}
 
 
 def tar_files(files: tuple[ServiceFile, ...]) -> bytes:

@@ -132,6 +132,17 @@ class Dependency:
 
 
 @dataclass(frozen=True)
+class ServiceHook:
+    """A ``post_start`` or ``pre_stop`` command, run in the service's container (an exec)."""
+
+    command: tuple[str, ...]
+    user: str | None = None
+    privileged: bool = False
+    working_dir: str | None = None
+    environment: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Build:
     """How a service's image is built from the revision (``build:``).
 
@@ -231,6 +242,9 @@ class Service:
     # tag once gitdock.runtime.build has bound it (``<project>-<service>:<digest prefix>``).
     build: Build | None = None
     update_config: UpdateConfig | None = None  # how to replace its containers (unhashed)
+    # Run after each start of a container / before gitdock stops one; hashed only when set.
+    post_start: tuple[ServiceHook, ...] = ()
+    pre_stop: tuple[ServiceHook, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from gitdock.specs.model import (
     Project,
     Service,
     ServiceFile,
+    ServiceHook,
     UpdateConfig,
     UpdateOrder,
     Volume,
@@ -50,6 +51,9 @@ from gitdock.specs.schema import (
     parse_tmpfs,
     resource_settings,
     service_dependencies,
+)
+from gitdock.specs.schema import (
+    ServiceHook as ServiceHookSpec,
 )
 from gitdock.specs.settings import (
     API_SOCKET,
@@ -261,6 +265,25 @@ class _ServiceNormaliser:
             profiles=tuple(spec.profiles),
             build=normalise_build(self.reader, self.doc, self.project, name, spec),
             update_config=_update_config(spec),
+            post_start=self._hooks(spec.post_start),
+            pre_stop=self._hooks(spec.pre_stop),
+        )
+
+    def _hooks(self, hooks: list[ServiceHookSpec]) -> tuple[ServiceHook, ...]:
+        """Lifecycle hooks; an environment name without value is read from the project's."""
+        return tuple(
+            ServiceHook(
+                command=h.command or (),
+                user=h.user,
+                privileged=h.privileged,
+                working_dir=h.working_dir,
+                environment=tuple(
+                    (k, value)
+                    for k, v in _pairs(h.environment, default=None)
+                    if (value := v if v is not None else self.reader.env.get(k)) is not None
+                ),
+            )
+            for h in hooks
         )
 
     def _restart(self, name: str, spec: ServiceSpec) -> str:
@@ -605,14 +628,6 @@ def normalise_build(
     elif b.dockerfile_inline is None and context:
         full = os.path.normpath(os.path.join(context, dockerfile))
         _inside_project(reader, doc, dockerfile, full, (*where, "dockerfile"), "dockerfile")
-    _refuse_buildkit_keys(reader, doc, b, where)
-    if len(b.platforms) > 1:
-        _problem(
-            reader,
-            doc,
-            "several platforms need BuildKit; the classic builder builds one",
-            (*where, "platforms"),
-        )
     repository = build_repository(project, name)
     return Build(
         context=context or reader.host_path(b.context),
@@ -630,7 +645,16 @@ def normalise_build(
         cache_from=tuple(b.cache_from),
         platform=b.platforms[0] if b.platforms else spec.platform,
         tags=(spec.image or f"{repository}:latest", *b.tags),
+        **_kept_buildkit_settings(reader, doc, b, where),
     )
+
+
+def _kept_buildkit_settings(reader: Reader, doc: Document, b: BuildSpec, where: Path) -> dict[str, Any]:
+    """TEMPORARY until specs.model.Build has the BuildKit fields: refuse at load, as before."""
+    kept = _buildkit_settings(reader, doc, b, where)
+    for refusal in kept["refusals"]:
+        reader.problems.append(SpecProblem(refusal))
+    return {}
 
 
 def _build_args(args: KeyValues | None, env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -664,16 +688,48 @@ def _inside_project(reader: Reader, doc: Document, written: str, path: str, at: 
     return path
 
 
-def _refuse_buildkit_keys(reader: Reader, doc: Document, b: BuildSpec, where: Path) -> None:
+def _buildkit_settings(reader: Reader, doc: Document, b: BuildSpec, where: Path) -> dict[str, Any]:
+    """The BuildKit-only keys, kept for the plan, and why the classic builder cannot build them.
+
+    ``additional_contexts``, ``secrets``, ``ssh`` and several ``platforms`` change what is built:
+    the build step refuses them (``refusals``, one line each naming the key), so the document
+    still loads and plans. ``cache_to`` (a cache export) is skipped and ``entitlements`` /
+    ``privileged`` (grants) are not given, each with a warning.
+    """
+    refusals = []
     for key in BUILDKIT_BUILD_KEYS:
         if getattr(b, key) not in (None, [], {}, False):
-            _problem(
-                reader,
-                doc,
+            at = (*where, key)
+            message = (
                 f"`{key}` needs BuildKit, which the Engine API offers only over its session protocol; "
-                "gitdock builds with the classic builder",
-                (*where, key),
+                "gitdock builds with the classic builder"
             )
+            refusals.append(str(SpecProblem(message, format_path(at), doc.locate(at))))
+    if len(b.platforms) > 1:
+        at = (*where, "platforms")
+        message = "several platforms need BuildKit; the classic builder builds one"
+        refusals.append(str(SpecProblem(message, format_path(at), doc.locate(at))))
+    if b.cache_to:
+        reader.warn(f"{format_path((*where, 'cache_to'))}: skipped: the classic builder exports no cache")
+    for key in ("entitlements", "privileged"):
+        if getattr(b, key) not in (None, [], False):
+            reader.warn(
+                f"{format_path((*where, key))}: the classic builder grants none; the build runs without it"
+            )
+    _warn_no_effect(reader, b, where)
+    return {
+        "secrets": tuple(s if isinstance(s, str) else s.source for s in b.secrets),
+        "ssh": tuple(key for key, _ in _pairs(b.ssh, None)),
+        "additional_contexts": tuple((k, v or "") for k, v in _pairs(b.additional_contexts, None)),
+        "cache_to": tuple(b.cache_to),
+        "entitlements": tuple(b.entitlements),
+        "privileged": bool(b.privileged),
+        "platforms": tuple(b.platforms),
+        "refusals": tuple(refusals),
+    }
+
+
+def _warn_no_effect(reader: Reader, b: BuildSpec, where: Path) -> None:
     for key in ("isolation", "provenance", "sbom"):
         if getattr(b, key) not in (None, False):
             reader.warn(f"{format_path((*where, key))}: has no effect with the classic builder")

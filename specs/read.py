@@ -269,18 +269,21 @@ class Reader:
         where: Path = (),
         position: Position | None = None,
     ) -> Any:
-        """Merge ``paths`` in order, then apply include and extends (``where``: the include)."""
+        """Merge ``paths`` in order, each with its own include applied, then apply extends
+        (``where``: the include). As in Compose, a file's include is added to that file before
+        the next file merges over it, so a later ``-f`` file overrides an included service."""
         merged: Any = None
         for path in paths:
             data = self._load_file(path, env, base_dir, where, position)
-            if data is not None:
-                merged = data if merged is None else merge_documents(merged, data)
+            if data is None:
+                continue
+            includes = data.pop("include", None)
+            if includes is not None:
+                self._include(data, includes, paths[0], env)
+            merged = data if merged is None else merge_documents(merged, data)
         if merged is None:
             return PDict()
         resolve_markers(merged)
-        includes = merged.pop("include", None)
-        if includes is not None:
-            self._include(merged, includes, paths[0], env)
         services = merged.get("services")
         if isinstance(services, dict):
             for name in list(services):
@@ -321,15 +324,18 @@ class Reader:
     def _include_env(
         self, env: Mapping[str, str], env_files: list[str], where: Path, position: Position
     ) -> dict[str, str]:
-        """The environment an included project is interpolated with: its own env files."""
-        sub_env = dict(env)
+        """The environment an included project is interpolated with: its own env files,
+        merged in order (a later file wins), under the process environment."""
+        if not env_files:
+            return dict(env)
+        values: dict[str, str] = {}
         for env_path in env_files:
             text = self.read_text(env_path, "env file", where=where, position=position)
             if text is not None:
-                parsed = self.parse_env(text, env_path, self.environ)
+                parsed = self.parse_env(text, env_path, {**values, **self.environ})
                 self.problems += parsed.problems
-                sub_env = {**parsed.values, **self.environ}
-        return sub_env
+                values.update(parsed.values)
+        return {**values, **self.environ}
 
     def _add_included(self, merged: PDict, sub: Any, file: str, position: Position) -> None:
         """Add an included project's resources; one already defined here is a problem, and so

@@ -134,9 +134,6 @@ def service_warnings(name: str, spec: ServiceSpec) -> list[str]:
     out: list[str] = []
     if spec.deploy is not None and spec.deploy.mode == "global":
         out.append(f"{svc}.deploy.mode global runs one container: a plain Docker host is one node")
-    for hook in ("post_start", "pre_stop"):
-        if getattr(spec, hook):
-            out.append(f"{svc}.{hook} hooks are not run by gitdock yet: they have no effect")
     for i, vol in enumerate(spec.volumes):
         if vol.bind is not None and vol.bind.recursive in ("writable", "readonly"):
             out.append(

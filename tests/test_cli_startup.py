@@ -33,6 +33,7 @@ NOT_ON_THE_NOOP_PATH = (
     "gitdock.specs.schema",
     "gitdock.specs.validate",
     "gitdock.runtime.swarm",
+    "gitdock.runtime.health",  # only a gated recreate or --wait uses it
     "gitdock.runtime.trust.verify",
     "gitdock.runtime.trust.registry",
     "gitdock.runtime.trust.signature",

@@ -356,7 +356,11 @@ def _add_inspection(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """``down``, ``ps`` and ``logs``."""
     p = sub.add_parser("down", help="remove the project's containers and networks")
     add_project_args(p)
-    p.add_argument("--volumes", action="store_true", help="also remove the project's named volumes")
+    p.add_argument(
+        "--volumes",
+        action="store_true",
+        help="also remove the project's named volumes and its containers' anonymous ones",
+    )
     p.set_defaults(func=cmd_down)
 
     p = sub.add_parser("ps", help="list the project's containers")

@@ -111,7 +111,9 @@ def _reconcile_replica(p: Planning, svc: Service, dc: DesiredContainer, forced: 
     if spare is not None:
         first += _remove_extras(p, dc, [spare])
     _remember(p, dc, ContainerRef(id=primary.id))
-    return _start_if_stopped(p, svc, dc, primary, first)
+    return _start_if_stopped(p, svc, dc, primary, first) or _restart_for_dependencies(
+        p, svc, dc, primary, first
+    )
 
 
 def _wait_removals(p: Planning, dc: DesiredContainer, present: list[ObservedContainer]) -> list[int]:
@@ -240,6 +242,29 @@ def _start_if_stopped(
     if cause is None and primary.state in ("exited", "created"):
         cause = p.force_start.get(primary.name)
     return _act_on(p, OpKind.START_CONTAINER, svc, dc, primary, cause, first) if cause else None
+
+
+# What makes a dependency count as updated for ``depends_on.<x>.restart`` (as in Compose, an
+# update by gitdock, not a restart by Docker's restart policy).
+_UPDATES = frozenset({OpKind.CREATE_CONTAINER, OpKind.RECREATE_CONTAINER, OpKind.RESTART_CONTAINER})
+
+
+def _restart_for_dependencies(
+    p: Planning, svc: Service, dc: DesiredContainer, primary: ObservedContainer, first: list[int]
+) -> int | None:
+    """A RestartContainer of the running ``primary`` once each dependency it asks to be
+    restarted with (``restart: true``) that this plan creates, recreates or restarts is done
+    (and healthy or completed when its condition says so); None when none is."""
+    updated = [
+        name
+        for name, dep in svc.depends_on
+        if dep.restart
+        and any(p.operations.ops[op_id - 1].kind in _UPDATES for op_id in p.service_ops.get(name, []))
+    ]
+    if not updated or primary.state != "running":
+        return None
+    cause = f"dependency {', '.join(updated)} {'was' if len(updated) == 1 else 'were'} updated"
+    return _act_on(p, OpKind.RESTART_CONTAINER, svc, dc, primary, cause, first)
 
 
 def _act_on(

@@ -45,6 +45,7 @@ class OpKind(str, Enum):
     RECREATE_CONTAINER = "RecreateContainer"
     RENAME_CONTAINER = "RenameContainer"
     START_CONTAINER = "StartContainer"
+    RESTART_CONTAINER = "RestartContainer"  # depends_on.<x>.restart: x was recreated
     REMOVE_CONTAINER = "RemoveContainer"
     WAIT_HEALTHY = "WaitHealthy"
     WAIT_COMPLETED = "WaitCompleted"
@@ -90,7 +91,8 @@ class Operation:
     is started again (``restore_old``) if the new one does not start; otherwise (start-first)
     the new one starts first and, with ``gate``, must pass the health gate (``monitor``
     seconds of settle time, None: the default) before the old one stops; ``renew_volumes``
-    says the old container's anonymous volumes are not carried over (``-V``).
+    says the old container's anonymous volumes are not carried over (``-V``). For a
+    RemoveContainer, ``remove_volumes`` says Docker removes its anonymous volumes with it.
 
     From ``deploy.update_config`` (``runtime.plan.rollout``): ``delay`` seconds are waited
     before starting; a failure of a dependency in ``after`` does not skip this operation
@@ -118,6 +120,7 @@ class Operation:
     stop_first: bool = False
     restore_old: bool = True
     renew_volumes: bool = False
+    remove_volumes: bool = False
     gate: bool = False
     monitor: float | None = None
     delay: float = 0.0

@@ -7,6 +7,7 @@ names, once every container that may still use them is gone. Volumes are never r
 
 from __future__ import annotations
 
+from gitdock.runtime.desired import desired_container
 from gitdock.runtime.labels import LABEL_NETWORK, network_resource, service_resource
 from gitdock.runtime.plan.containers import Desired
 from gitdock.runtime.plan.context import Planning
@@ -20,6 +21,9 @@ def remove_leftover_containers(p: Planning, desired: Desired) -> None:
     p.removals = list(p.pre_removals.values())
     for (service, number), leftovers in p.mine.leftovers(wanted):
         cause = "scaled down" if service in services else "orphan"
+        svc = p.project.service(service) if service in services else None
+        # A scaled-down replica carries its service's container, for its pre_stop hooks.
+        hooked = desired_container(p.project, svc, number) if svc is not None and svc.pre_stop else None
         for c in sorted(leftovers, key=lambda c: c.name):
             if c.id not in p.pre_removals:
                 p.removals.append(
@@ -29,6 +33,7 @@ def remove_leftover_containers(p: Planning, desired: Desired) -> None:
                         cause,
                         target=c.id,
                         target_name=c.name,
+                        container=hooked,
                     )
                 )
 

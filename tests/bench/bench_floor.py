@@ -155,6 +155,13 @@ class Proc:
     cpu_s: float
 
 
+def child_environ() -> dict[str, str]:
+    """This environment without PYTHONDONTWRITEBYTECODE: an installed gitdock (and the Debian
+    docker-compose) runs from byte-compiled modules, and with it set every module changed
+    since its .pyc was written is compiled again on every run (a quarter of a no-op here)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_process(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> Proc:
     """Run `argv` to completion (or kill its process group at `timeout`); its own rusage via wait4."""
     killed = threading.Event()
@@ -165,7 +172,7 @@ def run_process(argv: list[str], timeout: float, env: dict[str, str] | None = No
             stdin=subprocess.DEVNULL,  # compose 1.29 was seen to hang on an inherited stdin
             stdout=out,
             stderr=err,
-            env={**os.environ, **(env or {})},
+            env={**child_environ(), **(env or {})},
             start_new_session=True,
         )
 
@@ -358,7 +365,10 @@ def remove_by_label(project: str, label: str) -> None:
     ) as client:
         filters = json.dumps({"label": [label]})
         ids = [c["Id"] for c in client.get("/containers/json", params={"all": 1, "filters": filters}).json()]
+        # Stopped first, then removed: force-removing running containers on one network in
+        # parallel was seen to leave dockerd 20.10 a stale endpoint (the network then cannot go).
         with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(lambda i: client.post(f"/containers/{i}/stop", params={"t": 1}), ids))
             list(pool.map(lambda i: client.delete(f"/containers/{i}", params={"force": 1, "v": 1}), ids))
         for net in client.get("/networks", params={"filters": filters}).json():
             client.delete(f"/networks/{net['Id']}")
