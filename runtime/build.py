@@ -5,7 +5,12 @@ exactly what the Engine is sent: the context as a deterministic tar (sorted entr
 mtime 0, ``.dockerignore`` applied) plus the build's settings (Dockerfile, args, target,
 labels, ...). So an unchanged context names an image that already exists (nothing is built)
 and an unchanged service keeps its config hash (nothing is recreated). ``bind_builds`` puts
-that tag into the project before planning; the executor sends ``write_context``'s tar.
+that tag into the project before planning; the executor sends ``context_tar``'s tar.
+
+A build the classic builder cannot do (``Build.refusals``: a BuildKit-only key such as
+``secrets``, ``ssh``, ``additional_contexts`` or several platforms) still loads, binds and
+plans; ``context_tar`` refuses it with a BuildError naming the key, so the BuildImage
+operation fails before anything live is touched (every other operation waits for it).
 
 ``.dockerignore`` follows Docker's rules (moby/patternmatcher): one pattern a line, ``#``
 comments, ``*`` and ``?`` within one path segment, ``**`` across segments, a leading ``/``
@@ -221,8 +226,18 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def refuse_classic_build(build: Build) -> None:
+    """Raise BuildError when the classic builder cannot build ``build``, naming each key why."""
+    if build.refusals:
+        raise BuildError("; ".join(build.refusals))
+
+
 def context_tar(build: Build) -> bytes:
-    """The context tar in memory, as the Engine's ``POST /build`` takes it."""
+    """The context tar in memory, as the Engine's ``POST /build`` takes it.
+
+    Raises BuildError first when the classic builder cannot build it (``refuse_classic_build``).
+    """
+    refuse_classic_build(build)
     buf = io.BytesIO()
     write_context(build, buf)
     return buf.getvalue()
@@ -246,7 +261,15 @@ class _Hasher(io.RawIOBase):
 
 
 # Build fields that name or locate the image but do not change what is built.
-_UNDIGESTED = frozenset({"context", "repository", "tags", "digest", "revision", "dockerfile_inline"})
+# The BuildKit-only settings are left out too: a refused build is never built, and the classic
+# builder ignores the rest (cache_to, entitlements, privileged), so digests stay as they were.
+_UNDIGESTED = frozenset(
+    {
+        *("context", "repository", "tags", "digest", "revision", "dockerfile_inline"),
+        *("secrets", "ssh", "additional_contexts", "cache_to", "entitlements", "privileged"),
+        *("platforms", "refusals"),
+    }
+)
 
 
 def build_settings(build: Build) -> dict[str, object]:

@@ -59,6 +59,7 @@ def check_semantics(top: Validated, doc: Document) -> list[SpecProblem]:
         problems.append(SpecProblem(message, format_path(path), doc.locate(path, prefer_key=key)))
 
     _check_names(top, add)
+    _check_container_names(top, add)
     services = set(top.service_names)
     for name, spec in top.services.items():
         _check_dependencies(name, spec, services, add)
@@ -72,6 +73,22 @@ def check_semantics(top: Validated, doc: Document) -> list[SpecProblem]:
     for cycle in find_cycles({n: service_dependencies(s) for n, s in top.services.items()}):
         add("dependency cycle: " + " -> ".join(cycle), "services", cycle[0], "depends_on", key=True)
     return problems
+
+
+def _check_container_names(top: Validated, add: Add) -> None:
+    """Two services cannot share a ``container_name`` (Docker holds one container per name)."""
+    owners: dict[str, str] = {}
+    for name, spec in top.services.items():
+        if not spec.container_name:
+            continue
+        other = owners.setdefault(spec.container_name, name)
+        if other != name:
+            add(
+                f'container_name "{spec.container_name}" is also the container_name of service "{other}"',
+                "services",
+                name,
+                "container_name",
+            )
 
 
 def _check_names(top: Validated, add: Add) -> None:
@@ -118,6 +135,8 @@ def _check_health_conditions(name: str, spec: ServiceSpec, top: Validated, add: 
         base = top.services.get(target)
         if dep.condition is not Condition.HEALTHY or base is None:
             continue
+        if not dep.required and base.profiles:
+            continue  # an optional dependency whose profile may be off: Compose skips it
         check = base.healthcheck
         if check is None or check.disable or (check.test is not None and list(check.test)[:1] == ["NONE"]):
             add(

@@ -188,7 +188,8 @@ def parse_env_file(text: str, filename: str, environ: Mapping[str, str]) -> EnvF
         body = stripped
         if body.startswith("export") and body[6:7] in (" ", "\t"):
             body = body[6:].lstrip()
-        key, sep, rest = body.partition("=")
+        # `KEY=value`, or `KEY: value` as Compose's dotenv reader also takes: the first of the two.
+        key, sep, rest = body.partition("=" if ":" not in body.split("=", 1)[0] else ":")
         key = key.strip()
         column = len(raw) - len(stripped) + 1 + (len(stripped) - len(body))
 

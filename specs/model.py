@@ -167,6 +167,18 @@ class Build:
     cache_from: tuple[str, ...] = ()
     platform: str | None = None
     tags: tuple[str, ...] = ()
+    # BuildKit-only settings, kept so the plan shows them. The classic builder cannot do
+    # ``refusals`` (one line each, naming the key: secrets, ssh, additional_contexts, several
+    # platforms), so runtime.build refuses that build; it ignores cache_to, entitlements and
+    # privileged (warned at load). ``secrets`` are the secrets' names, never their values.
+    secrets: tuple[str, ...] = ()
+    ssh: tuple[str, ...] = ()
+    additional_contexts: tuple[tuple[str, str], ...] = ()
+    cache_to: tuple[str, ...] = ()
+    entitlements: tuple[str, ...] = ()
+    privileged: bool = False
+    platforms: tuple[str, ...] = ()
+    refusals: tuple[str, ...] = ()
     # Set by gitdock.runtime.build when it binds the image to its content: the content digest
     # (context, Dockerfile, arguments) and the git revision being deployed, when known.
     digest: str = ""

@@ -645,16 +645,8 @@ def normalise_build(
         cache_from=tuple(b.cache_from),
         platform=b.platforms[0] if b.platforms else spec.platform,
         tags=(spec.image or f"{repository}:latest", *b.tags),
-        **_kept_buildkit_settings(reader, doc, b, where),
+        **_buildkit_settings(reader, doc, b, where),
     )
-
-
-def _kept_buildkit_settings(reader: Reader, doc: Document, b: BuildSpec, where: Path) -> dict[str, Any]:
-    """TEMPORARY until specs.model.Build has the BuildKit fields: refuse at load, as before."""
-    kept = _buildkit_settings(reader, doc, b, where)
-    for refusal in kept["refusals"]:
-        reader.problems.append(SpecProblem(refusal))
-    return {}
 
 
 def _build_args(args: KeyValues | None, env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -592,9 +592,11 @@ def _volume_modes(
             continue  # macOS-only hints; no effect on Linux hosts
         elif option in ("z", "Z", *_PROPAGATIONS) and is_bind:
             bind["selinux" if option in ("z", "Z") else "propagation"] = option
+        elif option in ("z", "Z"):
+            continue  # relabelling a named volume: accepted as Compose does (no Mounts API option)
         elif option == "nocopy" and not is_bind:
             nocopy = True
-        elif option in ("z", "Z", "nocopy", *_PROPAGATIONS):
+        elif option in ("nocopy", *_PROPAGATIONS):
             kind = "volumes" if option == "nocopy" else "bind mounts"
             raise _fail(f'"{value}": volume option "{option}" applies to {kind} only')
         else:
@@ -1013,10 +1015,12 @@ def _as_list(value: Any) -> Any:
 LabelFiles = Annotated[list[str], BeforeValidator(_as_list)]
 
 
-# build: keys only BuildKit implements. The Engine API offers BuildKit only over its session
-# protocol (gRPC over a hijacked connection), so gitdock builds with the classic builder and
-# the normaliser refuses these, naming that reason.
-BUILDKIT_BUILD_KEYS = ("additional_contexts", "cache_to", "entitlements", "privileged", "secrets", "ssh")
+# build: keys only BuildKit implements that change what is built. The Engine API offers
+# BuildKit only over its session protocol (gRPC over a hijacked connection), so gitdock builds
+# with the classic builder: a document using them loads and plans, and the build step refuses
+# it naming the key (as several platforms). BuildKit's cache_to (skipped) and entitlements /
+# privileged (not granted) only warn.
+BUILDKIT_BUILD_KEYS = ("additional_contexts", "secrets", "ssh")
 
 
 class BuildSpec(SpecModel):
@@ -1040,7 +1044,7 @@ class BuildSpec(SpecModel):
     provenance: bool | str | None = None  # attestations: BuildKit's, a warning
     sbom: bool | str | None = None
     ulimits: dict[str, Any] = {}  # not passed to the build yet: a warning
-    # BuildKit only (BUILDKIT_BUILD_KEYS): refused by the normaliser, with the reason.
+    # BuildKit only: kept in the model; BUILDKIT_BUILD_KEYS are refused by the build step.
     secrets: list[FileRefEntry] = []
     ssh: KeyValues | None = None
     cache_to: list[str] = []

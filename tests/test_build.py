@@ -26,7 +26,7 @@ from gitdock.runtime.desired import desired_build, desired_container, desired_ne
 from gitdock.runtime.docker import DockerError, _read_build_stream
 from gitdock.runtime.observe import ObservedContainer, ObservedImage, ObservedNetwork, ObservedState
 from gitdock.runtime.plan import PlanError, plan_project
-from gitdock.specs import SpecError, load_project
+from gitdock.specs import SpecError, load_project, load_project_with_warnings
 from gitdock.specs.model import Build, Network, NetworkAttachment, Project, Service
 
 # --- .dockerignore, by Docker's rules ----------------------------------------------------
@@ -221,13 +221,9 @@ def problems(tmp_path: Path, text: str) -> list[str]:
             "services.web.build.dockerfile: ../Dockerfile: the dockerfile",
         ),
         ("https://github.com/x/y.git", "remote build contexts are not supported"),
-        ("{context: ., secrets: [x]}", "services.web.build.secrets: `secrets` needs BuildKit"),
-        ("{context: ., platforms: [linux/amd64, linux/arm64]}", "several platforms need BuildKit"),
     ],
 )
-def test_build_outside_the_revision_or_needing_buildkit_is_refused(
-    tmp_path: Path, build: str, message: str
-) -> None:
+def test_build_outside_the_revision_is_refused(tmp_path: Path, build: str, message: str) -> None:
     (tmp_path / "app").mkdir()
     (found,) = problems(tmp_path, f"services:\n  web:\n    build: {build}\n")
     assert message in found, found
@@ -238,6 +234,121 @@ def test_symlinked_context_leaving_the_project_is_refused(tmp_path: Path) -> Non
     (tmp_path / "app" / "ctx").symlink_to(tmp_path)
     (found,) = problems(tmp_path, "services:\n  web:\n    build: ./ctx\n")
     assert "the build context is outside the project directory" in found
+
+
+# --- BuildKit-only keys: they load and plan; the build step refuses what needs BuildKit ----
+
+BUILDKIT = """services:
+  web:
+    build:
+      context: .
+      secrets: [token]
+      ssh: [default]
+      additional_contexts: {assets: ./assets}
+      cache_to: ["type=local,dest=/tmp/cache"]
+      entitlements: [network.host]
+      privileged: true
+secrets:
+  token:
+    file: ./token.txt
+"""
+REFUSED_KEYS = "`{0}` needs BuildKit, which the Engine API offers only over its session protocol"
+
+
+def load_buildkit(tmp_path: Path, text: str = BUILDKIT) -> tuple[Project, list[str]]:
+    (tmp_path / "Dockerfile").write_text("FROM gitdock-test/busybox:1\n")
+    (tmp_path / "token.txt").write_text("hunter2-token\n")
+    (tmp_path / "compose.yaml").write_text(text)
+    return load_project_with_warnings([str(tmp_path / "compose.yaml")], project_name="demo", environ={})
+
+
+def test_buildkit_keys_are_kept_with_why_the_classic_builder_cannot_build_them(tmp_path: Path) -> None:
+    project, warnings = load_buildkit(tmp_path)
+    build = project.service("web").build
+    assert build is not None
+    assert (build.secrets, build.ssh, build.additional_contexts) == (
+        ("token",),
+        ("default",),
+        (("assets", "./assets"),),
+    )
+    assert (build.cache_to, build.entitlements, build.privileged) == (
+        ("type=local,dest=/tmp/cache",),
+        ("network.host",),
+        True,
+    )
+    where = f"{tmp_path / 'compose.yaml'}"
+    assert build.refusals == (
+        f"{where}:7:28: services.web.build.additional_contexts: "
+        f"{REFUSED_KEYS.format('additional_contexts')}; "
+        "gitdock builds with the classic builder",
+        f"{where}:5:16: services.web.build.secrets: {REFUSED_KEYS.format('secrets')}; "
+        "gitdock builds with the classic builder",
+        f"{where}:6:12: services.web.build.ssh: {REFUSED_KEYS.format('ssh')}; "
+        "gitdock builds with the classic builder",
+    )
+    assert warnings == [
+        "services.web.build.cache_to: skipped: the classic builder exports no cache",
+        "services.web.build.entitlements: the classic builder grants none; the build runs without it",
+        "services.web.build.privileged: the classic builder grants none; the build runs without it",
+    ]
+    assert not any("hunter2" in line for line in (*build.refusals, *warnings))
+
+
+def test_a_build_that_only_skips_a_cache_export_or_a_grant_is_built(tmp_path: Path) -> None:
+    text = "services:\n  web:\n    build: {context: ., cache_to: [type=inline], privileged: true}\n"
+    project, _warnings = load_buildkit(tmp_path, text)
+    build = bind_builds(project).service("web").build
+    assert build is not None and build.refusals == ()
+    assert context_tar(build)  # the build step sends it
+
+
+def test_the_build_step_refuses_several_platforms(tmp_path: Path) -> None:
+    text = "services:\n  web:\n    build: {context: ., platforms: [linux/amd64, linux/arm64]}\n"
+    build = bind_builds(load_buildkit(tmp_path, text)[0]).service("web").build
+    assert build is not None
+    with pytest.raises(BuildError, match=r"services\.web\.build\.platforms: several platforms need BuildKit"):
+        context_tar(build)
+
+
+def test_the_build_step_refuses_a_buildkit_build_naming_each_key(tmp_path: Path) -> None:
+    build = bind_builds(load_buildkit(tmp_path)[0]).service("web").build
+    assert build is not None and build.digest  # it binds: the refusal waits for the build step
+    with pytest.raises(BuildError) as exc:
+        context_tar(build)
+    for key in ("additional_contexts", "secrets", "ssh"):
+        assert f"services.web.build.{key}: `{key}` needs BuildKit" in str(exc.value)
+
+
+def test_buildkit_keys_leave_the_content_digest_as_it_was(tmp_path: Path) -> None:
+    build = load_buildkit(tmp_path)[0].service("web").build
+    assert build is not None
+    plain = dataclasses.replace(
+        build,
+        secrets=(),
+        ssh=(),
+        additional_contexts=(),
+        cache_to=(),
+        entitlements=(),
+        privileged=False,
+        refusals=(),
+    )
+    assert build_digest(build) == build_digest(plain)
+
+
+def test_plan_shows_the_build_and_warns_that_apply_will_refuse_it(tmp_path: Path) -> None:
+    text = "services:\n  web:\n    build:\n      context: .\n      secrets: [token]\n"
+    text += "secrets:\n  token:\n    file: ./token.txt\n"
+    project = bind_builds(load_buildkit(tmp_path, text)[0])
+    assert plan_project(project, ObservedState()).render() == "\n".join(
+        [
+            "[] -> #1 build:web, BuildImage, not found",
+            "[#1] -> #2 network:default, CreateNetwork, not found",
+            "[#1, #2] -> #3 service:web:1, CreateContainer, not found",
+            f"warning: {tmp_path / 'compose.yaml'}:5:16: services.web.build.secrets: "
+            f"{REFUSED_KEYS.format('secrets')}; gitdock builds with the classic builder; "
+            "apply will refuse to build it",
+        ]
+    )
 
 
 # --- the plan ------------------------------------------------------------------------------

@@ -208,3 +208,69 @@ def test_a_policy_that_denies_builds_refuses_the_project_before_anything_is_crea
         assert docker.mutating_calls == 0
     assert container_ids(project_name) == {}
     assert docker_cli("network", "ls", "-q", "--filter", f"label=io.gitdock.project={project_name}") == ""
+
+
+RUNNING = f"""
+services:
+  db:
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "{LOOP}"]
+    environment: {{MODE: "1"}}
+"""
+NEEDS_BUILDKIT = f"""
+services:
+  db:
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "{LOOP}"]
+    environment: {{MODE: "2"}}
+  web:
+    build:
+      context: ./web
+      secrets: [token]
+secrets:
+  token:
+    file: ./token.txt
+"""
+
+
+def cli(project_dir: Path, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *argv, "-f", str(project_dir / "compose.yaml"), "-p", name],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TERM": "dumb"},
+        timeout=300,
+    )
+
+
+def test_a_build_needing_buildkit_plans_and_apply_refuses_it_before_anything_changes(
+    tmp_path: Path, project_name: str
+) -> None:
+    (tmp_path / "compose.yaml").write_text(RUNNING)
+    assert cli(tmp_path, project_name, "apply").returncode == 0
+    before = container_ids(project_name)
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "Dockerfile").write_text(
+        f"FROM {TEST_IMAGE}\nRUN --mount=type=secret,id=token cat /run/secrets/token\n"
+    )
+    (tmp_path / "token.txt").write_text("s3cret-build-token\n")
+    (tmp_path / "compose.yaml").write_text(NEEDS_BUILDKIT)  # db changes too: it would be recreated
+
+    plan = cli(tmp_path, project_name, "plan")
+    assert plan.returncode == 0, plan.stderr
+    assert "build:web, BuildImage, not found" in plan.stdout
+    assert "service:db:1, RecreateContainer" in plan.stdout
+    warning = next(line for line in plan.stdout.splitlines() if line.startswith("warning:"))
+    assert "services.web.build.secrets: `secrets` needs BuildKit" in warning
+    assert warning.endswith("apply will refuse to build it")
+
+    result = cli(tmp_path, project_name, "apply")
+    assert result.returncode == 1, result
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, result.stderr
+    assert error[0].startswith("error: build:web: BuildImage failed: "), error
+    assert "services.web.build.secrets: `secrets` needs BuildKit" in error[0]
+    assert "Traceback" not in result.stderr
+    assert "s3cret-build-token" not in result.stdout + result.stderr + plan.stdout + plan.stderr
+    assert container_ids(project_name) == before  # db was not recreated: the build came first
+    assert all(state.endswith("running") for state in before.values())

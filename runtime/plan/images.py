@@ -109,6 +109,7 @@ def reconcile_builds(p: Planning, mode: BuildMode) -> None:
             service=svc.name,
             build=desired_build(p.project, svc),
         )
+        p.warnings.extend(f"{why}; apply will refuse to build it" for why in svc.build.refusals)
 
 
 def _build_cause(p: Planning, svc: Service, mode: BuildMode) -> str | None:
