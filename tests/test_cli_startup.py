@@ -86,3 +86,24 @@ def test_noop_apply_imports_nothing_it_does_not_use(tmp_path: Path, project_name
         m for m in modules if any(m == bad or m.startswith(f"{bad}.") for bad in NOT_ON_THE_NOOP_PATH)
     )
     assert unwanted == []
+
+
+def test_the_cli_loads_a_project_inside_its_git_work_tree(tmp_path: Path) -> None:
+    """A file the project shares from elsewhere in its repository loads from the CLI as it does
+    from the agent's checkout; outside any work tree the first file's directory is the root."""
+    from gitdock.agent.cli.project import project_root
+    from gitdock.specs import SpecError, load_project
+
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "repo" / "shared.env").write_text("A=1\n")
+    deploy = tmp_path / "repo" / "deploy"
+    deploy.mkdir()
+    compose = deploy / "compose.yaml"
+    compose.write_text("services:\n  web:\n    image: busybox\n    env_file: ../shared.env\n")
+    root = project_root(str(compose))
+    assert root == str(tmp_path / "repo")
+    assert dict(load_project([compose], environ={}, root=root).services[0].environment)["A"] == "1"
+    (tmp_path / "repo" / ".git").rmdir()
+    assert project_root(str(compose)) is None
+    with pytest.raises(SpecError, match="is outside the project directory"):
+        load_project([compose], environ={}, root=project_root(str(compose)))

@@ -537,3 +537,48 @@ def test_loading_is_pure_apart_from_reading_files(tmp_path: Path) -> None:
 def test_spec_error_is_raised_not_a_pydantic_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError):
         load(tmp_path, "services:\n  web: {image: [1]}\n")
+
+
+# -- Compose's own fixtures showed these (tests/test_compose_real_world.py) -----------------------
+
+
+def test_an_env_file_takes_key_colon_value_lines_as_compose_does(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "app.env").write_text("A=1\nB: two\nC=http://x:1\n")
+    project = load(tmp_path, "services:\n  web:\n    image: busybox\n    env_file: app.env\n")
+    env = dict(project.services[0].environment)
+    assert (env["A"], env["B"], env["C"]) == ("1", "two", "http://x:1")
+
+
+def test_selinux_relabel_on_a_named_volume_is_accepted(tmp_path: Path) -> None:
+    project = load(
+        tmp_path, "services:\n  web:\n    image: busybox\n    volumes: [data:/data:z]\nvolumes:\n  data: {}\n"
+    )
+    (mount,) = project.services[0].mounts
+    assert (mount.type, mount.source.endswith("data"), mount.target) == ("volume", True, "/data")
+
+
+def test_two_services_with_one_container_name_are_refused(tmp_path: Path) -> None:
+    text = """
+        services:
+          a: {image: busybox, container_name: same}
+          b: {image: busybox, container_name: same}
+    """
+    with pytest.raises(SpecError) as caught:
+        load(tmp_path, text)
+    assert (
+        'services.b.container_name: container_name "same" is also the container_name of service "a"'
+        in str(caught.value)
+    )
+
+
+def test_an_optional_healthy_dependency_on_a_profiled_service_is_not_checked(tmp_path: Path) -> None:
+    text = """
+        services:
+          web:
+            image: busybox
+            depends_on: {db: {condition: service_healthy, required: false}}
+          db: {image: busybox, profiles: [later]}
+    """
+    project = load(tmp_path, text)
+    assert [s.name for s in project.services] == ["web"]

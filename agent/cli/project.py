@@ -53,13 +53,28 @@ def state_dir(args: argparse.Namespace) -> Path:
     return Path(given) if given else default_state_dir()
 
 
+def project_root(first_file: str) -> str | None:
+    """The git work tree holding ``first_file`` (the directory with ``.git``), or None.
+
+    The project's sources must stay inside it, as they must stay inside the agent's checkout:
+    the CLI loads a repository as the agent would deploy it. Outside any work tree the root is
+    the first file's directory (the loader's default)."""
+    here = Path(os.path.abspath(first_file)).parent
+    for directory in (here, *here.parents):
+        if (directory / ".git").exists():
+            return str(directory)
+    return None
+
+
 def load_project(args: argparse.Namespace) -> Project:
     """Load the Compose files, reusing the last validated load while none of them changed."""
     from gitdock.specs.cache import load_project_cached
 
+    files = compose_files(args)
     return load_project_cached(
-        compose_files(args),
+        files,
         state_dir(args) / "load-cache",
+        root=project_root(files[0]),
         project_name=args.project_name,
         env_file=args.env_file,
         profiles=getattr(args, "profile", None) or None,
