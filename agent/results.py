@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from gitdock.agent.git import Revision
     from gitdock.runtime.converge import Outcome
     from gitdock.runtime.drift.detect import DriftItem
-    from gitdock.runtime.execute import ExecutionReport
+    from gitdock.runtime.execute import ExecutionReport, OpResult
+    from gitdock.runtime.swarm.converge import SwarmOutcome
+    from gitdock.runtime.swarm.execute import SwarmResult
 
 __all__ = [
     "ConditionType",
@@ -48,6 +50,7 @@ __all__ = [
     "is_quiet",
     "iso_time",
     "judge_outcome",
+    "plan_summary",
     "ref_label",
     "shorten",
     "source_conditions",
@@ -133,7 +136,7 @@ def ref_label(revision: Revision) -> str:
 
 def judge_outcome(source: str, trigger: Trigger, revision: Revision, outcome: Outcome) -> ReconcileResult:
     """The result of one converge: applied, up to date, interrupted, or which operations failed."""
-    plan = _plan_summary(outcome)
+    plan = plan_summary(outcome)
     report = outcome.report
     if report is None:
         reason = Reason.UP_TO_DATE if outcome.plan.is_empty else Reason.APPLIED
@@ -145,12 +148,14 @@ def judge_outcome(source: str, trigger: Trigger, revision: Revision, outcome: Ou
     )
 
 
-def _plan_summary(outcome: Outcome) -> dict[str, Any]:
-    """The plan's summary and operations, each operation with its status (and error) once run."""
+def plan_summary(outcome: Outcome | SwarmOutcome) -> dict[str, Any]:
+    """The plan's summary and operations, each operation with its status (and error) once run;
+    for a container converge and a Swarm one alike."""
     plan = outcome.plan.to_dict()
     summary = {"summary": plan["summary"], "operations": list(plan["operations"])}
     if outcome.report is not None:
-        for r, op in zip(outcome.report.results, summary["operations"], strict=False):
+        ran: Sequence[OpResult | SwarmResult] = outcome.report.results
+        for r, op in zip(ran, summary["operations"], strict=False):
             op["status"] = r.status.value
             if r.error:
                 op["error"] = r.error

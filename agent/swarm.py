@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from gitdock.agent import telemetry as tm
 from gitdock.agent.git import Revision
-from gitdock.agent.results import Reason, ReconcileResult, ref_label, shorten
+from gitdock.agent.results import Reason, ReconcileResult, plan_summary, ref_label, shorten
 from gitdock.agent.state import Result, Trigger
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.swarm.converge import SwarmOutcome, converge_swarm
@@ -67,7 +66,7 @@ def judge_stack(source: str, trigger: Trigger, revision: Revision, outcome: Swar
     A failure every cause of which is transient (Docker unreachable mid-rollout) is an ``error``
     the scheduler retries; anything else is a ``failure`` until a new commit.
     """
-    plan = _plan_summary(outcome)
+    plan = plan_summary(outcome)
     report = outcome.report
     label = ref_label(revision)
     if report is None or report.ok:
@@ -99,14 +98,3 @@ def _judge_failure(report: SwarmReport) -> tuple[Result, str, str]:
     if report.transient:
         return Result.ERROR, Reason.EXECUTION_FAILED.value, why
     return Result.FAILURE, Reason.EXECUTION_FAILED.value, why
-
-
-def _plan_summary(outcome: SwarmOutcome) -> dict[str, Any]:
-    plan = outcome.plan.to_dict()
-    summary = {"summary": plan["summary"], "operations": list(plan["operations"])}
-    if outcome.report is not None:
-        for r, op in zip(outcome.report.results, summary["operations"], strict=False):
-            op["status"] = r.status.value
-            if r.error:
-                op["error"] = r.error
-    return summary

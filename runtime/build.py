@@ -9,8 +9,8 @@ that tag into the project before planning; the executor sends ``context_tar``'s 
 
 A build the classic builder cannot do (``Build.refusals``: a BuildKit-only key such as
 ``secrets``, ``ssh``, ``additional_contexts`` or several platforms) still loads, binds and
-plans; ``context_tar`` refuses it with a BuildError naming the key, so the BuildImage
-operation fails before anything live is touched (every other operation waits for it).
+plans; the executor's BuildImage calls ``refuse_classic_build`` first, a BuildError naming the
+key, so it fails before anything live is touched (every other operation waits for it).
 
 ``.dockerignore`` follows Docker's rules (moby/patternmatcher): one pattern a line, ``#``
 comments, ``*`` and ``?`` within one path segment, ``**`` across segments, a leading ``/``
@@ -233,11 +233,7 @@ def refuse_classic_build(build: Build) -> None:
 
 
 def context_tar(build: Build) -> bytes:
-    """The context tar in memory, as the Engine's ``POST /build`` takes it.
-
-    Raises BuildError first when the classic builder cannot build it (``refuse_classic_build``).
-    """
-    refuse_classic_build(build)
+    """The context tar in memory, as the Engine's ``POST /build`` takes it."""
     buf = io.BytesIO()
     write_context(build, buf)
     return buf.getvalue()

@@ -27,7 +27,7 @@ from enum import Enum
 from typing import Any
 
 from gitdock.runtime import hooks
-from gitdock.runtime.build import BuildError, context_tar, tar_digest
+from gitdock.runtime.build import BuildError, context_tar, refuse_classic_build, tar_digest
 from gitdock.runtime.desired import DesiredContainer
 from gitdock.runtime.docker import Conflict, DockerClient, DockerError, NotFound
 from gitdock.runtime.observe import ObservedState
@@ -295,6 +295,7 @@ class Executor:
         """Send the context tar to the classic builder; the tar must still be what was planned."""
         assert op.build is not None
         build = op.build.build
+        refuse_classic_build(build)
         tar = context_tar(build)
         if tar_digest(build, tar) != build.digest:
             raise BuildError(f"service {op.build.service}: the build context changed since the plan was made")

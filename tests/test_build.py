@@ -20,6 +20,7 @@ from gitdock.runtime.build import (
     context_tar,
     is_excluded,
     parse_dockerignore,
+    refuse_classic_build,
     tar_digest,
 )
 from gitdock.runtime.desired import desired_build, desired_container, desired_network
@@ -299,7 +300,8 @@ def test_a_build_that_only_skips_a_cache_export_or_a_grant_is_built(tmp_path: Pa
     project, _warnings = load_buildkit(tmp_path, text)
     build = bind_builds(project).service("web").build
     assert build is not None and build.refusals == ()
-    assert context_tar(build)  # the build step sends it
+    refuse_classic_build(build)  # the build step lets it through
+    assert context_tar(build)  # and sends it
 
 
 def test_the_build_step_refuses_several_platforms(tmp_path: Path) -> None:
@@ -307,14 +309,14 @@ def test_the_build_step_refuses_several_platforms(tmp_path: Path) -> None:
     build = bind_builds(load_buildkit(tmp_path, text)[0]).service("web").build
     assert build is not None
     with pytest.raises(BuildError, match=r"services\.web\.build\.platforms: several platforms need BuildKit"):
-        context_tar(build)
+        refuse_classic_build(build)
 
 
 def test_the_build_step_refuses_a_buildkit_build_naming_each_key(tmp_path: Path) -> None:
     build = bind_builds(load_buildkit(tmp_path)[0]).service("web").build
     assert build is not None and build.digest  # it binds: the refusal waits for the build step
     with pytest.raises(BuildError) as exc:
-        context_tar(build)
+        refuse_classic_build(build)
     for key in ("additional_contexts", "secrets", "ssh"):
         assert f"services.web.build.{key}: `{key}` needs BuildKit" in str(exc.value)
 
