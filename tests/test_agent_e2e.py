@@ -279,7 +279,8 @@ def test_restart_with_nothing_changed_makes_no_docker_change_and_sigterm_is_quic
         row = agent.wait_for(
             "the startup reconcile",
             lambda: next(
-                (h for h in agent.history("app") if h["trigger"] == "startup" and h["at"] > _iso(since)), None
+                (h for h in agent.history("app") if h["trigger"] == "startup" and _epoch(h["at"]) > since),
+                None,
             ),
         )
         assert (row["result"], row["reason"], row["revision"]) == ("success", "UpToDate", first)
@@ -293,8 +294,10 @@ def test_restart_with_nothing_changed_makes_no_docker_change_and_sigterm_is_quic
     assert containers(project_name) == before
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+def _epoch(at: str) -> float:
+    """An API time as seconds since the epoch, to the microsecond (a row of the first agent's
+    lifetime that began in the same second as ``since`` must not count as the second's)."""
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
 
 
 SLOW = f"""\
