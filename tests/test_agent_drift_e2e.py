@@ -54,11 +54,11 @@ def test_a_container_stopped_by_hand_is_healed_from_the_events_stream(
         first_deploy(agent)
         before = json.loads(docker_cli("inspect", f"{project_name}-web-1"))[0]["Id"]
         docker_cli("stop", f"{project_name}-web-1")
-        agent.wait_for("the container to run again", lambda: state(project_name)["Running"], timeout=20)
+        agent.wait_for("the container to run again", lambda: state(project_name)["Running"], timeout=60)
         healed = agent.wait_for(
             "a DriftHealed history row",
             lambda: next((h for h in agent.history("app") if h["reason"] == "DriftHealed"), None),
-            timeout=20,
+            timeout=60,
         )
         assert healed["trigger"] == "drift"
         assert "service:web:1" in healed["message"]
@@ -76,7 +76,7 @@ def test_report_policy_reports_drift_and_heals_nothing(tmp_path: Path, project_n
         reported = agent.wait_for(
             "a DriftDetected history row",
             lambda: next((h for h in agent.history("app") if h["reason"] == "DriftDetected"), None),
-            timeout=20,
+            timeout=60,
         )
         assert "policy report: not healed" in reported["message"]
         assert state(project_name)["Running"] is False

@@ -9,7 +9,6 @@ state at the last good revision and is recorded once, not retried in a loop.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,7 @@ def test_agent_deploys_only_commits_signed_by_allowed_keys(
         assert "allowed_signers does not allow" in status["message"]
         assert status["revision"]["applied"] == signed
         assert greeting(project_name) == ["GREETING=alice"]
-        time.sleep(2.5)  # two more polls: recorded once, not retried in a loop
+        agent.wait_polls("app", 2)  # two more polls: recorded once, not retried in a loop
         assert [h["revision"] for h in agent.history("app")].count(rogue) == 1
 
         # A force-push of an unsigned commit (history rewritten from nothing): refused too.

@@ -94,7 +94,7 @@ def test_agent_deploys_a_stack_to_swarm_and_a_push_rolls_only_the_changed_servic
     config, port = write_config(tmp_path, upstream.url, stack, swarm)
     web, worker = f"{stack}_web", f"{stack}_worker"
     with AgentProcess(config, port) as agent:
-        agent.wait_applied("stack", first, timeout=45)
+        agent.wait_applied("stack", first, timeout=120)
         live = services(swarm, stack)
         assert sorted(live) == [web, worker]
         assert live[web]["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
@@ -111,7 +111,7 @@ def test_agent_deploys_a_stack_to_swarm_and_a_push_rolls_only_the_changed_servic
         assert len(tasks) == 3 and all(tasks), tasks  # all Swarm tasks: no plain containers
 
         second = upstream.commit({"compose.yaml": compose("2")}, "change the worker")
-        agent.wait_applied("stack", second, timeout=45)
+        agent.wait_applied("stack", second, timeout=120)
         after = services(swarm, stack)
         moved = {n for n in after if after[n]["Version"] != live[n]["Version"]}
         assert moved == {worker}
@@ -122,7 +122,7 @@ def test_agent_deploys_a_stack_to_swarm_and_a_push_rolls_only_the_changed_servic
 
         bad = upstream.commit({"compose.yaml": compose("3", '["sh", "-c", "exit 1"]')}, "a worker that dies")
         status = agent.wait_for(
-            "the bad commit to fail", lambda: _failed_at(agent.status("stack"), bad), timeout=45
+            "the bad commit to fail", lambda: _failed_at(agent.status("stack"), bad), timeout=120
         )
         assert status["reason"] == "RolledBack"
         assert "rolled back" in status["message"] and "worker" in status["message"]

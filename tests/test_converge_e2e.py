@@ -8,13 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gitdock.runtime.converge import converge
 from gitdock.runtime.docker import DockerClient
 from gitdock.specs import load_project
-from support.docker import TEST_IMAGE, TEST_IMAGE_2, docker_cli, docker_events, write_compose
+from support.docker import TEST_IMAGE, TEST_IMAGE_2, EventStream, docker_cli, docker_events, write_compose
 
 pytestmark = pytest.mark.docker
 
@@ -230,13 +231,37 @@ def test_service_healthy_waits_for_health(tmp_path: Path, project_name: str) -> 
                 condition: service_healthy
         """,
     )
-    ok(gitdock("apply", "-f", str(f), "-p", project_name))
-    db = inspect(f"{project_name}-db-1")
-    web = inspect(f"{project_name}-web-1")
-    assert db["State"]["Health"]["Status"] == "healthy"
-    healthy_at = min(entry["End"] for entry in db["State"]["Health"]["Log"] if entry["ExitCode"] == 0)
-    # Docker's timestamps are RFC 3339 with nanoseconds; lexical order is time order (same zone).
-    assert web["State"]["StartedAt"] > healthy_at[:26]
+    # dockerd's own events, in integer nanoseconds: the health Log keeps only the last 5 probes
+    # (at 500 ms the first success rolls off 2.5 s later), and its RFC 3339 text drops trailing
+    # zeros, so neither it nor a string comparison can tell when db turned healthy.
+    db, web = f"{project_name}-db-1", f"{project_name}-web-1"
+    with EventStream(f"io.gitdock.project={project_name}") as stream:
+        ok(gitdock("apply", "-f", str(f), "-p", project_name))
+        events = stream.wait_for(
+            lambda seen: _has_event(seen, db, "health_status: healthy") and _has_event(seen, web, "start"),
+            "db healthy and web started",
+        )
+    assert inspect(db)["State"]["Health"]["Status"] == "healthy"
+    healthy_ns = min(_event_ns(e) for e in events if _is_event(e, db, "health_status: healthy"))
+    started_ns = [_event_ns(e) for e in events if _is_event(e, web, "start")]
+    assert len(started_ns) == 1 and started_ns[0] > healthy_ns, (started_ns, healthy_ns)
+
+
+def _has_event(events: list[dict[str, Any]], container: str, action: str) -> bool:
+    return any(_is_event(e, container, action) for e in events)
+
+
+def _is_event(event: dict[str, Any], container: str, action: str) -> bool:
+    actor = event.get("Actor")
+    return (
+        event.get("Action") == action
+        and isinstance(actor, dict)
+        and actor.get("Attributes", {}).get("name") == container
+    )
+
+
+def _event_ns(event: dict[str, Any]) -> int:
+    return int(str(event["timeNano"]))
 
 
 def test_service_healthy_gives_a_clear_error_on_timeout(tmp_path: Path, project_name: str) -> None:
@@ -333,7 +358,9 @@ def test_published_ports_and_dns_between_services(tmp_path: Path, project_name: 
     ok(gitdock("apply", "-f", str(f), "-p", project_name))
     port = inspect(f"{project_name}-web-1")["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
     assert port
-    for _ in range(50):
+    out = ""
+    deadline = time.monotonic() + 60  # until httpd in web is up (a loaded machine is slow to start it)
+    while time.monotonic() < deadline:
         try:
             out = docker_cli("exec", f"{project_name}-client-1", "wget", "-qO-", "http://web/")
             break
@@ -385,8 +412,14 @@ def test_ps_and_logs(tmp_path: Path, project_name: str) -> None:
     ]
     table = ok(gitdock("ps", "-p", project_name))
     assert table.splitlines()[0].split() == ["NAME", "SERVICE", "STATE", "HEALTH", "STATUS", "PORTS"]
-    time.sleep(0.5)
-    logs = ok(gitdock("logs", "-p", project_name, "talker"))
+    wanted = (f"{project_name}-talker-1 | hello-out", f"{project_name}-talker-2 | hello-err")
+    logs = ""
+    deadline = time.monotonic() + 60  # until both replicas have printed: they start asynchronously
+    while time.monotonic() < deadline:
+        logs = ok(gitdock("logs", "-p", project_name, "talker"))
+        if all(line in logs for line in wanted):
+            break
+        time.sleep(0.2)
     assert f"{project_name}-talker-1 | hello-out" in logs
     assert f"{project_name}-talker-2 | hello-err" in logs
 

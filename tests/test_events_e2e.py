@@ -48,7 +48,7 @@ class Collector:
             self.events.append(event)
             self.cond.notify_all()
 
-    def wait_for(self, match: Callable[[DockerEvent], bool], timeout: float = 10) -> DockerEvent:
+    def wait_for(self, match: Callable[[DockerEvent], bool], timeout: float = 60) -> DockerEvent:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -84,7 +84,7 @@ def test_watcher_delivers_project_events_and_mutes_gitdock_applies(tmp_path: Pat
         converge(project, docker)
         watcher = EventWatcher(docker, project_name, got)
         with watcher:
-            assert watcher.connected.wait(10) and watcher.is_alive
+            assert watcher.connected.wait(60) and watcher.is_alive
             # Inside a pause window (an apply): killed, then started again by converge.
             watcher.pause(project_name)
             docker_cli("kill", web)
@@ -125,7 +125,7 @@ def test_watcher_resumes_with_since_after_dockerd_restarts(
         record = applied_record(project, observe(docker), applied_at=time.time())
         watcher = EventWatcher(docker, name, got, on_reconnect=on_reconnect, max_backoff=0.5)
         with watcher:
-            assert watcher.connected.wait(10)
+            assert watcher.connected.wait(60)
             second_dockerd.docker("pause", web)
             got.wait_for(lambda e: e.action == "pause")
             second_dockerd.docker("unpause", web)

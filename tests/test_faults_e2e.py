@@ -163,6 +163,8 @@ def kill_trials(f: Path, project: str, trials: int, rng: random.Random, render: 
     return recovered, interrupted
 
 
+# 50 apply kills: ~4 min on 2 shared cores, too close to the suite's 300 s per-test limit
+@pytest.mark.timeout(1200)
 def test_sigkill_of_apply_at_random_points_then_a_plain_apply_converges(
     tmp_path: Path, project_name: str
 ) -> None:
@@ -274,6 +276,8 @@ def agent_config(tmp_path: Path, project: str, url: str) -> tuple[Path, int]:
     return config, port
 
 
+# 20 agent kills: ~2 min on 2 shared cores, too close to the suite's 300 s per-test limit
+@pytest.mark.timeout(900)
 def test_sigkill_of_the_agent_mid_reconcile_then_a_restart_converges(
     tmp_path: Path, project_name: str
 ) -> None:
@@ -324,6 +328,8 @@ def second_dockerd() -> Iterator[SecondDockerd]:
         yield daemon
 
 
+# 10 dockerd restarts: ~1.5 min on 2 shared cores, too close to the suite's 300 s per-test limit
+@pytest.mark.timeout(900)
 def test_dockerd_restarted_mid_apply_then_a_plain_apply_converges(
     tmp_path: Path, project_name: str, second_dockerd: SecondDockerd
 ) -> None:

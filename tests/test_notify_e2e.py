@@ -107,7 +107,8 @@ def test_a_deploy_and_a_rollback_are_posted_as_commit_statuses_and_webhooks(
         server.hang()  # the receiver holds every request: the deploy must not wait for it
         with AgentProcess(config, port, env=env) as agent:
             agent.wait_applied("app", good, timeout=60)
-            assert server.received(), "the agent posted nothing while deploying"
+            # The notifier posts from its own thread: its "pending" may land just after the apply.
+            agent.wait_for("a post held by the hanging receiver", server.received)
             server.release()
             wait_states(
                 agent,
@@ -164,8 +165,11 @@ def test_a_deploy_and_a_rollback_are_posted_as_commit_statuses_and_webhooks(
             )
             assert states(server, paths(good)["github"]) == ["pending", "success"]  # the good one untouched
 
-            code, metrics = agent.get("/metrics")
-            assert code == 200 and 'gitdock_notifications_total{result="sent"}' in metrics
+            # The receiver records a request before it answers; the agent counts it after the answer.
+            agent.wait_for(
+                "the sent notifications counted",
+                lambda: 'gitdock_notifications_total{result="sent"}' in str(agent.get("/metrics")[1]),
+            )
             log = agent.log()
         for secret in (GH_TOKEN, GITEA_TOKEN, GL_TOKEN, "slack-s3cr3t"):
             assert secret not in log, secret

@@ -193,20 +193,20 @@ def test_one_agent_one_push_converges_local_tls_and_swarm_and_a_dead_tls_engine_
     try:
         with AgentProcess(config, port, env={"DOCKER_HOST": ""}) as agent:
             for source in names:
-                status = agent.wait_applied(source, first, timeout=60)
+                status = agent.wait_applied(source, first, timeout=120)
                 assert status["target"]["host"] == hosts[source]
             assert on_engines(tls, swarm, names) == expected(names, "1")
 
             second = push(upstream, "2")  # one push changes all three
             for source in names:
-                agent.wait_applied(source, second, timeout=60)
+                agent.wait_applied(source, second, timeout=120)
             assert on_engines(tls, swarm, names) == expected(names, "2")
             assert_hosts_named(agent, names, hosts, second)
 
             tls.stop()
             third = push(upstream, "3")
-            agent.wait_applied("local", third, timeout=60)  # neither waits for the dead engine
-            agent.wait_applied("stack", third, timeout=60)
+            agent.wait_applied("local", third, timeout=120)  # neither waits for the dead engine
+            agent.wait_applied("stack", third, timeout=120)
             edge = agent.wait_for("edge to report the dead engine", lambda: _errored(agent.status("edge")))
             assert edge["reason"] == "DockerUnavailable"
             assert tls.tcp_host in edge["message"]
@@ -220,7 +220,7 @@ def test_one_agent_one_push_converges_local_tls_and_swarm_and_a_dead_tls_engine_
             )
 
             tls.start()
-            agent.wait_applied("edge", third, timeout=60)  # retried with backoff once it is back
+            agent.wait_applied("edge", third, timeout=120)  # retried with backoff once it is back
             assert on_engines(tls, swarm, names) == expected(names, "3")
     finally:
         with DockerClient(swarm.host) as docker:

@@ -295,7 +295,7 @@ def test_one_agent_converges_two_hosts_and_a_dead_host_delays_only_its_own(
         assert edge["revision"]["applied"] == first
 
         tls_engine.start()
-        agent.wait_applied("edge", second, timeout=60)  # retried with backoff once it is back
+        agent.wait_applied("edge", second, timeout=120)  # retried with backoff once it is back
 
 
 def _errored(status: dict[str, Any]) -> dict[str, Any] | None:

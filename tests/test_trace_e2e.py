@@ -7,6 +7,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -204,15 +205,15 @@ def test_the_agent_exports_each_reconcile_over_otlp_and_links_webhooks(
             with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - as above
                 assert response.status == 202
             agent.wait_applied("app", sha)
-            agent.wait_for(
-                "the webhook reconcile's trace", lambda: len(_sync_spans(receiver, project_name)) >= 2
+            # The reconcile of `sha`, not "a second SYNC span": arrival order is the exporter's.
+            sync = agent.wait_for(
+                "the webhook reconcile's trace", lambda: _sync_span_of(receiver, project_name, sha)
             )
             agent.terminate()
         spans = receiver.spans()
     hook = next(s for s in spans if s.name.startswith("POST"))
     assert hook.trace_id == "0af7651916cd43dd8448eb211c80319c"  # continues the sender's trace
     assert hook.parent_span_id == "b7ad6b7169203331"
-    sync = _sync_spans(receiver, project_name)[-1]
     assert (hook.trace_id, hook.span_id) in sync.links
     assert sync.resource["service.name"] == "gitdock-e2e"
     assert sync.attributes["vcs.ref.head.revision"] == sha
@@ -226,6 +227,13 @@ def test_the_agent_exports_each_reconcile_over_otlp_and_links_webhooks(
 
 def _sync_spans(receiver: OTLPReceiver, project: str) -> list:  # type: ignore[type-arg]
     return [s for s in receiver.spans() if s.name == f"SYNC {project}"]
+
+
+def _sync_span_of(receiver: OTLPReceiver, project: str, sha: str) -> Any:
+    """The SYNC span of the reconcile that ended at `sha`, or None."""
+    return next(
+        (s for s in _sync_spans(receiver, project) if s.attributes.get("vcs.ref.head.revision") == sha), None
+    )
 
 
 def test_a_dead_collector_neither_fails_nor_slows_a_reconcile(

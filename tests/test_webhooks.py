@@ -228,11 +228,13 @@ class Recorder:
 
 def test_debouncer_coalesces_a_burst_into_one_call_with_newest_value() -> None:
     rec = Recorder()
-    deb: Debouncer[str, int] = Debouncer(0.05, rec)
+    # The window is long enough that a preempted loop (a loaded CI machine) still lands all 20
+    # triggers inside it; a short one would split the burst into two calls.
+    deb: Debouncer[str, int] = Debouncer(0.5, rec)
     for i in range(20):
         deb.trigger("src", i)
-    assert rec.event.wait(2)
-    time.sleep(0.1)  # nothing else may fire after the window
+    assert rec.event.wait(30)
+    time.sleep(0.6)  # nothing else may fire after the window
     assert rec.calls == [("src", 19)]
     assert deb.pending() == set()
 
@@ -242,7 +244,7 @@ def test_debouncer_keys_are_independent() -> None:
     deb: Debouncer[str, int] = Debouncer(0.03, rec)
     deb.trigger("a", 1)
     deb.trigger("b", 2)
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 30
     while len(rec.calls) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sorted(rec.calls) == [("a", 1), ("b", 2)]
@@ -250,40 +252,44 @@ def test_debouncer_keys_are_independent() -> None:
 
 def test_debouncer_restarts_window_on_each_trigger() -> None:
     rec = Recorder()
-    deb: Debouncer[str, int] = Debouncer(0.4, rec)
+    # Margins of a second either side: a sleep that overruns on a loaded machine must not
+    # let the first window fire before the second trigger, nor the second before the check.
+    deb: Debouncer[str, int] = Debouncer(3.0, rec)
     deb.trigger("a", 1)
-    time.sleep(0.2)
-    deb.trigger("a", 2)  # restarts the 0.4 s window
-    time.sleep(0.3)  # 0.5 s after the first trigger: the first window would have fired by now
+    time.sleep(1.0)
+    deb.trigger("a", 2)  # restarts the 3 s window
+    time.sleep(2.5)  # 3.5 s after the first trigger: the first window would have fired by now
     assert rec.calls == []
-    assert rec.event.wait(2)
+    assert rec.event.wait(30)
     assert rec.calls == [("a", 2)]
 
 
 def test_debouncer_max_delay_bounds_a_continuous_burst() -> None:
     rec = Recorder()
-    deb: Debouncer[str, int] = Debouncer(0.1, rec, max_delay=0.15)
+    # A window far longer than any preempted sleep: only max_delay can make it fire before
+    # the window could ever have elapsed once.
+    deb: Debouncer[str, int] = Debouncer(10.0, rec, max_delay=0.15)
     started = time.monotonic()
     i = 0
-    while not rec.event.is_set() and time.monotonic() - started < 2:
+    while not rec.event.is_set() and time.monotonic() - started < 30:
         deb.trigger("a", i)
         i += 1
         time.sleep(0.02)  # always inside the window: only max_delay can make it fire
     assert rec.event.is_set()
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 10.0
     deb.close()
 
 
 def test_debouncer_cancel_and_close() -> None:
     rec = Recorder()
-    deb: Debouncer[str, int] = Debouncer(0.05, rec)
+    deb: Debouncer[str, int] = Debouncer(0.5, rec)  # long enough that "a" is still pending at cancel
     deb.trigger("a", 1)
     assert deb.cancel("a") is True
     assert deb.cancel("a") is False
     deb.trigger("b", 1)
     deb.close()
     deb.trigger("c", 1)  # ignored after close
-    time.sleep(0.15)
+    time.sleep(1.0)  # past every window
     assert rec.calls == []
 
 
@@ -296,8 +302,11 @@ def test_debouncer_survives_callback_errors(caplog: pytest.LogCaptureFixture) ->
 
     deb: Debouncer[str, int] = Debouncer(0.01, boom)
     deb.trigger("a", 1)
-    assert done.wait(2)
-    time.sleep(0.05)
+    assert done.wait(30)
+    # The log line follows the callback on the timer thread: wait for it, not a fixed time.
+    deadline = time.monotonic() + 30
+    while "debounced callback" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert "debounced callback" in caplog.text
 
 

@@ -46,7 +46,7 @@ class AgentProcess:
 
     # -- lifecycle --
 
-    def start(self, timeout: float = 15.0) -> AgentProcess:
+    def start(self, timeout: float = 60.0) -> AgentProcess:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("this agent is already running; a second start would orphan it")
         log = self.log_path.open("ab")
@@ -129,7 +129,7 @@ class AgentProcess:
             return status, data.decode(errors="replace")
 
     def get(self, path: str) -> tuple[int, Any]:
-        return self.request("GET", path, timeout=10)
+        return self.request("GET", path, timeout=30)  # an agent on a loaded CI machine can be slow to answer
 
     def post(
         self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 120.0
@@ -148,9 +148,12 @@ class AgentProcess:
         return list(body["history"])
 
     def wait_for(
-        self, what: str, check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1
+        self, what: str, check: Callable[[], T | None], timeout: float = 90.0, interval: float = 0.1
     ) -> T:
-        """Poll `check` until it returns something truthy; fail with the agent's log."""
+        """Poll `check` until it returns something truthy; fail with the agent's log.
+
+        The default limit is generous on purpose: CI runs the suite serially on 2 loaded cores,
+        and a wait that ends on its condition costs nothing when things are fast."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -169,7 +172,23 @@ class AgentProcess:
             f"timed out after {timeout}s waiting for {what} (last: {last!r}):\n{self.log()[-6000:]}"
         )
 
-    def wait_applied(self, name: str, sha: str, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_polls(self, name: str, count: int, timeout: float = 60.0) -> None:
+        """Wait until `name` has fetched `count` more times (its ``lastCheckedAt`` moved on).
+
+        For "nothing happened in the next polls" checks: a fixed sleep on a loaded machine may
+        see no poll at all, and the check then proves nothing.
+        """
+        seen = [self.status(name)["lastCheckedAt"]]
+
+        def check() -> bool:
+            at = self.status(name)["lastCheckedAt"]
+            if at != seen[-1]:
+                seen.append(at)
+            return len(seen) > count
+
+        self.wait_for(f"{count} more polls of {name}", check, timeout)
+
+    def wait_applied(self, name: str, sha: str, timeout: float = 90.0) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             s = self.status(name)
             return s if s["revision"]["applied"] == sha and s["lastResult"] == "success" else None

@@ -11,7 +11,9 @@ import os
 import socket
 import subprocess
 import textwrap
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -127,6 +129,56 @@ def docker_events(
     if label is not None:
         args += ["--filter", f"label={label}"]
     return [json.loads(line) for line in docker_cli(*args).splitlines() if line.strip()]
+
+
+class EventStream:
+    """A live `docker events --filter label=LABEL` process, for positive checks on events.
+
+    ``docker_events(since, until)`` replays from dockerd's in-memory ring of the daemon's last
+    256 events: on a busy daemon the ones asked for may have rolled off by the time the window
+    is read. A stream subscribed before the action sees them all. Use as a context manager.
+    """
+
+    def __init__(self, label: str) -> None:
+        since = f"{time.time():.9f}"  # what happened between this and the subscription is replayed
+        self._proc = subprocess.Popen(
+            ["docker", "events", "--format", "{{json .}}", "--since", since, "--filter", f"label={label}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.events: list[dict[str, object]] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if line.strip():
+                with self._cond:
+                    self.events.append(json.loads(line))
+                    self._cond.notify_all()
+
+    def wait_for(
+        self, check: Callable[[list[dict[str, object]]], bool], what: str, timeout: float = 60.0
+    ) -> list[dict[str, object]]:
+        """Wait until ``check(events so far)`` holds; return the events. AssertionError on timeout."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: check(self.events), timeout):
+                seen = [e.get("Action") for e in self.events]
+                raise AssertionError(f"no {what} in docker events within {timeout}s; saw {seen}")
+            return list(self.events)
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._reader.join(10)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 def _ids(kind: str, filters: Iterable[str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -110,11 +111,40 @@ class Upstream:
         self.repo.references.delete(f"refs/heads/{branch}")
 
 
+_HANDED_OUT: set[int] = set()
+_FIRST_PORT = 10_000  # below: ports services are more likely to claim
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out on its own (bind to 0, a connect's source port)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A loopback port free now, for a server the caller (or a child) binds later.
+
+    The port is picked below the kernel's ephemeral range and never twice in one session: a
+    port got by binding to 0 and released comes from the range the kernel also draws connect()
+    source ports and other bind-to-0 callers from, so between release and the later bind a
+    busy machine can hand it to someone else (the server then fails with EADDRINUSE).
+    """
+    rng = random.SystemRandom()
+    high = _ephemeral_low()
+    for _ in range(200):
+        port = rng.randrange(_FIRST_PORT, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:  # no SO_REUSEADDR: a port in TIME_WAIT is not free either
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise RuntimeError(f"no free loopback port in {_FIRST_PORT}-{high - 1} after 200 tries")
 
 
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:

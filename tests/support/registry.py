@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from support.gitserver import free_port
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 
@@ -27,12 +28,6 @@ class LocalRegistry:
 
 def has_registry_binary() -> bool:
     return Path(REGISTRY_BINARY).is_file() or shutil.which("docker-registry") is not None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(host: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -55,7 +50,7 @@ def run_registry() -> Iterator[LocalRegistry]:
     binary = REGISTRY_BINARY if Path(REGISTRY_BINARY).is_file() else (shutil.which("docker-registry") or "")
     with tempfile.TemporaryDirectory(prefix="gitdock-registry-") as tmp:
         root = Path(tmp)
-        port = _free_port()
+        port = free_port()  # outside the ephemeral range: see free_port
         host = f"127.0.0.1:{port}"
         config = root / "config.yml"
         config.write_text(
