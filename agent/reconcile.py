@@ -73,11 +73,12 @@ from gitdock.agent.state import (
 )
 from gitdock.agent.targets import display_host
 from gitdock.runtime.admission import PolicyRefused, check_project
-from gitdock.runtime.converge import Outcome, converge
+from gitdock.runtime.converge import ConvergeHooks, Outcome, converge
 from gitdock.runtime.docker import DockerClient, DockerError, DockerUnavailable
 from gitdock.runtime.drift.detect import DriftReport
 from gitdock.runtime.drift.watch import EventWatcher, check_drift
 from gitdock.runtime.health import GateReport, HealthGateFailed, wait_ready
+from gitdock.runtime.observe import ObservedState, observe
 from gitdock.runtime.record import AppliedRecord
 from gitdock.runtime.trust.resolve import TrustContext
 from gitdock.specs.errors import GitdockError, PermanentError, SpecError, TransientError
@@ -279,12 +280,17 @@ class Reconciler:
         if source.mode is SourceMode.SWARM:  # no drift healing, no gate: agent/swarm.py says why
             return _with_signer(self.apply_swarm(source, run.trigger, revision, project), verified)
         record = self.applied.load(project.name)
+        snapshot: ObservedState | None = None
         if record is not None and _is_unmoved(record, run.state, revision):
-            # Git has not moved: what differs now happened behind its back.
-            drift_result = self.handle_drift(source, run.trigger, revision, project, record, memo)
+            # Git has not moved: what differs now happened behind its back. Drift is decided
+            # from the snapshot converge then plans from: a change landing between two looks
+            # would otherwise be healed by the plan whatever the drift policy says.
+            with tm.step_span(tm.Step.OBSERVE):
+                snapshot = observe(self.docker)
+            drift_result = self.handle_drift(source, run.trigger, revision, project, record, memo, snapshot)
             if drift_result is not None:
                 return drift_result
-        result, run.outcome = self.apply(source, run.trigger, revision, project, record, memo)
+        result, run.outcome = self.apply(source, run.trigger, revision, project, record, memo, snapshot)
         if result.result is Result.SUCCESS:
             result = self.gate(run, project, result, run.outcome)
         return _with_signer(result, verified)
@@ -366,13 +372,15 @@ class Reconciler:
         project: Project,
         record: AppliedRecord,
         memo: SourceMemo,
+        observed: ObservedState | None = None,
     ) -> ReconcileResult | None:
-        """Check drift against the applied record; heal or report it by the source's policy.
+        """Check drift against the applied record (on ``observed``, else a new look at the
+        host); heal or report it by the source's policy.
 
         Returns the result when drift decided the reconcile, None to converge as usual (no
         drift: converge still runs, so a moved image tag is picked up).
         """
-        report = self._check_drift(source, trigger, project, record, memo)
+        report = self._check_drift(source, trigger, project, record, memo, observed)
         if not report.items:
             return None
         healer = self._healers.setdefault(source.name, Healer(HealPolicy(HealMode(source.drift.value))))
@@ -390,6 +398,7 @@ class Reconciler:
         project: Project,
         record: AppliedRecord,
         memo: SourceMemo,
+        observed: ObservedState | None = None,
     ) -> DriftReport:
         """Compare the host with ``record``; the report is remembered, counted and traced."""
         # Settings only `docker inspect` shows (resources, restart policy) are compared for the
@@ -397,7 +406,12 @@ class Reconciler:
         memo.drift_checks += 1
         deep = trigger is Trigger.SCHEDULE and memo.drift_checks % DEEP_CHECK_EVERY == 1
         report = check_drift(
-            self.docker, record, deep=deep, previous=memo.drift, secret_names=set(source.variables)
+            self.docker,
+            record,
+            deep=deep,
+            previous=memo.drift,
+            secret_names=set(source.variables),
+            observed=observed,
         )
         memo.drift = report if report.items else None
         self.metrics.set_drift(project.name, len(report.items))
@@ -414,18 +428,17 @@ class Reconciler:
         memo: SourceMemo,
     ) -> tuple[Outcome, list[str]]:
         """Converge the drifted project (``healing.heal_project``) and record what was applied."""
-        with self._paused(project.name):
-            outcome, actions = heal_project(
-                project,
-                self.docker,
-                report,
-                record,
-                trust=self._trust(source),
-                wait_timeout=self.config.defaults.wait_timeout,
-                should_stop=self.should_stop,
-                hooks=tm.converge_hooks(metrics=self.metrics),
-            )
-            store_applied(project, self.docker, outcome, self.applied, revision=revision.sha)
+        outcome, actions = heal_project(
+            project,
+            self.docker,
+            report,
+            record,
+            trust=self._trust(source),
+            wait_timeout=self.config.defaults.wait_timeout,
+            should_stop=self.should_stop,
+            hooks=self._converge_hooks(project.name),
+        )
+        store_applied(project, self.docker, outcome, self.applied, revision=revision.sha)
         memo.drift = None
         self.metrics.set_drift(project.name, 0)
         return outcome, actions
@@ -438,28 +451,30 @@ class Reconciler:
         project: Project,
         record: AppliedRecord | None,
         memo: SourceMemo,
+        observed: ObservedState | None = None,
     ) -> tuple[ReconcileResult, Outcome]:
-        """Converge the host to ``project`` (verify, observe, plan, execute) and judge it.
+        """Converge the host to ``project`` (verify, observe, plan, execute) and judge it;
+        ``observed``, when given, is the snapshot the drift check just took.
 
         The applied record is written when something changed and nothing failed. Stops
         between operations on shutdown or past the reconcile's wall-clock budget.
         """
         deadline = self._deadlines.get(source.name, float("inf"))
-        with self._paused(project.name):
-            outcome = converge(
-                project,
-                self.docker,
-                trust=self._trust(source),
-                wait_timeout=self.config.defaults.wait_timeout,
-                should_stop=lambda: self.should_stop() or time.monotonic() > deadline,
-                hooks=tm.converge_hooks(metrics=self.metrics),
-                revision=revision.sha,
-            )
-            changed = outcome.report is not None or record is None or record.revision != revision.sha
-            if changed and outcome.is_ok:
-                store_applied(project, self.docker, outcome, self.applied, revision=revision.sha)
-                memo.drift = None
-                self.metrics.set_drift(project.name, 0)
+        outcome = converge(
+            project,
+            self.docker,
+            trust=self._trust(source),
+            wait_timeout=self.config.defaults.wait_timeout,
+            should_stop=lambda: self.should_stop() or time.monotonic() > deadline,
+            hooks=self._converge_hooks(project.name),
+            revision=revision.sha,
+            observed=observed,
+        )
+        changed = outcome.report is not None or record is None or record.revision != revision.sha
+        if changed and outcome.is_ok:
+            store_applied(project, self.docker, outcome, self.applied, revision=revision.sha)
+            memo.drift = None
+            self.metrics.set_drift(project.name, 0)
         if outcome.is_ok:
             self.metrics.set_last_apply(project.name, time.time())
         return judge_outcome(source.name, trigger, revision, outcome), outcome
@@ -729,6 +744,20 @@ class Reconciler:
     def _docker_status(self, ok: bool) -> None:
         if self.on_docker_status is not None:
             self.on_docker_status(ok)
+
+    def _converge_hooks(self, project: str) -> ConvergeHooks:
+        """Converge's trace hooks, with the event watcher muted for ``project`` around the
+        execute step only: an empty plan mutes nothing, so a change made while gitdock looked
+        (a ``docker stop``'s die after its kill) still reaches the drift check."""
+        hooks = tm.converge_hooks(metrics=self.metrics)
+
+        @contextlib.contextmanager
+        def step(name: str) -> Iterator[None]:
+            muted = self._paused(project) if name == "execute" else contextlib.nullcontext()
+            with hooks.step(name), muted:
+                yield
+
+        return dataclasses.replace(hooks, step=step)
 
     @contextlib.contextmanager
     def _paused(self, project: str) -> Iterator[None]:

@@ -93,6 +93,7 @@ def converge(
     revision: str | None = None,
     policy: Policy | None = None,
     renew_anon_volumes: bool = False,
+    observed: ObservedState | None = None,
 ) -> Outcome:
     """Observe the host, plan ``project`` against it and, unless ``dry_run``, execute the plan.
 
@@ -105,14 +106,17 @@ def converge(
     a missing one raises BuildError) and built as ``build`` says, labelled with ``revision``.
     With ``policy`` (the deploy policy), a project that breaks it raises PolicyRefused first.
     ``renew_anon_volumes``: recreated containers get fresh anonymous volumes (Compose's ``-V``).
+    ``observed``: the host as the caller just saw it (a drift check's snapshot), planned from
+    instead of observing again, so the plan changes nothing the check did not see.
     """
     if policy is not None:  # admission first: a refused revision touches nothing
         with hooks.step("policy"):
             admit_project(project, policy)
     calls0, mut0 = _count(docker)
     project = bind_builds(project, revision=revision)
-    with hooks.step("observe"):
-        observed = observe(docker)
+    if observed is None:
+        with hooks.step("observe"):
+            observed = observe(docker)
     if pinned is not None:
         images: dict[str, ResolvedImage] | None = dict(pinned)
     else:
