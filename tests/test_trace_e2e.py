@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from gitdock.runtime.trust.registry import RegistryClient
 from gitdock.runtime.trust.sign import sign_image
 from gitdock.specs.reference import parse_reference
 from support.agent import AgentProcess, github_push
+from support.blackhole import BlackHole
 from support.docker import TEST_IMAGE, TEST_IMAGE_2
 from support.gitserver import Upstream, free_port
 from support.otlp_receiver import OTLPReceiver
@@ -236,29 +236,44 @@ def _sync_span_of(receiver: OTLPReceiver, project: str, sha: str) -> Any:
     )
 
 
-def test_a_dead_collector_neither_fails_nor_slows_a_reconcile(
+def test_a_dead_collector_neither_fails_nor_holds_up_a_reconcile(
     tmp_path: Path, upstream: Upstream, project_name: str
 ) -> None:
+    """Proved by ordering, not by the clock: every reconcile answers, and the agent exits 0 on
+    SIGTERM, while the collector still holds the first export unanswered."""
     upstream.commit({"deploy/compose.yaml": "services:\n" + service("web", TEST_IMAGE)})
-    port, dead = free_port(), free_port()
+    port = free_port()
     config = tmp_path / "agent.yaml"
     config.write_text(
         f"state_dir: {tmp_path / 'state'}\nlisten: 127.0.0.1:{port}\n"
         "defaults: {interval: 1h, settle: 0.2s}\n"
         f"sources:\n  - name: app\n    url: {upstream.url}\n    path: deploy\n    project: {project_name}\n"
     )
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead}", "OTEL_TRACES_EXPORTER": "otlp"}
-    with AgentProcess(config, port, env=env) as agent:
-        agent.wait_for("the first deploy", lambda: agent.status("app")["lastResult"] == "success")
-        durations = []
-        for _ in range(3):
-            started = time.monotonic()
-            code, body = agent.post("/api/v1/sources/app/reconcile?wait=1")
-            durations.append(time.monotonic() - started)
-            assert code == 200, body
-            assert body["result"] == "success"
-        stopped_in = agent.terminate()
-    # An unreachable collector costs nothing visible: no-op reconciles stay fast, shutdown is bounded.
-    assert max(durations) < 3.0, durations  # 3 s is the export timeout: nothing waited on it
-    assert stopped_in < 10.0
-    assert json.dumps(body)  # the status answer stayed well-formed
+    with BlackHole() as hole:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": hole.endpoint,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            # The longest export_timeout allowed (60 s), so the exporter waits on the black hole
+            # for the whole test. It costs no time: SIGTERM bounds the telemetry flush by the
+            # agent's shutdown grace (server.SHUTDOWN_GRACE), not by this timeout.
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "60000",
+        }
+        with AgentProcess(config, port, env=env) as agent:
+            agent.wait_for("the first deploy", lambda: agent.status("app")["lastResult"] == "success")
+            stuck = hole.wait_for_request("/v1/traces", timeout=60)  # the batch processor's first export
+            assert hole.is_held(stuck), hole.requests
+            for _ in range(3):
+                code, body = agent.post("/api/v1/sources/app/reconcile?wait=1")
+                assert code == 200, body
+                assert body["result"] == "success"
+                # Answered while the export is still unanswered: the reconcile did not wait on it
+                # (an exporter that gave up would have closed its connection).
+                assert hole.is_held(stuck), hole.requests
+                assert hole.open_connections >= 1
+            assert json.dumps(body)  # the status answer stayed well-formed
+            agent.terminate(30)  # a hang guard, not a measure of speed
+            assert agent.proc is not None
+            assert agent.proc.returncode == 0, agent.log()[-3000:]
+        # One trace export, held until the agent exited: the exporter never gave up (a give-up
+        # lets the batch processor send the next batch), so the agent stopped with it still stuck.
+        assert [r.path for r in hole.requests].count("/v1/traces") == 1, hole.requests
