@@ -322,10 +322,11 @@ def test_https_verifies_certificates(upstream: Upstream, cache: GitCache, tmp_pa
 def test_hung_server_times_out_as_source_unavailable(tmp_path: Path) -> None:
     cache = GitCache(tmp_path / "cache", fetch_timeout=10, connect_timeout=1, read_timeout=1)
     with serve_black_hole() as port:
-        started = time.monotonic()
-        with pytest.raises(SourceUnavailable, match="timed out"):
+        # libgit2's socket read timeout (1 s) ended it, not the 10 s fetch deadline, which
+        # would say "no answer within 10s".
+        with pytest.raises(SourceUnavailable, match="could not read from socket: timed out") as info:
             cache.fetch(GitRemote(f"http://127.0.0.1:{port}/repo.git", "main"))
-        assert time.monotonic() - started < 5
+        assert "no answer within" not in str(info.value)
 
 
 def test_fetch_deadline_abandons_hung_fetch_without_blocking_other_urls(
@@ -333,7 +334,7 @@ def test_fetch_deadline_abandons_hung_fetch_without_blocking_other_urls(
 ) -> None:
     sha = upstream.commit({"a": "1"})
     # libgit2's read timeout is long here, so only the per-fetch deadline can stop it.
-    cache = GitCache(tmp_path / "cache", fetch_timeout=1.0, connect_timeout=30, read_timeout=30)
+    cache = GitCache(tmp_path / "cache", fetch_timeout=3.0, connect_timeout=30, read_timeout=30)
     with serve_black_hole() as port:
         hung = GitRemote(f"http://127.0.0.1:{port}/repo.git", "main")
         errors: list[Exception] = []
@@ -345,13 +346,14 @@ def test_fetch_deadline_abandons_hung_fetch_without_blocking_other_urls(
                 errors.append(exc)
 
         thread = threading.Thread(target=fetch_hung)
-        started = time.monotonic()
         thread.start()
         time.sleep(0.1)
-        assert cache.fetch(GitRemote(upstream.url, "main")).sha == sha  # not blocked by the hung URL
-        thread.join(5)
-        assert time.monotonic() - started < 3
-        assert errors and "no answer within 1s" in str(errors[0])
+        assert cache.fetch(GitRemote(upstream.url, "main")).sha == sha
+        # Ordering: the other URL's fetch came back while the hung one still waits on its deadline.
+        assert thread.is_alive() and errors == []
+        thread.join(20)  # a hang guard, still short of libgit2's 30 s read timeout
+        assert not thread.is_alive()
+        assert len(errors) == 1 and "no answer within 3s" in str(errors[0])
 
 
 # --- SSH -----------------------------------------------------------------------------------

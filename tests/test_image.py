@@ -227,20 +227,18 @@ def test_image_runs_gitdock_agent_as_non_root_with_healthcheck_state_volume_and_
 
 
 def test_image_build_is_skipped_when_nothing_changed(agent_image: str) -> None:
+    """How long the skipped build takes is measured by tests/bench/bench_image_build.py."""
     before = docker_cli("image", "inspect", "-f", "{{.Id}}", agent_image).strip()
-    started = time.monotonic()
     done = subprocess.run(
         ["bash", str(BUILD_SCRIPT)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=120,  # a hang guard
         check=True,
         env=os.environ | {"PYTHON": sys.executable},
     )
-    took = time.monotonic() - started
     assert "is up to date" in done.stderr
     assert docker_cli("image", "inspect", "-f", "{{.Id}}", agent_image).strip() == before
-    assert took < 20, f"a cached build took {took:.1f}s"
 
 
 # --- the agent from the image --------------------------------------------------------------------
@@ -261,11 +259,15 @@ def test_agent_container_deploys_a_project_from_a_file_repository(
         time.sleep(2)  # past start-up: what it holds while idle
         usage = docker_cli("stats", "--no-stream", "--format", "{{.MemUsage}}", agent.name).strip()
         print(f"agent container idle: VmRSS {rss_kib(agent.name)} KiB; docker stats {usage}")
-        started = time.monotonic()
         docker_cli("stop", "-t", "20", agent.name, timeout=30)
-        assert time.monotonic() - started < 12
+        # Exit 0 rules out the SIGKILL docker sends at 20 s (137); the log shows the agent's
+        # own shutdown on SIGTERM, finished within its grace with no reconcile left running.
         state = agent.inspect()["State"]
-        assert state["ExitCode"] == 0, agent.logs()
+        logs = agent.logs()
+        assert (state["ExitCode"], state["OOMKilled"]) == (0, False), logs
+        assert "received SIGTERM: stopping" in logs, logs
+        assert "gitdock.agent: stopped in " in logs, logs
+        assert "stopped with a reconcile still running" not in logs, logs
     assert project_states(project_name) == {f"{project_name}-web-1": "running"}  # an agent stop is no down
 
 
