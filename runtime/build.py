@@ -18,6 +18,11 @@ ignored, ``!`` re-including, the last matching pattern winning, and a path exclu
 parent directory is. The Dockerfile and ``.dockerignore`` are always sent (the Engine drops
 them again when ignored, as the docker CLI arranges).
 
+A remote context (``build.remote``: a git or tarball URL) is fetched by the Engine itself
+(``POST /build?remote=``, no tar sent); its digest is the URL's and the settings', so it is
+built once and again only when the URL or a setting changes (or ``--build``), and the plan
+warns that it is not pinned to the deployed revision unless the URL names a commit.
+
 No Docker, no network: the only I/O is reading the context's files. Nothing outside the
 project directory is read: paths are checked when loading (``specs.normalise``) and again
 here with symlinks resolved; symlinks inside the context are sent as links, never followed.
@@ -126,7 +131,10 @@ def is_excluded(path: str, patterns: tuple[IgnorePattern, ...]) -> bool:
 
 
 def dockerfile_in_context(build: Build) -> str:
-    """The Dockerfile's name inside the tar (what the Engine's ``dockerfile`` parameter says)."""
+    """The Dockerfile's name inside the tar (what the Engine's ``dockerfile`` parameter says);
+    for a remote context, inside what the Engine fetches."""
+    if build.remote is not None:
+        return build.dockerfile
     if build.dockerfile_inline is not None:
         return INLINE_DOCKERFILE
     full = os.path.normpath(os.path.join(build.context, build.dockerfile))
@@ -233,7 +241,10 @@ def refuse_classic_build(build: Build) -> None:
 
 
 def context_tar(build: Build) -> bytes:
-    """The context tar in memory, as the Engine's ``POST /build`` takes it."""
+    """The context tar in memory, as the Engine's ``POST /build`` takes it (empty for a remote
+    context: the Engine fetches it, ``remote=``)."""
+    if build.remote is not None:
+        return b""
     buf = io.BytesIO()
     write_context(build, buf)
     return buf.getvalue()
@@ -263,7 +274,7 @@ _UNDIGESTED = frozenset(
     {
         *("context", "repository", "tags", "digest", "revision", "dockerfile_inline"),
         *("secrets", "ssh", "additional_contexts", "cache_to", "entitlements", "privileged"),
-        *("platforms", "refusals"),
+        *("platforms", "refusals", "remote"),
     }
 )
 
@@ -283,13 +294,18 @@ def build_digest(build: Build) -> str:
     The tar is hashed as it is written, never held in memory.
     """
     hasher = _Hasher()
-    write_context(build, cast("IO[bytes]", hasher))  # "w|" only ever calls write()
+    if build.remote is not None:  # what the URL serves is not known here: the URL stands for it
+        hasher.sha.update(f"remote:{build.remote}\n".encode())
+    else:
+        write_context(build, cast("IO[bytes]", hasher))  # "w|" only ever calls write()
     hasher.sha.update(_settings_bytes(build))
     return f"sha256:{hasher.sha.hexdigest()}"
 
 
 def tar_digest(build: Build, tar: bytes) -> str:
     """``build_digest`` of a context tar already made (what the executor checks before sending)."""
+    if build.remote is not None:
+        return build_digest(build)
     sha = hashlib.sha256(tar)
     sha.update(_settings_bytes(build))
     return f"sha256:{sha.hexdigest()}"
@@ -324,6 +340,17 @@ def _bind(service: Service, revision: str | None) -> Service:
         raise BuildError(f"service {service.name}: {exc}") from None
     build = dataclasses.replace(service.build, digest=digest, revision=revision)
     return dataclasses.replace(service, image=content_tag(build, digest), build=build)
+
+
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def is_pinned_remote(url: str) -> bool:
+    """Whether a remote context names one commit (``…#<full sha>[:subdir]``). Pure.
+
+    A branch, a tag or no fragment can move; a tarball URL can serve other bytes tomorrow."""
+    ref = url.partition("#")[2].partition(":")[0]
+    return bool(_COMMIT_RE.fullmatch(ref))
 
 
 class BuildMode(str, Enum):

@@ -20,7 +20,9 @@ from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.execute import ExecEvent, ExecutionReport, Executor, Gate
 from gitdock.runtime.observe import ObservedState, observe, refresh_project
 from gitdock.runtime.plan import Operation, OpKind, Plan, plan_down, plan_project
+from gitdock.runtime.plan.images import IMAGE_MOUNT_API
 from gitdock.runtime.trust.errors import TrustError
+from gitdock.specs.errors import PermanentError
 from gitdock.specs.model import Project
 
 if TYPE_CHECKING:  # the trust machinery (cryptography, registry) loads only when a policy is used
@@ -135,6 +137,7 @@ def converge(
             hooks.on_plan(plan)
     report = None
     if not dry_run and not plan.is_empty:
+        refuse_image_mounts(plan, docker.api_version())
         executor = Executor(
             docker,
             concurrency=concurrency,
@@ -185,6 +188,28 @@ def _health_gate(docker: DockerClient, timeout: float, should_stop: Callable[[],
         wait_ready(docker, [container], settle=settle, timeout=timeout, should_stop=stop)
 
     return gate
+
+
+class EngineTooOld(PermanentError):
+    """The plan needs an Engine API version newer than the engine's (``type: image`` mounts)."""
+
+
+def refuse_image_mounts(plan: Plan, api_version: str) -> None:
+    """Raise EngineTooOld when a container the plan creates mounts an image (Engine API
+    1.48) and the engine speaks an older ``api_version``: before anything live is touched."""
+    engine = tuple(int(part) for part in api_version.split("."))
+    if engine >= IMAGE_MOUNT_API:
+        return
+    needed = ".".join(map(str, IMAGE_MOUNT_API))
+    for op in plan.operations:
+        if op.container is None:
+            continue
+        for mount in op.container.create_body.get("HostConfig", {}).get("Mounts") or ():
+            if mount.get("Type") == "image":
+                raise EngineTooOld(
+                    f"service {op.container.service}: volume {mount.get('Source')} at {mount.get('Target')} "
+                    f"is type image, which needs Docker Engine API {needed}; this engine speaks {api_version}"
+                )
 
 
 class BuildsRefused(TrustError):

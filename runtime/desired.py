@@ -685,6 +685,11 @@ def _mount_body(project: Project, mount: Mount) -> dict[str, Any]:
             "ReadOnly": mount.read_only,
             "BindOptions": bind,
         }
+    if mount.type == "image":  # Engine API 1.48: the image's files, read-only
+        body = {"Type": "image", "Source": mount.source, "Target": mount.target, "ReadOnly": mount.read_only}
+        if mount.image_subpath:
+            body["ImageOptions"] = {"Subpath": mount.image_subpath}
+        return body
     raise ValueError(f"mount type {mount.type!r} is not sent as a Mount")
 
 
@@ -863,6 +868,7 @@ def desired_build(project: Project, service: Service) -> DesiredBuild:
         "pull": "1" if build.pull else None,
         "cachefrom": _canonical(list(build.cache_from)) if build.cache_from else None,
         "platform": build.platform,
+        "remote": build.remote,  # the Engine fetches the context (a git or tarball URL)
     }
     params.update({k: v for k, v in optional.items() if v is not None})
     return DesiredBuild(service.name, service.image, build, params)

@@ -32,7 +32,7 @@ from gitdock.runtime.desired import DesiredContainer
 from gitdock.runtime.docker import Conflict, DockerClient, DockerError, NotFound
 from gitdock.runtime.observe import ObservedState
 from gitdock.runtime.plan import ContainerRef, Operation, OpKind, Plan
-from gitdock.specs.errors import GitdockError, TransientError
+from gitdock.specs.errors import GitdockError, PermanentError, TransientError
 from gitdock.specs.model import ServiceFile
 
 DEFAULT_CONCURRENCY = 8
@@ -109,6 +109,10 @@ class StepFailed(GitdockError):
 
 class TransientStepFailed(StepFailed, TransientError):
     """A step failed for a reason retrying may fix (Docker unreachable during a rollback)."""
+
+
+class HealthcheckMissing(StepFailed, PermanentError):
+    """service_healthy on a service that neither the Compose file nor its image gives a healthcheck."""
 
 
 Gate = Callable[[str, float | None], None]
@@ -296,7 +300,7 @@ class Executor:
         assert op.build is not None
         build = op.build.build
         refuse_classic_build(build)
-        tar = context_tar(build)
+        tar = context_tar(build)  # empty for a remote context: the Engine fetches it
         if tar_digest(build, tar) != build.digest:
             raise BuildError(f"service {op.build.service}: the build context changed since the plan was made")
 
@@ -500,6 +504,13 @@ class Executor:
     def _wait_completed(self, op: Operation) -> None:
         self._wait(op, healthy=False)
 
+    def _check_healthcheck(self, op: Operation) -> None:
+        """Refuse (``op.refusal``) when ``op.image`` declares no HEALTHCHECK to wait for."""
+        assert op.image is not None
+        config = self.docker.inspect_image(op.image).get("Config") or {}
+        if not has_healthcheck(config):
+            raise HealthcheckMissing(op.refusal or f"image {op.image} declares no healthcheck")
+
     # -- the steps handlers share ---------------------------------------------------------
 
     def _body(self, op: Operation, dc: DesiredContainer) -> dict[str, Any]:
@@ -613,7 +624,14 @@ _HANDLERS: dict[OpKind, Callable[[Executor, Operation], str | None]] = {
     OpKind.REMOVE_CONTAINER: Executor._remove_container,
     OpKind.WAIT_HEALTHY: Executor._wait_healthy,
     OpKind.WAIT_COMPLETED: Executor._wait_completed,
+    OpKind.CHECK_HEALTHCHECK: Executor._check_healthcheck,
 }
+
+
+def has_healthcheck(config: dict[str, Any]) -> bool:
+    """Whether an image's ``Config`` (from an inspect) declares a healthcheck test. Pure."""
+    test = (config.get("Healthcheck") or {}).get("Test") or []
+    return bool(test) and test[0] != "NONE"
 
 
 def _is_healthy(service: str, state: dict[str, Any]) -> bool:

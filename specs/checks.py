@@ -126,10 +126,11 @@ def _check_dependencies(name: str, spec: ServiceSpec, services: set[str], add: A
 
 
 def _check_health_conditions(name: str, spec: ServiceSpec, top: Validated, add: Add) -> None:
-    """``service_healthy`` needs a healthcheck to wait for, known before anything is created.
+    """``service_healthy`` on a service whose healthcheck is disabled can never be met.
 
-    A healthcheck only the image declares (its HEALTHCHECK) is not seen before the image is
-    pulled, so it must be written in the Compose file (``test: ["CMD", ...]``) to be waited on.
+    A service with no healthcheck in the Compose file may still get one from its image's
+    HEALTHCHECK, which is only known once the image is here: the plan warns, and apply
+    inspects the image before anything is created (``runtime.plan.containers``).
     """
     for target, dep in service_dependencies(spec).items():
         base = top.services.get(target)
@@ -138,10 +139,11 @@ def _check_health_conditions(name: str, spec: ServiceSpec, top: Validated, add: 
         if not dep.required and base.profiles:
             continue  # an optional dependency whose profile may be off: Compose skips it
         check = base.healthcheck
-        if check is None or check.disable or (check.test is not None and list(check.test)[:1] == ["NONE"]):
+        disabled = check is not None and (check.disable or list(check.test or [])[:1] == ["NONE"])
+        if disabled:
             add(
-                f'depends on "{target}" being service_healthy, but "{target}" has no healthcheck '
-                "(add one to that service, or wait for service_started)",
+                f'depends on "{target}" being service_healthy, but "{target}" has its healthcheck disabled '
+                "(enable it, or wait for service_started)",
                 "services",
                 name,
                 "depends_on",

@@ -82,7 +82,8 @@ class Mount:
     """One service mount.
 
     ``type`` is ``volume`` (``source`` is the project-level volume key, or "" for an
-    anonymous volume), ``bind`` (``source`` is an absolute host path) or ``tmpfs``.
+    anonymous volume), ``bind`` (``source`` is an absolute host path), ``tmpfs`` or
+    ``image`` (``source`` is an image reference; Engine API 1.48).
     """
 
     type: str
@@ -98,6 +99,7 @@ class Mount:
     nocopy: bool = when_set(False)  # volume only: do not copy the image's files in
     volume_labels: tuple[tuple[str, str], ...] = when_set(())  # volume only
     tmpfs_mode: int | None = when_set(None)  # tmpfs only
+    image_subpath: str | None = when_set(None)  # image only: the image's directory to mount
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class Build:
     relative to it (or absolute, inside the project directory); ``dockerfile_inline`` replaces
     it. ``repository`` is what the image is named (``<project>-<service>``); ``tags`` are the
     further names it gets (``image:`` or ``<project>-<service>:latest``, and ``build.tags``).
+    ``remote`` is a remote context (a git or tarball URL, as written) the Engine fetches
+    itself; ``context`` is then that URL too, and nothing is read from the revision.
     """
 
     context: str
@@ -179,6 +183,7 @@ class Build:
     privileged: bool = False
     platforms: tuple[str, ...] = ()
     refusals: tuple[str, ...] = ()
+    remote: str | None = None
     # Set by gitdock.runtime.build when it binds the image to its content: the content digest
     # (context, Dockerfile, arguments) and the git revision being deployed, when known.
     digest: str = ""

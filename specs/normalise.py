@@ -456,6 +456,8 @@ class _ServiceNormaliser:
             elif vol.type == "tmpfs":
                 size = vol.tmpfs.size if vol.tmpfs is not None else None
                 mounts.append(Mount("tmpfs", vol.target, "", vol.read_only, size, **options))
+            elif vol.type == "image":
+                mounts.append(Mount("image", vol.target, vol.source, vol.read_only, **options))
             else:
                 mounts.append(Mount("volume", vol.target, vol.source, vol.read_only, **options))
         if spec.use_api_socket:
@@ -621,11 +623,14 @@ def normalise_build(
     where: Path = ("services", name, "build")
     b = BuildSpec(context=spec.build) if isinstance(spec.build, str) else spec.build
     at = where if isinstance(spec.build, str) else (*where, "context")
-    context = _inside_project(reader, doc, b.context, reader.host_path(b.context), at, "build context")
+    remote = b.context if _REMOTE_CONTEXT_RE.match(b.context) else None
+    context = remote or _inside_project(
+        reader, doc, b.context, reader.host_path(b.context), at, "build context"
+    )
     dockerfile = b.dockerfile or "Dockerfile"
     if b.dockerfile and b.dockerfile_inline is not None:
         _problem(reader, doc, "dockerfile and dockerfile_inline cannot both be set", (*where, "dockerfile"))
-    elif b.dockerfile_inline is None and context:
+    elif b.dockerfile_inline is None and context and not remote:
         full = os.path.normpath(os.path.join(context, dockerfile))
         _inside_project(reader, doc, dockerfile, full, (*where, "dockerfile"), "dockerfile")
     repository = build_repository(project, name)
@@ -645,7 +650,8 @@ def normalise_build(
         cache_from=tuple(b.cache_from),
         platform=b.platforms[0] if b.platforms else spec.platform,
         tags=(spec.image or f"{repository}:latest", *b.tags),
-        **_buildkit_settings(reader, doc, b, where),
+        remote=remote,
+        **_buildkit_settings(reader, doc, b, where, remote=remote is not None),
     )
 
 
@@ -661,15 +667,6 @@ def _build_args(args: KeyValues | None, env: Mapping[str, str]) -> tuple[tuple[s
 
 def _inside_project(reader: Reader, doc: Document, written: str, path: str, at: Path, what: str) -> str:
     """``path`` when it is inside the project directory (symlinks resolved), else "" and a problem."""
-    if _REMOTE_CONTEXT_RE.match(written):
-        _problem(
-            reader,
-            doc,
-            f"{written}: remote build contexts are not supported; "
-            "the context must be a directory in the revision",
-            at,
-        )
-        return ""
     root = os.path.realpath(reader.working_dir)
     real = os.path.realpath(path)
     if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
@@ -680,7 +677,9 @@ def _inside_project(reader: Reader, doc: Document, written: str, path: str, at: 
     return path
 
 
-def _buildkit_settings(reader: Reader, doc: Document, b: BuildSpec, where: Path) -> dict[str, Any]:
+def _buildkit_settings(
+    reader: Reader, doc: Document, b: BuildSpec, where: Path, *, remote: bool = False
+) -> dict[str, Any]:
     """The BuildKit-only keys, kept for the plan, and why the classic builder cannot build them.
 
     ``additional_contexts``, ``secrets``, ``ssh`` and several ``platforms`` change what is built:
@@ -697,6 +696,10 @@ def _buildkit_settings(reader: Reader, doc: Document, b: BuildSpec, where: Path)
                 "gitdock builds with the classic builder"
             )
             refusals.append(str(SpecProblem(message, format_path(at), doc.locate(at))))
+    if remote and b.dockerfile_inline is not None:
+        at = (*where, "dockerfile_inline")
+        message = "an inline Dockerfile with a remote context needs BuildKit; the classic builder takes one"
+        refusals.append(str(SpecProblem(message, format_path(at), doc.locate(at))))
     if len(b.platforms) > 1:
         at = (*where, "platforms")
         message = "several platforms need BuildKit; the classic builder builds one"

@@ -91,6 +91,8 @@ def mount_options(vol: ServiceVolume) -> dict[str, Any]:
         out["volume_labels"] = tuple(_pairs(vol.volume.labels))
     if vol.tmpfs is not None:
         out["tmpfs_mode"] = vol.tmpfs.mode
+    if vol.image is not None:
+        out["image_subpath"] = vol.image.subpath
     return {k: v for k, v in out.items() if v not in (None, False, ())}
 
 

@@ -221,7 +221,6 @@ def problems(tmp_path: Path, text: str) -> list[str]:
             "{context: ., dockerfile: ../Dockerfile}",
             "services.web.build.dockerfile: ../Dockerfile: the dockerfile",
         ),
-        ("https://github.com/x/y.git", "remote build contexts are not supported"),
     ],
 )
 def test_build_outside_the_revision_is_refused(tmp_path: Path, build: str, message: str) -> None:

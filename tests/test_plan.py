@@ -33,6 +33,7 @@ from gitdock.specs.model import (
     Condition,
     Dependency,
     FailureAction,
+    Healthcheck,
     Mount,
     Network,
     NetworkAttachment,
@@ -250,7 +251,8 @@ def test_plan_leaves_other_projects_alone() -> None:
 
 
 def test_plan_waits_for_health_before_starting_dependents() -> None:
-    p = project(svc("db"), svc("web", depends_on=(("db", Dependency(Condition.HEALTHY)),)))
+    db = svc("db", healthcheck=Healthcheck(test=("CMD", "true")))
+    p = project(db, svc("web", depends_on=(("db", Dependency(Condition.HEALTHY)),)))
     plan = plan_project(p, ObservedState(images=images()))
     assert plan.render() == "\n".join(
         [

@@ -154,12 +154,14 @@ def test_invalid_image_references_are_problems(tmp_path: Path, image: str) -> No
     assert found.startswith("services.web.image: ")
 
 
-def test_service_healthy_needs_a_healthcheck(tmp_path: Path) -> None:
-    text = "services:\n  db: {image: x}\n  web:\n    image: x\n"
+def test_service_healthy_on_a_disabled_healthcheck_is_a_problem(tmp_path: Path) -> None:
+    """A missing healthcheck may come from the image (checked at apply); a disabled one never."""
+    text = "services:\n  db: {image: x, healthcheck: {disable: true}}\n  web:\n    image: x\n"
     text += "    depends_on: {db: {condition: service_healthy}}\n"
     (found,) = problems(tmp_path, text)
     assert found.startswith(
-        'services.web.depends_on.db: depends on "db" being service_healthy, but "db" has no'
+        'services.web.depends_on.db: depends on "db" being service_healthy, but "db" has its '
+        "healthcheck disabled"
     )
 
 

@@ -18,7 +18,7 @@ from gitdock.runtime.desired import DesiredContainer, changed_fields, desired_co
 from gitdock.runtime.labels import LABEL_IMAGE_DIGEST, replacement_name, service_resource
 from gitdock.runtime.observe import ObservedContainer
 from gitdock.runtime.plan.context import Planning, owner_text
-from gitdock.runtime.plan.images import pull_deps
+from gitdock.runtime.plan.images import mount_image_deps, pull_deps, source_image
 from gitdock.runtime.plan.model import ContainerRef, OpKind, PlanError
 from gitdock.runtime.plan.rollout import next_rollout, pinned_by, record_rollout
 from gitdock.specs.graph import CycleError, dependency_order
@@ -355,6 +355,7 @@ def _ready_deps(p: Planning, svc: Service) -> list[int]:
         p.volume_ready[m.source] for m in svc.mounts if m.type == "volume" and m.source in p.volume_ready
     ]
     deps += pull_deps(p, svc)
+    deps += mount_image_deps(p, svc)
     for name, dep in svc.depends_on:
         if dep.condition is Condition.STARTED:
             deps += p.service_ops.get(name, [])
@@ -369,6 +370,8 @@ def _wait(p: Planning, svc: Service, name: str, condition: Condition) -> int:
     """The WaitHealthy/WaitCompleted on service ``name``, added the first time it is needed."""
     key = (name, condition)
     if key not in p.waits:
+        if condition is Condition.HEALTHY:
+            _check_healthcheck(p, svc, name)
         kind = OpKind.WAIT_HEALTHY if condition is Condition.HEALTHY else OpKind.WAIT_COMPLETED
         replicas = p.replicas.get(name, {})
         p.waits[key] = p.add(
@@ -380,3 +383,34 @@ def _wait(p: Planning, svc: Service, name: str, condition: Condition) -> int:
             wait_for=tuple(replicas[n] for n in sorted(replicas)),
         )
     return p.waits[key]
+
+
+def _check_healthcheck(p: Planning, svc: Service, name: str) -> None:
+    """A CheckHealthcheck when service ``name`` has no healthcheck test in the Compose file.
+
+    Its image may declare one (HEALTHCHECK), which only an inspect of the pulled or built
+    image shows: the check waits for that image, everything else waits for the check
+    (``images.build_first``), so a missing healthcheck is refused before anything is created.
+    """
+    target = next((s for s in p.project.services if s.name == name), None)
+    if target is None or (target.healthcheck is not None and target.healthcheck.test):
+        return
+    image = p.image_ids.get(target.image) or source_image(p, target)
+    where = f"{svc.position}: " if svc.position is not None else ""
+    p.warnings.append(
+        f'{where}services.{svc.name}.depends_on.{name}: "{name}" has no healthcheck in the Compose file; '
+        f"apply refuses it before anything is created unless image {target.image} declares one"
+    )
+    p.add(
+        OpKind.CHECK_HEALTHCHECK,
+        service_resource(name),
+        "no healthcheck in the Compose file",
+        [p.image_ready[target.image]] if target.image in p.image_ready else [],
+        service=name,
+        image=image,
+        refusal=(
+            f'{where}service {svc.name} depends on "{name}" being service_healthy, but neither the '
+            f"Compose file nor image {target.image} declares a healthcheck (add one to service {name}, "
+            "or wait for service_started)"
+        ),
+    )

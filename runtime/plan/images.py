@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gitdock.runtime.build import BuildMode
+from gitdock.runtime.build import BuildMode, is_pinned_remote
 from gitdock.runtime.desired import desired_build
 from gitdock.runtime.labels import build_resource
 from gitdock.runtime.observe import ObservedState
 from gitdock.runtime.plan.context import Planning
 from gitdock.runtime.plan.model import OpKind
-from gitdock.specs.model import Service
+from gitdock.specs.model import Mount, Service
 from gitdock.specs.reference import ImageReference, parse_reference
+
+# The Engine API version that added ``type: image`` mounts (``Mount.ImageOptions``).
+IMAGE_MOUNT_API = (1, 48)
 
 
 def familiar_image(ref: str) -> str:
@@ -86,6 +89,46 @@ def pull_deps(p: Planning, svc: Service) -> list[int]:
     return [p.image_ready[svc.image]]
 
 
+def mount_image_deps(p: Planning, svc: Service) -> list[int]:
+    """What a container of ``svc`` waits for before its ``type: image`` mounts can be made.
+
+    The image a built service is tagged with waits for that BuildImage; another one that is
+    missing is pulled (once), as Compose pulls it. Each mount is a warning in the plan: it
+    needs Engine API 1.48, which apply checks (``runtime.converge``).
+    """
+    deps: list[int] = []
+    for mount in (m for m in svc.mounts if m.type == "image"):
+        _warn_image_mount(p, svc, mount)
+        built = next((s for s in p.project.services if s.build and mount.source in s.build.tags), None)
+        if built is not None:
+            deps += [p.image_ready[built.image]] if built.image in p.image_ready else []
+        elif mount.source in p.image_ready:
+            deps.append(p.image_ready[mount.source])
+        elif find_image_id(p.observed, mount.source) is None:
+            p.image_ready[mount.source] = p.add(
+                OpKind.PULL_IMAGE,
+                f"image:{mount.source}",
+                f"mounted by {svc.name}, not present locally",
+                image=mount.source,
+                pull=pull_arguments(mount.source),
+            )
+            deps.append(p.image_ready[mount.source])
+    return deps
+
+
+def _warn_image_mount(p: Planning, svc: Service, mount: Mount) -> None:
+    where = f"{svc.position}: " if svc.position is not None else ""
+    subpath = f" (subpath {mount.image_subpath})" if mount.image_subpath else ""
+    version = ".".join(map(str, IMAGE_MOUNT_API))
+    text = (
+        f"{where}service {svc.name}: volume type image mounts image {mount.source}{subpath} at "
+        f"{mount.target}; it needs Docker Engine API {version}, which apply checks before anything "
+        "is created"
+    )
+    if text not in p.warnings:
+        p.warnings.append(text)
+
+
 def reconcile_builds(p: Planning, mode: BuildMode) -> None:
     """A BuildImage for each built service whose content tag is missing (or that must build).
 
@@ -101,15 +144,22 @@ def reconcile_builds(p: Planning, mode: BuildMode) -> None:
         if mode is BuildMode.NEVER:
             p.problems.append(f"service {svc.name}: image {svc.image} is not built and --no-build was given")
             continue
+        remote = svc.build.remote
         p.image_ready[svc.image] = p.add(
             OpKind.BUILD_IMAGE,
             build_resource(svc.name),
-            cause,
+            cause if remote is None else f"{cause}, remote context {remote}",
             image=svc.image,
             service=svc.name,
             build=desired_build(p.project, svc),
         )
         p.warnings.extend(f"{why}; apply will refuse to build it" for why in svc.build.refusals)
+        if remote is not None and not is_pinned_remote(remote):
+            p.warnings.append(
+                f"service {svc.name}: the build context {remote} is fetched by the Docker Engine, not "
+                "taken from the deployed revision, and names no commit: what it builds can change "
+                "without a commit here, and gitdock rebuilds it only when the URL changes or with --build"
+            )
 
 
 def _build_cause(p: Planning, svc: Service, mode: BuildMode) -> str | None:
@@ -127,13 +177,14 @@ def _build_cause(p: Planning, svc: Service, mode: BuildMode) -> str | None:
 
 
 def build_first(p: Planning) -> None:
-    """Make every other operation wait for all the builds and pulls, so an image that cannot
-    be built or pulled changes nothing live (no network or container is created first).
+    """Make every other operation wait for all the builds, pulls and image healthcheck checks,
+    so an image that cannot be built or pulled (or lacks the healthcheck a dependent waits
+    for) changes nothing live (no network or container is created first).
 
     Only operations that wait for nothing but builds and pulls need the edges: the rest wait
     for them. A pull keeps its place in the plan's order; what waits for it may come earlier.
     """
-    firsts = set(p.operations.ids_of(OpKind.BUILD_IMAGE)) | set(p.operations.ids_of(OpKind.PULL_IMAGE))
+    firsts = {op.id for op in p.operations.ops if op.kind in _IMAGE_KINDS}
     if not firsts:
         return
     ops = p.operations.ops
@@ -142,7 +193,8 @@ def build_first(p: Planning) -> None:
             ops[i] = replace(op, deps=tuple(sorted(firsts)))
 
 
-_IMAGE_KINDS = frozenset({OpKind.BUILD_IMAGE, OpKind.PULL_IMAGE})
+# An image's CheckHealthcheck is one of them: nothing live is touched before it passed.
+_IMAGE_KINDS = frozenset({OpKind.BUILD_IMAGE, OpKind.PULL_IMAGE, OpKind.CHECK_HEALTHCHECK})
 
 
 def _parsed(ref: str) -> ImageReference | None:

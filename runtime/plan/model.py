@@ -49,6 +49,8 @@ class OpKind(str, Enum):
     REMOVE_CONTAINER = "RemoveContainer"
     WAIT_HEALTHY = "WaitHealthy"
     WAIT_COMPLETED = "WaitCompleted"
+    # service_healthy on a service with no Compose healthcheck: its image must declare one.
+    CHECK_HEALTHCHECK = "CheckHealthcheck"
     # The Swarm target (runtime/swarm/): one Swarm API call each.
     CREATE_CONFIG = "CreateConfig"
     REMOVE_CONFIG = "RemoveConfig"
@@ -60,7 +62,7 @@ class OpKind(str, Enum):
 
     @property
     def is_mutating(self) -> bool:
-        return self not in (OpKind.WAIT_HEALTHY, OpKind.WAIT_COMPLETED)
+        return self not in (OpKind.WAIT_HEALTHY, OpKind.WAIT_COMPLETED, OpKind.CHECK_HEALTHCHECK)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ class Operation:
     (``continue``); if it fails, the done recreates in ``undo`` are put back to their old
     containers, which they kept stopped under ``retire_name`` (``rollback``).
     ``failure_action`` names what a failure does, for its message.
+
+    A CheckHealthcheck inspects ``image`` and fails with ``refusal`` (one line naming the
+    file, the service and its dependency) when the image declares no HEALTHCHECK either.
     """
 
     id: int
@@ -130,6 +135,7 @@ class Operation:
     failure_action: str | None = None
     network_container: ContainerRef | None = None
     wait_for: tuple[ContainerRef, ...] = ()
+    refusal: str | None = field(default=None, compare=False)
 
     def render(self) -> str:
         deps = ", ".join(f"#{d}" for d in self.deps)
