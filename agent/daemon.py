@@ -98,8 +98,12 @@ class Agent:
             self._run,
             on_result=self._count,
         )
+        # Leading: a lone push reconciles at once; the pushes of a burst after it, once more.
         self.debouncer: Debouncer[str, str] = Debouncer(
-            config.defaults.debounce, self._webhook_fire, max_delay=max(2.0, config.defaults.debounce)
+            config.defaults.debounce,
+            self._webhook_fire,
+            max_delay=max(2.0, config.defaults.debounce),
+            leading=True,
         )
         self.drift_debouncer: Debouncer[str, str] = Debouncer(0.1, self._drift_fire, max_delay=0.5)
         self._reconciles: dict[tuple[str, str], int] = {}

@@ -408,18 +408,28 @@ class Debouncer(Generic[K, V]):
     ``trigger(key, value)`` (re)starts the key's quiet `window`; when it elapses without a
     new trigger, ``callback(key, value)`` runs once on a timer thread with the newest value.
     With `max_delay`, a key that keeps being triggered still fires that long after the
-    first trigger of its burst. Thread-safe; ``close`` cancels everything pending and makes
-    later triggers no-ops. Exceptions from the callback are logged, never raised.
+    first trigger of its burst. With `leading`, the first trigger of a key that has not
+    fired within the last `window` fires at once (no wait for a push that is alone); the
+    triggers after it coalesce as above into one more call. Thread-safe; ``close`` cancels
+    everything pending and makes later triggers no-ops. Exceptions from the callback are
+    logged, never raised.
     """
 
     def __init__(
-        self, window: float, callback: Callable[[K, V], None], max_delay: float | None = None
+        self,
+        window: float,
+        callback: Callable[[K, V], None],
+        max_delay: float | None = None,
+        *,
+        leading: bool = False,
     ) -> None:
         self.window = window
         self.max_delay = max_delay
+        self.leading = leading
         self._callback = callback
         self._lock = threading.Lock()
         self._pending: dict[K, tuple[threading.Timer, V, float, int]] = {}
+        self._fired: dict[K, float] = {}  # key -> when it last fired (monotonic), for `leading`
         self._generation = 0
         self._closed = False
 
@@ -430,10 +440,12 @@ class Debouncer(Generic[K, V]):
                 return
             now = time.monotonic()
             first = now
+            delay = self.window
             if key in self._pending:
                 timer, _, first, _ = self._pending[key]
                 timer.cancel()
-            delay = self.window
+            elif self.leading and now - self._fired.get(key, -self.window) >= self.window:
+                delay = 0.0
             if self.max_delay is not None:
                 delay = max(0.0, min(delay, first + self.max_delay - now))
             self._generation += 1
@@ -448,6 +460,7 @@ class Debouncer(Generic[K, V]):
             if entry is None or entry[3] != generation or self._closed:
                 return  # superseded by a newer trigger, cancelled, or closed
             del self._pending[key]
+            self._fired[key] = time.monotonic()
             value = entry[1]
         try:
             self._callback(key, value)

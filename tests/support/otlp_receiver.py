@@ -65,6 +65,8 @@ class ReceivedSpan:
     status_message: str
     resource: dict[str, Any]
     scope: str
+    start_ns: int = 0  # Unix epoch nanoseconds, as sent
+    end_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ def _decode_span(span: PbSpan, resource: dict[str, Any], scope: str) -> Received
         status_message=span.status.message,
         resource=resource,
         scope=scope,
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
     )
 
 
