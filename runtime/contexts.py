@@ -19,14 +19,17 @@ import hashlib
 import json
 import os
 import re
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from gitdock.specs.errors import PermanentError
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "DEFAULT_HOST",
@@ -250,6 +253,8 @@ def ssl_context(tls: TlsFiles, where: str) -> ssl.SSLContext:
     Without ``ca`` the system's trust store is used. Raises TargetError naming the file that
     cannot be read or is not PEM; ``where`` names the target in that message.
     """
+    import ssl  # here, not at the top: a unix-socket command never speaks TLS
+
     if (tls.cert is None) != (tls.key is None):
         raise TargetError(f"{where}: tls needs both cert and key, or neither")
     try:
@@ -265,6 +270,8 @@ def ssl_context(tls: TlsFiles, where: str) -> ssl.SSLContext:
 
 
 def _reason(exc: Exception) -> str:
+    import ssl
+
     if isinstance(exc, FileNotFoundError):
         return "no such file"
     if isinstance(exc, ssl.SSLError):

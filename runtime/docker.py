@@ -2,7 +2,10 @@
 
 It speaks the Engine REST API with httpx over a unix socket, TCP with mutual TLS, or ssh
 through the remote's ``docker system dial-stdio`` (runtime.dial), to the engine an Endpoint
-names (runtime.contexts: a host, ``DOCKER_HOST``, a Docker context). It negotiates the API
+names (runtime.contexts: a host, ``DOCKER_HOST``, a Docker context). A plain GET over a unix
+socket is one HTTP/1.0 request on its own connection, read to the end (``_get_over_unix``),
+and httpx is imported only when a call needs it: a no-op apply makes only such GETs, and
+httpx with what it imports was a fifth of that command's start-up. It negotiates the API
 version with ``GET /version`` and translates every transport or API failure into gitdock's
 error tree at this boundary, each by one table: ``DockerUnavailable``
 (a TransientError) when dockerd cannot be reached, ``DockerError`` with ``status`` when it
@@ -25,19 +28,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import ssl
+import socket
 import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
-from urllib.parse import quote
-
-import httpx
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 from gitdock.runtime.contexts import Endpoint, Scheme, resolve_endpoint, ssl_context
-from gitdock.runtime.dial import open_pool, ssh_command
 from gitdock.specs.errors import GitdockError, TransientError
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 # The newest API version this client knows how to speak. The version actually used is the
 # lower of this and what the server reports, so older engines work.
@@ -77,12 +82,15 @@ class NotSwarmManager(DockerError):
 # The Engine answers 503 only from Swarm endpoints, when the node is not a manager.
 _STATUS_ERRORS: dict[int, type[DockerError]] = {404: NotFound, 409: Conflict, 503: NotSwarmManager}
 
-# httpx's failures, translated once here, first match wins. Every one of them means dockerd
-# could not be reached or stopped answering mid-request (refused, reset, timed out, a broken
-# HTTP stream), which a retry may fix; an answer with an error status is a DockerError instead.
-_TRANSPORT_ERRORS: tuple[tuple[type[httpx.HTTPError], type[TransientError]], ...] = (
-    (httpx.HTTPError, DockerUnavailable),
-)
+
+def _transport_errors() -> tuple[tuple[type[Exception], type[TransientError]], ...]:
+    """httpx's failures, translated once here, first match wins. Every one of them means dockerd
+    could not be reached or stopped answering mid-request (refused, reset, timed out, a broken
+    HTTP stream), which a retry may fix; an answer with an error status is a DockerError instead.
+    A function, not a table at import: only a client that uses httpx imports it."""
+    import httpx
+
+    return ((httpx.HTTPError, DockerUnavailable),)
 
 
 def _parse_version(text: str) -> tuple[int, int]:
@@ -97,10 +105,14 @@ def _filters(filters: Mapping[str, list[str]] | None) -> dict[str, str]:
 def _open_transport(endpoint: Endpoint, timeout: float) -> tuple[httpx.BaseTransport, str]:
     """The transport and base URL for ``endpoint``: a unix socket, TCP (mutual TLS when the
     endpoint has tls files) or ssh's ``docker system dial-stdio``. Raises TargetError."""
+    import httpx
+
     address = endpoint.address
     if address.scheme is Scheme.UNIX:
         return httpx.HTTPTransport(uds=address.path, verify=_no_tls()), "http://docker"
     if address.scheme is Scheme.SSH:
+        from gitdock.runtime.dial import open_pool, ssh_command  # httpcore: only ssh needs it
+
         transport = httpx.HTTPTransport(verify=_no_tls())
         # httpx takes no network backend; its pool is the one place a custom one plugs in.
         transport._pool = open_pool(ssh_command(address, endpoint.ssh, timeout))
@@ -115,7 +127,60 @@ def _no_tls() -> ssl.SSLContext:
     """The context for a transport that never speaks TLS. httpx's default loads the whole CA
     bundle (a third of a no-op apply's own time) for a context it never uses; this one, with
     no CA at all, would refuse any server it were ever asked to verify."""
+    import ssl
+
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+class _Answer:
+    """A whole answer ``_get_over_unix`` read: the part of httpx.Response callers use."""
+
+    __slots__ = ("content", "status_code")
+
+    def __init__(self, status_code: int, content: bytes) -> None:
+        self.status_code, self.content = status_code, content
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def _get_over_unix(socket_path: str, target: str, timeout: float) -> _Answer:
+    """GET ``target`` as one HTTP/1.0 request on a connection of its own, read until dockerd
+    closes it (an HTTP/1.0 answer is neither chunked nor kept alive). Raises OSError
+    (unreachable, timed out) or ValueError (not an HTTP answer, or one cut short)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: docker\r\nUser-Agent: gitdock\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(1 << 18):
+            chunks.append(chunk)
+    head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    if not sep or not version.startswith("HTTP/") or not rest[:3].isdigit():
+        raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(body)
+    elif (length := headers.get("content-length", "")).isdigit() and len(body) < int(length):
+        raise ValueError(f"answer cut short: {len(body)} of {length} bytes")
+    return _Answer(int(rest[:3]), body)
+
+
+def _dechunk(body: bytes) -> bytes:
+    """A chunked transfer coding's content (no proxy in between should send one to HTTP/1.0)."""
+    parts: list[bytes] = []
+    at = 0
+    while True:
+        end = body.index(b"\r\n", at)  # ValueError when cut short
+        size = int(body[at:end].split(b";", 1)[0], 16)
+        if size == 0:
+            return b"".join(parts)
+        if end + 2 + size > len(body):
+            raise ValueError("chunked answer cut short")
+        parts.append(body[end + 2 : end + 2 + size])
+        at = end + 4 + size
 
 
 class DockerClient:
@@ -138,12 +203,13 @@ class DockerClient:
         self.endpoint = host if isinstance(host, Endpoint) else resolve_endpoint(host)
         self.host = self.endpoint.host
         self.timeout = timeout
-        base_url = "http://docker"
-        if transport is None:
-            transport, base_url = _open_transport(self.endpoint, timeout)
-        self._http = httpx.Client(
-            transport=transport, base_url=base_url, timeout=timeout, headers={"User-Agent": "gitdock"}
-        )
+        unix = self.endpoint.address.scheme is Scheme.UNIX
+        # Plain GETs over a unix socket skip httpx (see the module docstring).
+        self._unix_socket = self.endpoint.address.path if unix and transport is None else None
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+        if transport is not None or not unix:  # a TLS or ssh host that cannot be used fails here
+            self._client = self._new_client(transport)
         self._version_lock = threading.Lock()
         self._api_version: str | None = None
         self._calls_lock = threading.Lock()
@@ -151,8 +217,28 @@ class DockerClient:
 
     # -- plumbing -------------------------------------------------------------------------
 
+    def _new_client(self, transport: httpx.BaseTransport | None) -> httpx.Client:
+        import httpx
+
+        base_url = "http://docker"
+        if transport is None:
+            transport, base_url = _open_transport(self.endpoint, self.timeout)
+        return httpx.Client(
+            transport=transport, base_url=base_url, timeout=self.timeout, headers={"User-Agent": "gitdock"}
+        )
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The httpx client, made on first use."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._new_client(None)
+            return self._client
+
     def close(self) -> None:
-        self._http.close()
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
 
     def __enter__(self) -> DockerClient:
         return self
@@ -172,20 +258,33 @@ class DockerClient:
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
-        """Translate httpx's exceptions into gitdock's tree, by ``_TRANSPORT_ERRORS``."""
+        """Translate httpx's exceptions into gitdock's tree, by ``_transport_errors``."""
         try:
             yield
-        except httpx.HTTPError as exc:
-            error = next(err for cls, err in _TRANSPORT_ERRORS if isinstance(exc, cls))
+        except Exception as exc:
+            error = next((err for cls, err in _transport_errors() if isinstance(exc, cls)), None)
+            if error is None:
+                raise
             raise error(f"cannot reach Docker at {self.host}: {exc}") from exc
+
+    def _get(self, target: str, params: Mapping[str, Any] | None, timeout: float) -> httpx.Response | _Answer:
+        """One GET, over the unix socket without httpx when there is one; not counted here."""
+        if self._unix_socket is None:
+            with self._translated():
+                return self._http.get(target, params=dict(params or {}), timeout=timeout)
+        if params:
+            target = f"{target}?{urlencode(params)}"
+        try:
+            return _get_over_unix(self._unix_socket, target, timeout)
+        except (OSError, ValueError) as exc:
+            raise DockerUnavailable(f"cannot reach Docker at {self.host}: {exc}") from exc
 
     def api_version(self) -> str:
         """Negotiate once: the lower of the server's API version and ours."""
         with self._version_lock:
             if self._api_version is None:
                 self._count("GET")
-                with self._translated():
-                    resp = self._http.get("/version")
+                resp = self._get("/version", None, self.timeout)
                 if resp.status_code != 200:
                     raise DockerUnavailable(
                         f"Docker at {self.host} answered GET /version with HTTP {resp.status_code}"
@@ -212,8 +311,14 @@ class DockerClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
-    ) -> httpx.Response:
+    ) -> httpx.Response | _Answer:
         url = f"/v{self.api_version()}{path}"
+        if method == "GET" and body is None and content is None and headers is None:
+            self._count(method)
+            resp = self._get(url, params, timeout if timeout is not None else self.timeout)
+            if resp.status_code not in ok:
+                raise self._error(method, path, resp.status_code, resp.content)
+            return resp
         self._count(method)
         with self._translated():
             resp = self._http.request(
@@ -241,9 +346,7 @@ class DockerClient:
     def ping(self) -> bool:
         """True when dockerd answers ``/_ping``; raises DockerUnavailable otherwise."""
         self._count("GET")
-        with self._translated():
-            resp = self._http.get("/_ping", timeout=5.0)
-        return resp.status_code == 200
+        return self._get("/_ping", None, 5.0).status_code == 200
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -469,6 +572,8 @@ class DockerClient:
 
     def start_exec(self, exec_id: str, *, on_output: Callable[[str, str], None] | None = None) -> None:
         """Run an exec attached, until its process ends; ``on_output(stream, line)`` per line."""
+        import httpx
+
         path = f"/exec/{quote(exec_id)}/start"
         self._count("POST")
         with (
@@ -533,6 +638,8 @@ class DockerClient:
         read_timeout: float | None = None,
     ) -> Iterator[JSON]:
         """Yield decoded events from ``GET /events`` until the stream ends."""
+        import httpx
+
         params: dict[str, str] = dict(_filters(filters))
         if since is not None:
             params["since"] = since

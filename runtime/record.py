@@ -17,12 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gitdock.runtime import labels
-from gitdock.runtime.desired import DesiredContainer, DesiredNetwork, DesiredVolume, desired_container
-from gitdock.runtime.desired import desired_network as _desired_network
-from gitdock.runtime.desired import desired_volume as _desired_volume
+from gitdock.runtime.desired import DesiredContainer, desired_container
 from gitdock.runtime.observe import ObservedContainer, ObservedState
 from gitdock.specs.model import Project
 
@@ -68,6 +66,17 @@ def is_env_digest(value: str) -> bool:
 def _recorded_env(entry: str, secret: frozenset[str]) -> str:
     key, sep, value = entry.partition("=")
     return f"{key}={env_digest(value)}" if sep and key in secret else entry
+
+
+class Keyed(Protocol):
+    """A network or volume as the record needs it: a model's, or a Desired one's."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def external(self) -> bool: ...
 
 
 class ExpectedState(str, Enum):
@@ -282,7 +291,11 @@ def _applied_container(dc: DesiredContainer, live: ObservedContainer) -> Applied
         expect=_expect(live, restart),
         restart=restart,
         resources=tuple((k, int(host.get(k) or 0)) for k in RESOURCE_KEYS),
-        env=tuple(_recorded_env(str(e), dc.secret_env) for e in body.get("Env") or ()),
+        env=(
+            tuple(_recorded_env(str(e), dc.secret_env) for e in body.get("Env") or ())
+            if dc.secret_env
+            else tuple(map(str, body.get("Env") or ()))
+        ),
         ports=port_keys(host.get("PortBindings")),
         mounts=mount_keys(host),
         networks=tuple(sorted(live.networks)),
@@ -292,8 +305,8 @@ def _applied_container(dc: DesiredContainer, live: ObservedContainer) -> Applied
 def record_applied(
     project_name: str,
     containers: Iterable[DesiredContainer],
-    networks: Iterable[DesiredNetwork],
-    volumes: Iterable[DesiredVolume],
+    networks: Iterable[Keyed],
+    volumes: Iterable[Keyed],
     observed_after: ObservedState,
     *,
     applied_at: float,
@@ -303,6 +316,8 @@ def record_applied(
 
     A desired object the snapshot lacks (an operation failed) is left out: the record holds
     only what gitdock really left. External networks and volumes are not gitdock's to watch.
+    ``networks`` and ``volumes`` are the Desired ones or the model's: only their key, Docker
+    name and ``external`` are read.
     """
     record_containers = []
     for dc in sorted(containers, key=lambda c: (c.service, c.number)):
@@ -351,8 +366,8 @@ def applied_record(
     return record_applied(
         project.name,
         containers,
-        [_desired_network(project, n) for n in project.networks],
-        [_desired_volume(project, v) for v in project.volumes],
+        project.networks,  # their key, name and external are the Desired ones' (desired_network)
+        project.volumes,
         observed_after,
         applied_at=applied_at,
         revision=revision,

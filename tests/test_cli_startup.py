@@ -3,8 +3,9 @@
 The figures (how long it takes) are tests/bench/bench_floor.py's; nothing here is timed. What
 is asserted is what makes it short: a repeated apply reuses the validated load, so neither the
 validator (pydantic, the YAML reader) nor anything only other commands use (the Swarm runtime,
-the signature code, OpenTelemetry, httpx's own command line) is imported, and the Docker calls
-are the five of a snapshot.
+the signature code, OpenTelemetry) is imported; its GETs over the unix socket need no HTTP
+library (httpx, httpcore, h11, http.client and the email parser it brings), and the Docker
+calls are the five of a snapshot.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ NOT_ON_THE_NOOP_PATH = (
     "gitdock.runtime.trust.registry",
     "gitdock.runtime.trust.signature",
     "gitdock.agent.telemetry",
+    "httpx",  # plain GETs over the unix socket are runtime.docker's own (_get_over_unix)
+    "httpcore",
+    "h11",
+    "http.client",
+    "email",
+    "urllib.request",
+    "gitdock.runtime.dial",  # ssh only
 )
 
 

@@ -1,8 +1,13 @@
-"""The Docker seam's protocol edge cases, against httpx.MockTransport (the real daemon is in *_e2e)."""
+"""The Docker seam's protocol edge cases, against httpx.MockTransport and, for the plain GETs
+that skip httpx, a real unix socket with canned answers (the real daemon is in *_e2e)."""
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -79,3 +84,73 @@ def test_api_errors_map_to_the_error_tree_and_count_as_mutations() -> None:
 def test_unsupported_docker_host_is_a_clear_error() -> None:
     with pytest.raises(TargetError, match=r"Docker host 'npipe:////\./pipe/docker' is not supported"):
         DockerClient("npipe:////./pipe/docker")
+
+
+# --- plain GETs over a unix socket: runtime.docker's own HTTP/1.0 reader, no httpx ----------
+
+
+def unix_engine(tmp_path: Path, answer: bytes) -> tuple[DockerClient, list[bytes]]:
+    """A unix socket that answers every request with `answer` (after /version), then closes."""
+    path = str(tmp_path / "d.sock")
+    requests: list[bytes] = []
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(65536)
+                requests.append(request)
+                version = b'{"ApiVersion": "1.41"}'
+                canned = (
+                    b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(version), version)
+                    if request.startswith(b"GET /version ")
+                    else answer
+                )
+                conn.sendall(canned)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return DockerClient(f"unix://{path}"), requests
+
+
+def test_a_get_over_the_unix_socket_sends_its_filters_and_decodes_a_chunked_answer(tmp_path: Path) -> None:
+    body = json.dumps([{"Id": "abc"}]).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    client, requests = unix_engine(
+        tmp_path, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+    )
+    assert client.list_containers({"label": ["a=b c"]}) == [{"Id": "abc"}]
+    target = requests[-1].split(b" ")[1].decode()
+    assert target.startswith("/v1.41/containers/json?")
+    assert parse_qs(urlsplit(target).query) == {"all": ["1"], "filters": ['{"label": ["a=b c"]}']}
+    assert client.calls == {"GET": 2}
+
+
+def test_an_error_status_over_the_unix_socket_maps_to_the_error_tree(tmp_path: Path) -> None:
+    message = b'{"message": "no such container: x"}'
+    client, _ = unix_engine(tmp_path, b"HTTP/1.0 404 Not Found\r\nContent-Length: 35\r\n\r\n" + message)
+    with pytest.raises(NotFound, match="no such container: x"):
+        client.inspect_container("x")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\n[]", b"garbage", b""],
+    ids=["cut short", "not HTTP", "closed at once"],
+)
+def test_a_broken_answer_over_the_unix_socket_is_docker_unavailable(tmp_path: Path, answer: bytes) -> None:
+    client, _ = unix_engine(tmp_path, answer)
+    client.api_version()
+    with pytest.raises(DockerUnavailable, match=r"cannot reach Docker at unix://"):
+        client.list_images()
+
+
+def test_a_missing_socket_is_docker_unavailable(tmp_path: Path) -> None:
+    client = DockerClient(f"unix://{tmp_path}/none.sock")
+    with pytest.raises(DockerUnavailable, match=f"cannot reach Docker at unix://{tmp_path}/none.sock: "):
+        client.list_images()

@@ -21,7 +21,7 @@ from gitdock.runtime.converge import converge
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.drift.watch import check_drift
 from gitdock.specs import load_project
-from support.docker import TEST_IMAGE, docker_cli, write_compose
+from support.docker import TEST_IMAGE, docker_cli, docker_host, write_compose
 
 pytestmark = pytest.mark.docker
 
@@ -59,7 +59,10 @@ def shape(request: httpx.Request) -> str:
 
 def test_changing_one_service_makes_only_the_replacement_calls(tmp_path: Path, project_name: str) -> None:
     state_dir = tmp_path / "state"
-    with DockerClient() as docker:
+    # Every request through httpx, so the event hook below sees the GETs too (a plain unix
+    # client sends those without httpx: runtime.docker's _get_over_unix).
+    transport = httpx.HTTPTransport(uds=docker_host().removeprefix("unix://"))
+    with DockerClient(transport=transport) as docker:
         check_one_change(tmp_path, project_name, state_dir, docker)
 
 

@@ -39,7 +39,7 @@ def _reconcile_volume(p: Planning, volume: Volume) -> None:
 
 
 def _warn_about_unwanted_volumes(p: Planning) -> None:
-    wanted = {p.project.volume(v.key).name for v in p.project.volumes}
+    wanted = {v.name for v in p.project.volumes}  # not project.volume(key): a scan each, O(N²)
     for live in p.observed.volumes:
         if live.project == p.project.name and live.name not in wanted:
             key = live.labels.get(LABEL_VOLUME, live.name)

@@ -1,6 +1,9 @@
 """Time drift detection and healing against the real dockerd.
 
 Run: .venv/bin/python tests/bench/bench_drift.py [--services 100] [--rounds 20] [--stops 5]
+     .venv/bin/python tests/bench/bench_drift.py --existing PROJECT --state-dir DIR [--rounds 20]
+     (only 1., against a project `gitdock apply --state-dir DIR` already applied, e.g. the
+     1,000 services of tests/bench/bench_floor.py's generator: nothing is created or removed)
 
 1. A drift check of an N-service project, the cheap path (the four list calls of a no-op
    reconcile, events from the watcher): median and max wall time, and its API calls.
@@ -55,12 +58,53 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
+def check_existing(project: str, state_dir: Path, rounds: int) -> int:
+    """The cheap check (1.) of a project already applied with its record in `state_dir`."""
+    from gitdock.agent.applied_store import AppliedStore
+
+    with AppliedStore.open(state_dir) as store:
+        record = store.load(project)
+    if record is None:
+        print(f"no applied record of {project} in {state_dir}", file=sys.stderr)
+        return 1
+    with DockerClient() as docker:
+        check_drift(docker, record, events=[])  # warm the version
+        calls0, times, listed, pure = sum(docker.calls.values()), [], [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            report = check_drift(docker, record, events=[])
+            times.append(time.perf_counter() - t)
+            assert not report.has_drift, report.render_text()
+        calls = (sum(docker.calls.values()) - calls0) / rounds
+        for _ in range(rounds):
+            t = time.perf_counter()
+            snapshot = observe(docker)
+            listed.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            detect_drift(record, snapshot, now=time.time())
+            pure.append(time.perf_counter() - t)
+
+    def spread(xs: list[float]) -> str:
+        return f"median {ms(statistics.median(xs))} ms, min {ms(min(xs))} ms, max {ms(max(xs))} ms"
+
+    print(
+        f"drift check of {project}: {len(record.containers)} recorded, {len(snapshot.containers)} on the host"
+    )
+    print(f"  check_drift ({calls:.0f} API calls, no inspect): {spread(times)}")
+    print(f"  its observe alone: {spread(listed)}; detect_drift alone (pure): {spread(pure)}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--stops", type=int, default=5)
+    parser.add_argument("--existing", metavar="PROJECT", help="only time the check of this applied project")
+    parser.add_argument("--state-dir", type=Path, help="with --existing: where its apply recorded it")
     args = parser.parse_args()
+    if args.existing:
+        return check_existing(args.existing, args.state_dir or Path("."), args.rounds)
 
     name = f"gdbench-drift-{secrets.token_hex(3)}"
     results: dict[str, Any] = {"services": args.services, "project": name}

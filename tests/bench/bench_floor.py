@@ -413,7 +413,7 @@ class CommandTool:
             proc = run_process(self.argv(file), self.timeout, env)
             if proc.code is not None:
                 if proc.code != 0:
-                    raise RuntimeError(f"exit {proc.code}: {proc.stderr.strip()[-600:]}")
+                    raise RuntimeError(f"exit {proc.code}: {failure_text(proc.stderr)}")
                 return proc, "ok" if not hangs else f"ok on retry (hung {self.timeout:.0f} s first)"
             hangs += 1
             if hangs > self.retries:
@@ -421,6 +421,13 @@ class CommandTool:
                 return proc, f"hung {times}: killed at {self.timeout:.0f} s"
             if on_hang is not None:
                 on_hang()
+
+
+def failure_text(stderr: str) -> str:
+    """What a failed run said: its error lines (compose prints hundreds of "Creating ... done"
+    lines before them), else the end of stderr."""
+    errors = [line for line in stderr.splitlines() if re.match(r"\s*(ERROR|error)\b", line)]
+    return " | ".join(errors)[:280] if errors else stderr.strip()[-280:]
 
 
 class Gitdock(CommandTool):
