@@ -142,7 +142,7 @@ def converge(
             hooks.on_plan(plan)
     report = None
     if not dry_run and not plan.is_empty:
-        refuse_image_mounts(plan, docker.api_version())
+        refuse_image_mounts(plan, docker.server_api_version())
         executor = Executor(
             docker,
             concurrency=concurrency,

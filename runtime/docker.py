@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 # The newest API version this client knows how to speak. The version actually used is the
 # lower of this and what the server reports, so older engines work.
 MAX_API_VERSION = (1, 45)
+# The one call sent at a newer version than MAX_API_VERSION: a create mounting an image.
+IMAGE_MOUNT_VERSION = "1.48"
 MIN_API_VERSION = (1, 41)
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
@@ -212,6 +214,7 @@ class DockerClient:
             self._client = self._new_client(transport)
         self._version_lock = threading.Lock()
         self._api_version: str | None = None
+        self._server_api = ""  # what the server reported, once negotiated
         self._calls_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
 
@@ -298,7 +301,14 @@ class DockerClient:
                     )
                 chosen = min(server, MAX_API_VERSION)
                 self._api_version = f"{chosen[0]}.{chosen[1]}"
+                self._server_api = f"{server[0]}.{server[1]}"
             return self._api_version
+
+    def server_api_version(self) -> str:
+        """The API version the server reports (negotiating first): newer than ``api_version``
+        when the engine is newer than this client."""
+        self.api_version()
+        return self._server_api
 
     def _request(
         self,
@@ -311,8 +321,9 @@ class DockerClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
+        version: str | None = None,
     ) -> httpx.Response | _Answer:
-        url = f"/v{self.api_version()}{path}"
+        url = f"/v{version or self.api_version()}{path}"
         if method == "GET" and body is None and content is None and headers is None:
             self._count(method)
             resp = self._get(url, params, timeout if timeout is not None else self.timeout)
@@ -376,8 +387,13 @@ class DockerClient:
     # -- writes -----------------------------------------------------------------------------
 
     def create_container(self, name: str, body: JSON, *, platform: str | None = None) -> str:
+        """Create container ``name``; a body that mounts an image (``Type: image``) is sent at
+        API 1.48, the first to define it, whatever version the client negotiated (the caller
+        checked ``server_api_version`` first: converge's ``refuse_image_mounts``)."""
         params = {"name": name, **({"platform": platform} if platform else {})}
-        resp = self._request("POST", "/containers/create", params=params, body=body)
+        mounts = (body.get("HostConfig") or {}).get("Mounts") or ()
+        version = IMAGE_MOUNT_VERSION if any(m.get("Type") == "image" for m in mounts) else None
+        resp = self._request("POST", "/containers/create", params=params, body=body, version=version)
         return str(resp.json()["Id"])
 
     def put_archive(self, ident: str, path: str, tar: bytes) -> None:

@@ -39,6 +39,20 @@ def test_api_version_is_the_lower_of_the_servers_and_ours() -> None:
     assert seen == ["GET /version", "GET /v1.45/images/json", "GET /v1.45/images/json"]  # negotiated once
 
 
+def test_a_create_mounting_an_image_is_sent_at_1_48_and_everything_else_as_negotiated() -> None:
+    created = httpx.Response(201, json={"Id": "c1"})
+    client, seen = engine("1.48", {"POST /containers/create": created})
+    assert (client.api_version(), client.server_api_version()) == ("1.45", "1.48")
+    image_mount = {"Type": "image", "Source": "app:1", "Target": "/data"}
+    client.create_container("a", {"Image": "x", "HostConfig": {"Mounts": [image_mount]}})
+    client.create_container("b", {"Image": "x", "HostConfig": {"Mounts": [{"Type": "volume"}]}})
+    client.create_container("c", {"Image": "x"})
+    posts = [line for line in seen if line.startswith("POST")]
+    assert posts == ["POST /v1.48/containers/create", *["POST /v1.45/containers/create"] * 2]
+    old, _ = engine("1.41", {})
+    assert (old.api_version(), old.server_api_version()) == ("1.41", "1.41")
+
+
 def test_an_engine_older_than_supported_is_refused_clearly() -> None:
     client, _ = engine("1.24", {})
     with pytest.raises(DockerUnavailable, match=r"speaks API 1\.24; gitdock needs 1\.41 or newer"):
