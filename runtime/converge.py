@@ -236,6 +236,17 @@ class BuildsRefused(TrustError):
         super().__init__(f"{names}: built from the revision, and the trust policy says build: deny")
 
 
+class ImageMountsUnverified(TrustError):
+    """A ``type: image`` volume under a trust policy: the mounted image would reach the host
+    unverified (the verify step checks the images services run), so it is refused."""
+
+    def __init__(self, mounts: list[str]) -> None:
+        super().__init__(
+            f"{'; '.join(mounts)}: a type image volume is not verified by the trust policy; "
+            "refused rather than mounted unchecked"
+        )
+
+
 def _verify_images(
     project: Project, observed: ObservedState, trust: TrustContext, hooks: ConvergeHooks
 ) -> dict[str, ResolvedImage]:
@@ -252,6 +263,11 @@ def _verify_images(
     built = sorted(s.name for s in project.services if s.build is not None)
     if built and trust.policy.build is BuildAction.DENY:
         raise BuildsRefused(built)
+    mounted = sorted(
+        {f"service {s.name}: {m.source}" for s in project.services for m in s.mounts if m.type == "image"}
+    )
+    if mounted:
+        raise ImageMountsUnverified(mounted)
     pulled = dataclasses.replace(project, services=tuple(s for s in project.services if s.build is None))
     with hooks.step("verify"):
         known = known_images(observed, project.name)

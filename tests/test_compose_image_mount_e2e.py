@@ -57,3 +57,27 @@ def test_an_image_mount_on_an_older_engine_is_refused_before_anything_changes(
     ], result.stderr
     assert list_project_resources(project_name) == {"container": [], "network": [], "volume": []}
     assert docker_cli("images", "-q", MOUNTED).strip() == ""
+
+
+def test_under_a_trust_policy_an_image_mount_is_refused_as_unverified(
+    tmp_path: Path, project_name: str
+) -> None:
+    from gitdock.runtime.converge import ImageMountsUnverified, converge
+    from gitdock.runtime.trust.policy import DefaultAction, TrustPolicy
+    from gitdock.runtime.trust.registry import RegistryClient
+    from gitdock.runtime.trust.resolve import TrustContext
+    from gitdock.specs.load import load_project
+
+    (tmp_path / "compose.yaml").write_text(
+        f"services:\n  web:\n    image: {TEST_IMAGE}\n    volumes:\n"
+        f"      - {{type: image, source: {MOUNTED}, target: /img}}\n"
+    )
+    project = load_project([str(tmp_path / "compose.yaml")], project_name=project_name, environ={})
+    policy = TrustPolicy(default=DefaultAction.ALLOW_UNSIGNED)
+    with DockerClient() as docker, RegistryClient() as registry:
+        with pytest.raises(
+            ImageMountsUnverified, match=rf"service web: {MOUNTED}: a type image volume is not verified"
+        ):
+            converge(project, docker, trust=TrustContext(policy, registry))
+        assert docker.mutating_calls == 0
+    assert list_project_resources(project_name) == {"container": [], "network": [], "volume": []}
