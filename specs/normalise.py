@@ -460,6 +460,8 @@ class _ServiceNormaliser:
                 mounts.append(Mount("image", vol.target, vol.source, vol.read_only, **options))
             else:
                 mounts.append(Mount("volume", vol.target, vol.source, vol.read_only, **options))
+        # As compose-go's EnforceUnicity: one volume per target, a later one taking an earlier's place.
+        mounts = list({m.target: m for m in mounts}.values())
         if spec.use_api_socket:
             # Compose also passes the registry credentials; gitdock passes the socket alone.
             mounts.append(Mount("bind", API_SOCKET, API_SOCKET))

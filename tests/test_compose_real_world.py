@@ -1,6 +1,7 @@
 """Real-world Compose files nobody here wrote: every valid one loads and plans, in-process.
 
-The documents are compose-go's loader testdata and docker/compose's e2e fixtures, stored
+The documents are compose-go's loader testdata, docker/compose's e2e fixtures and
+docker/awesome-compose's projects (their Compose files, with the small files they read), stored
 under ``compose_corpus/real_world/<source>/`` as they are upstream (``SOURCES.md`` names the
 repository, commit and license of each). Each YAML file is one document, loaded alone and
 planned against an empty host (the external networks and volumes it names taken as present),
@@ -35,7 +36,7 @@ from gitdock.specs import SpecError, load_project_with_warnings
 from gitdock.specs.errors import GitdockError
 
 ROOT = Path(__file__).resolve().parent / "compose_corpus" / "real_world"
-SOURCES = ("compose-go", "compose")
+SOURCES = ("compose-go", "compose", "awesome-compose")
 
 # Not a project on their own: loaded through the document named, or not at all (why).
 FRAGMENTS = {
@@ -228,3 +229,12 @@ def test_the_shares_of_each_source(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     assert all(OUTCOMES[d] is None for d in ACCEPTED_INVALID)  # a fix moves it to INVALID
+
+
+def test_two_volumes_at_one_target_keep_the_later_one() -> None:
+    """As compose-go's EnforceUnicity: prometheus-grafana mounts a bind, then a volume, at one path."""
+    path = ROOT / "awesome-compose" / "prometheus-grafana" / "compose.yaml"
+    project, _warnings = load_project_with_warnings([path], environ={}, root=ROOT / "awesome-compose")
+    (prometheus,) = [s for s in project.services if s.name == "prometheus"]
+    mounts = [(m.type, m.target, m.source) for m in prometheus.mounts]
+    assert mounts == [("volume", "/prometheus", "prom_data")]
