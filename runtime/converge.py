@@ -279,23 +279,28 @@ def tear_down(
     docker: DockerClient,
     *,
     remove_volumes: bool = False,
+    project: Project | None = None,
     concurrency: int = 32,
     on_event: Callable[[ExecEvent], None] | None = None,
+    on_output: Callable[[Operation, str], None] | None = None,
     step: StepHook | None = None,
 ) -> Outcome:
     """Remove the project's containers and networks (and named volumes when asked).
 
-    Stopping is mostly waiting for processes to exit, so more run at once than in apply.
+    With the loaded ``project`` each service's pre_stop hooks run before its containers stop
+    (their output to ``on_output``). Stopping is mostly waiting for processes to exit, so more
+    run at once than in apply.
     """
     step = step or _no_step
     calls0, mut0 = _count(docker)
     with step("observe"):
         observed = observe(docker)
     with step("plan"):
-        plan = plan_down(project_name, observed, remove_volumes=remove_volumes)
+        plan = plan_down(project_name, observed, remove_volumes=remove_volumes, project=project)
     report = None
     if not plan.is_empty:
         with step("execute"):
-            report = Executor(docker, concurrency=concurrency, on_event=on_event).execute(plan, observed)
+            executor = Executor(docker, concurrency=concurrency, on_event=on_event, on_output=on_output)
+            report = executor.execute(plan, observed)
     calls1, mut1 = _count(docker)
     return Outcome(plan, observed, report, calls1 - calls0, mut1 - mut0)

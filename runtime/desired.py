@@ -631,14 +631,15 @@ def _endpoint(aliases: tuple[str, ...], attachment: NetworkAttachment) -> dict[s
 def _networking_config(
     networks: list[tuple[str, tuple[str, ...]]], endpoints: dict[str, dict[str, Any]], host: dict[str, Any]
 ) -> dict[str, Any]:
-    """The endpoint of the first network (the rest are connected after create)."""
+    """The endpoint of the first network (the rest are connected after create). Links go on
+    every network's endpoint, as Compose connects them (``links`` on each network)."""
     first, _aliases = networks[0]
-    endpoint = dict(endpoints[first])
     links = host.pop("Links", None)
     if links:
         # Docker ignores HostConfig.Links on user-defined networks; links live on the endpoint.
-        endpoint["Links"] = links
-    return {"EndpointsConfig": {first: endpoint}}
+        for endpoint in endpoints.values():
+            endpoint["Links"] = list(links)
+    return {"EndpointsConfig": {first: dict(endpoints[first])}}
 
 
 def _port_key(target: int, protocol: str) -> str:

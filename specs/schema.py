@@ -1306,7 +1306,10 @@ class ConfigSpec(FileObjectSpec):
 
 class ComposeFile(SpecModel):
     NO_EFFECT = {
-        "models": "needs Docker Model Runner, which gitdock does not drive; it has no effect on this target"
+        "models": "needs Docker Model Runner, which gitdock does not drive; it has no effect on this target",
+        # docker/compose runs jobs on `compose run` or on the engine's schedule (pkg/e2e/jobs_test.go)
+        "jobs": "run on `docker compose run` or on a schedule, not as deployed services; "
+        "they have no effect on this target",
     }
 
     name: StrictStr | None = None

@@ -3,7 +3,9 @@
 The documents are compose-go's loader testdata, docker/compose's e2e fixtures and
 docker/awesome-compose's projects (their Compose files, with the small files they read), stored
 under ``compose_corpus/real_world/<source>/`` as they are upstream (``SOURCES.md`` names the
-repository, commit and license of each). Each YAML file is one document, loaded alone and
+repository, commit and license of each; the few files an upstream test writes before it runs a
+document are stand-ins marked ``written here`` there, and a test below shows that without one
+the load fails naming the file). Each YAML file is one document, loaded alone and
 planned against an empty host (the external networks and volumes it names taken as present),
 except:
 
@@ -86,23 +88,11 @@ INVALID = {
 
 # Valid documents gitdock refuses -> the reason its refusal names (the allow-list).
 REFUSED = {
-    # Top-level `jobs:` is in neither the Compose Specification's schema (compose-spec.json as
-    # committed) nor compose-go's; the upstream test that runs this fixture is not in the
-    # index that was searched, so what Compose does with it could not be read.
-    "compose/run-test/jobs.yaml": "unknown key `jobs`",
-    # Files the stored fixtures lack. Each is an upstream file the index does not hold (looked
-    # up by path in docker/compose and compose-spec/compose-go): no upstream test writes it.
-    # env-priority/.env.override and volume-test/static/index.html are read by the e2e tests
-    # (TestEnvPriority, TestLocalComposeVolume); include/env_file/sub/local.env by compose-go's
-    # TestInclude_EnvFile_ProvidesContextToServiceEnvFile; the test of watch/rebuild-config.yaml
-    # is not in the index.
-    "compose/environment/env-priority/compose-with-env-file.yaml": ".env.override: not found",
-    "compose/volume-test/compose.yaml": "static/index.html: not found",
-    "compose/watch/rebuild-config.yaml": "watch.env: not found",
-    "compose-go/include/env_file/compose.yaml": "sub/local.env: not found",
-    # Upstream has no db_password.txt either: compose-go's TestGoldenFiles only builds the
-    # model (it never reads a secret's file), and `docker compose up` fails on it too.
-    "compose-go/golden/web-stack.yaml": "db_password.txt: not found",
+    # The including file redefines the service its include brings (to add an env_file).
+    # docker compose builds on compose-go v2 (go.mod at 0094ece2: compose-go/v2 v2.11.0), whose
+    # loader/include.go (at 0761c331) refuses that too: `services.app conflicts with imported
+    # resource`. This fixture is from compose-go's v3 refactoring, which merges it instead.
+    "compose-go/include/env_file/compose.yaml": "is defined here and in the included file",
 }
 
 # Where gitdock is wrong (reported; a fix moves the entry out): refused -> what it says.
@@ -238,3 +228,35 @@ def test_two_volumes_at_one_target_keep_the_later_one() -> None:
     (prometheus,) = [s for s in project.services if s.name == "prometheus"]
     mounts = [(m.type, m.target, m.source) for m in prometheus.mounts]
     assert mounts == [("volume", "/prometheus", "prom_data")]
+
+
+@pytest.mark.parametrize(
+    ("doc", "missing"),
+    [
+        ("compose/volume-test/compose.yaml", "static/index.html"),
+        ("compose/environment/env-priority/compose-with-env-file.yaml", ".env.override"),
+        ("compose/watch/rebuild-config.yaml", "watch.env"),
+    ],
+)
+def test_a_referenced_file_that_is_missing_is_refused_in_one_line_naming_it(
+    tmp_path: Path, doc: str, missing: str
+) -> None:
+    """The stand-ins above only fill in files upstream's tests write: without one, the load fails."""
+    path = tmp_path / Path(doc).name
+    path.write_text((ROOT / doc).read_text())
+    assert not (tmp_path / missing).exists()
+    with pytest.raises(SpecError) as raised:
+        load_project_with_warnings([path], environ={}, root=tmp_path)
+    said = "; ".join(str(p) for p in raised.value.problems)
+    assert missing in said and "not found" in said and "\n" not in said, said
+
+
+def test_top_level_jobs_are_accepted_with_a_warning_and_deploy_nothing() -> None:
+    """docker/compose runs `jobs:` on `compose run` or on a schedule (pkg/e2e/jobs_test.go)."""
+    doc = "compose/run-test/jobs.yaml"
+    project, warnings = load_project_with_warnings([ROOT / doc], environ={}, root=ROOT / "compose")
+    assert [s.name for s in project.services] == ["db"]
+    (warning,) = [w for w in warnings if w.startswith("jobs ")]
+    assert "no effect on this target" in warning, warning
+    rendered = plan_project(project, _observed(project, (), ())).render()
+    assert "service:db:1" in rendered and "with-deps" not in rendered and "simple" not in rendered

@@ -203,10 +203,38 @@ def _store_applied(
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    name = project_name(args)
+    project = _down_project(args)
+    name = project.name if project is not None else project_name(args)
+    progress = Progress()
     with docker_client(args) as docker:
-        outcome = tear_down(name, docker, remove_volumes=args.volumes, on_event=Progress())
+        outcome = tear_down(
+            name,
+            docker,
+            remove_volumes=args.volumes,
+            project=project,
+            on_event=progress,
+            on_output=progress.output,
+        )
     return _report(outcome, "remove", name)
+
+
+def _down_project(args: argparse.Namespace) -> Project | None:
+    """The Compose project whose pre_stop hooks ``down`` runs: the ``-f`` files (else a default
+    file here), as docker compose down loads them; None when there is none. With ``-p`` a file
+    that does not load is a warning and the teardown goes ahead from the labels alone; without
+    it the load's error stands, as the project's name comes from the file."""
+    try:
+        compose_files(args)
+    except UsageError:
+        return None
+    try:
+        return load_project(args)
+    except GitdockError as exc:
+        if not args.project_name:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"warning: {first}; tearing down from the labels, no pre_stop hooks run", file=sys.stderr)
+        return None
 
 
 # --- ps and logs ---------------------------------------------------------------------------

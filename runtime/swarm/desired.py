@@ -341,7 +341,10 @@ def _mount(project: Project, m: Mount) -> dict[str, Any]:
     if m.type == "tmpfs":
         tmpfs = {k: v for k, v in (("SizeBytes", m.tmpfs_size), ("Mode", m.tmpfs_mode)) if v is not None}
         return {"Type": "tmpfs", "Target": m.target, "TmpfsOptions": tmpfs}
-    return {"Type": m.type, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
+    body: dict[str, Any] = {"Type": m.type, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
+    if m.type == "image" and m.image_subpath:  # Engine API 1.48's Mount.ImageOptions
+        body["ImageOptions"] = {"Subpath": m.image_subpath}
+    return body
 
 
 def _healthcheck(hc: Healthcheck) -> dict[str, Any]:
