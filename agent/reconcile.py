@@ -112,6 +112,9 @@ class SourceMemo:
     last_plan: dict[str, Any] | None = field(default=None)
     drift: DriftReport | None = None
     drift_checks: int = 0
+    # The last look at the host, when the reconcile that took it changed nothing: (the events
+    # watcher's quiet token read before it, the revision, the snapshot). See _last_look.
+    last_look: tuple[int, str, ObservedState] | None = None
 
 
 @dataclass
@@ -280,20 +283,43 @@ class Reconciler:
         if source.mode is SourceMode.SWARM:  # no drift healing, no gate: agent/swarm.py says why
             return _with_signer(self.apply_swarm(source, run.trigger, revision, project), verified)
         record = self.applied.load(project.name)
+        token = self.watcher.quiet_token() if self.watcher is not None else None
+        memo.last_look, last_look = None, memo.last_look
         snapshot: ObservedState | None = None
         if record is not None and _is_unmoved(record, run.state, revision):
-            # Git has not moved: what differs now happened behind its back. Drift is decided
-            # from the snapshot converge then plans from: a change landing between two looks
-            # would otherwise be healed by the plan whatever the drift policy says.
-            with tm.step_span(tm.Step.OBSERVE):
-                snapshot = observe(self.docker)
-            drift_result = self.handle_drift(source, run.trigger, revision, project, record, memo, snapshot)
+            snapshot, drift_result = self._look_unmoved(run, project, record, last_look, token)
             if drift_result is not None:
                 return drift_result
         result, run.outcome = self.apply(source, run.trigger, revision, project, record, memo, snapshot)
         if result.result is Result.SUCCESS:
             result = self.gate(run, project, result, run.outcome)
+        quiet = snapshot is not None and token is not None and run.outcome.report is None
+        if quiet and token is not None and result.result is Result.SUCCESS:
+            memo.last_look = (token, revision.sha, run.outcome.observed)  # no drift, no change
         return _with_signer(result, verified)
+
+    def _look_unmoved(
+        self,
+        run: _Run,
+        project: Project,
+        record: AppliedRecord,
+        last_look: tuple[int, str, ObservedState] | None,
+        token: int | None,
+    ) -> tuple[ObservedState, ReconcileResult | None]:
+        """Git has not moved: what differs now happened behind its back. Drift is decided from
+        the snapshot converge then plans from (returned): a change landing between two looks
+        would otherwise be healed by the plan whatever the drift policy says. The result is
+        the drift policy's, when drift decided the reconcile."""
+        assert run.revision is not None
+        with tm.step_span(tm.Step.OBSERVE) as span:
+            snapshot = _last_look(run, last_look, token)
+            span.set_attribute(tm.OBSERVE_REUSED, snapshot is not None)
+            if snapshot is not None:
+                run.memo.drift_checks += 1  # nothing happened since a look that found no drift
+                return snapshot, None
+            snapshot = observe(self.docker)
+        drift = self.handle_drift(run.source, run.trigger, run.revision, project, record, run.memo, snapshot)
+        return snapshot, drift
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -782,6 +808,24 @@ class Reconciler:
                 context = config.context(self.config.base_dir)
                 self._trust_contexts[source.name] = context
             return context
+
+
+def _last_look(
+    run: _Run, last_look: tuple[int, str, ObservedState] | None, token: int | None
+) -> ObservedState | None:
+    """The previous poll's snapshot when it still is the host, else None (observe again).
+
+    It is, when that poll found no drift, changed nothing, and the events watcher has stayed
+    connected and seen no event since it was read (``EventWatcher.quiet_token``): a scheduled
+    poll of an unmoved revision then makes no Docker call, and its drift check is that nothing
+    happened. Any other trigger, and each periodic deep drift check, looks afresh.
+    """
+    if last_look is None or token is None or run.trigger is not Trigger.SCHEDULE:
+        return None
+    if (run.memo.drift_checks + 1) % DEEP_CHECK_EVERY == 1:  # the next check is a deep one
+        return None
+    seen_token, sha, snapshot = last_look
+    return snapshot if seen_token == token and sha == run.sha else None
 
 
 def _is_unmoved(record: AppliedRecord, state: SourceState, revision: Revision) -> bool:

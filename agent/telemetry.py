@@ -137,6 +137,8 @@ VERIFY_REASON: Final = "gitdock.verification.reason"
 PLAN_EVENT: Final = "plan"
 POLICY_LEVEL: Final = "gitdock.policy.level"
 POLICY_VIOLATIONS: Final = "gitdock.policy.violations"
+# On the observe step: the previous poll's snapshot was reused (no Docker event since it).
+OBSERVE_REUSED: Final = "gitdock.observe.reused"
 
 
 class TelemetryError(PermanentError):

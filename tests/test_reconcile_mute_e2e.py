@@ -47,6 +47,9 @@ class RecordingWatcher:
     def resume(self, project: str) -> None:
         self.calls.append(("resume", project))
 
+    def quiet_token(self) -> None:
+        return None  # no events stream here: every poll looks at the host afresh
+
 
 @pytest.fixture
 def reconciler_for(tmp_path: Path, project_name: str) -> Iterator[tuple[object, Upstream, RecordingWatcher]]:

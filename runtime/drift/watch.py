@@ -14,6 +14,13 @@ reconcile makes), inspect only the containers that need it, then the pure
 
 Each stream uses its own DockerClient on the same host, so its long-lived stream never counts
 against, or blocks, the reconciles' client.
+
+``quiet_token`` is what lets a poll reuse its last look at the host (an informer's cache): a
+number that stays the same while both streams are connected and no event that concerns the
+watched projects has arrived on them: their containers', their networks' and volumes', and any
+image's (tag, pull, delete: a moved local tag can change a plan).
+A caller keeps the token it read before observing; while the watcher still returns it, nothing
+the streams can report has happened since, so that snapshot is still the host.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ __all__ = ["CONTAINER_ACTIONS", "EventWatcher", "check_drift", "docker_time", "f
 log = logging.getLogger("gitdock.runtime.drift.watch")
 
 _OBJECT_ACTIONS = ("create", "destroy", "connect", "disconnect")
+# Image events do not mean drift, but they end a quiet period (a moved tag can change a plan).
+_IMAGE_ACTIONS = ("tag", "untag", "delete", "pull", "import", "load")
+_STREAMS = ("containers", "objects")
 _MUTE_KEEP_NS = 60_000_000_000  # a closed mute window is kept this long for late events
 
 
@@ -122,6 +132,8 @@ class EventWatcher:
         self.reconnects = 0
         self.last_event_ns = 0
         self.connected = threading.Event()
+        self._generation = 0  # bumped on every event read and every stream lost (quiet_token)
+        self._up: set[str] = set()  # the streams connected now
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -136,11 +148,14 @@ class EventWatcher:
                     "event": list(CONTAINER_ACTIONS),
                 },
             ),
-            ("objects", {"type": ["network", "volume"], "event": list(_OBJECT_ACTIONS)}),
+            (
+                "objects",
+                {"type": ["network", "volume", "image"], "event": [*_OBJECT_ACTIONS, *_IMAGE_ACTIONS]},
+            ),
         ]
         for name, filters in streams:
             thread = threading.Thread(
-                target=self._follow, args=(filters, since), name=f"gitdock-events-{name}", daemon=True
+                target=self._follow, args=(name, filters, since), name=f"gitdock-events-{name}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
@@ -162,6 +177,24 @@ class EventWatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def quiet_token(self) -> int | None:
+        """The current quiet period's token, or None while a stream is not connected (then
+        nothing can be reused). See the module's docstring."""
+        with self._lock:
+            if len(self._up) < len(_STREAMS) or self._stop.is_set():
+                return None
+            return self._generation
+
+    def _mark(self, stream: str, up: bool, *, event: bool = False) -> None:
+        """A stream is connected (``up``) or lost; ``event``: it has just read one."""
+        with self._lock:
+            if event or (not up and stream in self._up):
+                self._generation += 1
+            if up:
+                self._up.add(stream)
+            else:
+                self._up.discard(stream)
 
     # -- muting gitdock's own changes -------------------------------------------------------
 
@@ -200,6 +233,15 @@ class EventWatcher:
                 return project
         return None
 
+    def _ends_quiet(self, event: DockerEvent) -> bool:
+        """Whether the event can change what a look at the watched projects shows: any of
+        their containers' events, any image event, their own networks' and volumes' (other
+        projects' networks come and go on a shared host without touching these)."""
+        if event.type in ("container", "image"):
+            return True
+        project = self._project_of(event)
+        return project is not None and (self.projects is None or project in self.projects)
+
     def _deliver(self, event: DockerEvent) -> None:
         if not is_relevant_event(event):
             return
@@ -222,22 +264,26 @@ class EventWatcher:
         except Exception:  # a callback's bug must not end the watch
             log.exception("event callback failed for %s %s %s", event.type, event.action, event.name)
 
-    def _follow(self, filters: dict[str, list[str]], since_ns: int) -> None:
+    def _follow(self, stream: str, filters: dict[str, list[str]], since_ns: int) -> None:
         clients = [DockerClient(self._endpoint, timeout=self._timeout)]
         try:
-            self._follow_with(clients, filters, since_ns)
+            self._follow_with(stream, clients, filters, since_ns)
         finally:
+            self._mark(stream, False)
             clients[-1].close()
 
-    def _follow_with(self, clients: list[DockerClient], filters: dict[str, list[str]], since_ns: int) -> None:
+    def _follow_with(
+        self, stream: str, clients: list[DockerClient], filters: dict[str, list[str]], since_ns: int
+    ) -> None:
         """The stream loop; ``clients[-1]`` is the live client (replaced after a failure)."""
-        cursor = _Cursor(since_ns)
+        cursor = _Cursor(since_ns, stream)
         down = False
         while not self._stop.is_set():
             if down and not self._await_dockerd(clients[-1], cursor):
                 return
             down = self._read_stream(clients[-1], filters, cursor)
             if down:
+                self._mark(stream, False)
                 self.connected.clear()
                 # Drop the dead connection: httpcore does not close a pooled one that broke.
                 clients[-1].close()
@@ -277,6 +323,7 @@ class EventWatcher:
                 self.connected.set()
                 event = DockerEvent.from_raw(raw)
                 if cursor.is_new(event):
+                    self._mark(cursor.stream, True, event=self._ends_quiet(event))
                     self.last_event_ns = max(self.last_event_ns, event.time_ns)
                     self._deliver(event)
                 if self._stop.is_set():
@@ -287,6 +334,7 @@ class EventWatcher:
             # means dockerd is not there.
             down = time.monotonic() - opened < self.idle_timeout * 0.9 or not _is_listening(self.host)
             if not down:
+                self._mark(cursor.stream, True)
                 self.connected.set()
             return down
         except DockerError as exc:  # e.g. 500 while dockerd shuts down
@@ -298,7 +346,8 @@ class _Cursor:
     """Where a stream resumes: the newest event time, and the events seen at exactly that time
     (``since`` is inclusive, so a reopened stream replays them)."""
 
-    def __init__(self, since_ns: int) -> None:
+    def __init__(self, since_ns: int, stream: str = "") -> None:
+        self.stream = stream
         self.since_ns = since_ns
         self.seen: set[tuple[str, str, str]] = set()
 

@@ -4,6 +4,9 @@ Run: .venv/bin/python tests/bench/bench_drift.py [--services 100] [--rounds 20] 
      .venv/bin/python tests/bench/bench_drift.py --existing PROJECT --state-dir DIR [--rounds 20]
      (only 1., against a project `gitdock apply --state-dir DIR` already applied, e.g. the
      1,000 services of tests/bench/bench_floor.py's generator: nothing is created or removed)
+     .venv/bin/python tests/bench/bench_drift.py --agent PROJECT --compose FILE [--rounds 20]
+     (the agent's own scheduled polls of that project, deployed from a git repository holding
+     FILE: a real Reconciler and events watcher; the quiet polls reuse the last look)
 
 1. A drift check of an N-service project, the cheap path (the four list calls of a no-op
    reconcile, events from the watcher): median and max wall time, and its API calls.
@@ -95,6 +98,57 @@ def check_existing(project: str, state_dir: Path, rounds: int) -> int:
     return 0
 
 
+def agent_polls(project: str, compose: Path, rounds: int) -> int:
+    """The agent's scheduled polls of an unmoved revision of ``project`` (already running):
+    each poll's wall time, its drift check (the observe step with the check) and its calls."""
+    from gitdock.agent.config import parse_config
+    from gitdock.agent.git import GitCache
+    from gitdock.agent.reconcile import DEEP_CHECK_EVERY, Reconciler
+    from gitdock.agent.state import StateStore, Trigger
+    from support.gitserver import Upstream
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        upstream = Upstream(tmp / "app.git")
+        upstream.commit({"compose.yaml": compose.read_text()}, "the project")
+        source_line = f"  - {{name: app, url: '{upstream.url}', project: {project}}}\n"
+        text = f"state_dir: {tmp / 'state'}\nsources:\n{source_line}"
+        config = parse_config(text, str(tmp / "agent.yaml"))
+        store = StateStore(tmp / "state.db")
+        with DockerClient() as docker:
+            watcher = EventWatcher(docker, [project], on_event=lambda e: None)
+            reconciler = Reconciler(config, store, GitCache(tmp / "cache"), docker)
+            reconciler.watcher = watcher
+            source = config.sources[0]
+            with watcher:
+                while watcher.quiet_token() is None:
+                    time.sleep(0.05)
+                first = reconciler.reconcile(source, Trigger.MANUAL)
+                print(
+                    f"first reconcile (adopts the running project): {first.reason} in {ms(first.duration)} ms"
+                )
+                rows: list[tuple[bool, float, int]] = []
+                for _ in range(rounds):
+                    memo = reconciler.memo("app")
+                    deep = (memo.drift_checks + 1) % DEEP_CHECK_EVERY == 1
+                    calls0 = sum(docker.calls.values())
+                    t = time.perf_counter()
+                    result = reconciler.reconcile(source, Trigger.SCHEDULE)
+                    rows.append((deep, time.perf_counter() - t, sum(docker.calls.values()) - calls0))
+                    assert result.reason == "UpToDate", result
+            reconciler.close()
+        store.close()
+    for label, pick in (("quiet (reused look)", False), ("resync (deep check)", True)):
+        times = [t for deep, t, _ in rows if deep is pick]
+        calls = [c for deep, _, c in rows if deep is pick]
+        if times:
+            print(
+                f"  {label}: {len(times)} polls, median {ms(statistics.median(times))} ms, "
+                f"max {ms(max(times))} ms, calls {statistics.median(calls):.0f}"
+            )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=100)
@@ -102,7 +156,11 @@ def main() -> int:
     parser.add_argument("--stops", type=int, default=5)
     parser.add_argument("--existing", metavar="PROJECT", help="only time the check of this applied project")
     parser.add_argument("--state-dir", type=Path, help="with --existing: where its apply recorded it")
+    parser.add_argument("--agent", metavar="PROJECT", help="time the agent's polls of this running project")
+    parser.add_argument("--compose", type=Path, help="with --agent: the project's Compose file")
     args = parser.parse_args()
+    if args.agent:
+        return agent_polls(args.agent, args.compose, args.rounds)
     if args.existing:
         return check_existing(args.existing, args.state_dir or Path("."), args.rounds)
 
