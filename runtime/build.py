@@ -37,14 +37,16 @@ import json
 import os
 import re
 import stat
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from gitdock.specs.errors import PermanentError
 from gitdock.specs.model import Build, Project, Service
+
+if TYPE_CHECKING:
+    import tarfile  # imported where a context is written: a no-op apply never needs it
 
 # The name a Dockerfile from outside the context (or dockerfile_inline) gets in the tar.
 INLINE_DOCKERFILE = ".gitdock.Dockerfile"
@@ -187,6 +189,8 @@ def write_context(build: Build, out: IO[bytes]) -> None:
     if not os.path.isdir(build.context):
         raise BuildError(f"build context {build.context}: not a directory")
     dockerfile = dockerfile_in_context(build)
+    import tarfile
+
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as tar:
         for name, host in context_entries(build):
             _add(tar, name, host)
@@ -209,6 +213,8 @@ def _outside_dockerfile(build: Build) -> bytes:
 
 def _add(tar: tarfile.TarFile, name: str, host: str) -> None:
     """One entry, normalised: owner 0, mtime 0, permission bits kept; sockets and fifos skipped."""
+    import tarfile
+
     st = os.lstat(host)
     info = tarfile.TarInfo(name)
     info.mode = stat.S_IMODE(st.st_mode)
@@ -229,6 +235,8 @@ def _add(tar: tarfile.TarFile, name: str, host: str) -> None:
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = len(data), 0o644, 0
     tar.addfile(info, io.BytesIO(data))

@@ -873,3 +873,28 @@ def desired_build(project: Project, service: Service) -> DesiredBuild:
     }
     params.update({k: v for k, v in optional.items() if v is not None})
     return DesiredBuild(service.name, service.image, build, params)
+
+
+# --- the memo's answers, to keep between commands (runtime.desired_cache) -------------------
+
+
+def memo_answers(project: Project) -> dict[tuple[str, int], DesiredContainer]:
+    """The memo's answers for ``project`` (unverified images only), by (service, number)."""
+    memo_project, answers = _memo
+    if memo_project is not project:
+        return {}
+    return {(a[0].name, key[1]): a[2] for key, a in answers.items() if a[1] is None}
+
+
+def preset_answers(project: Project, kept: dict[tuple[str, int], DesiredContainer]) -> int:
+    """Make ``kept`` (``memo_answers`` of an equal project) the memo's answers for ``project``;
+    returns how many were taken (those of services the project has)."""
+    global _memo
+    services = {svc.name: svc for svc in project.services}
+    answers: dict[tuple[int, int, int], tuple[Any, Any, DesiredContainer]] = {}
+    for (name, number), answer in kept.items():
+        svc = services.get(name)
+        if svc is not None and isinstance(answer, DesiredContainer) and answer.service == name:
+            answers[(id(svc), number, id(None))] = (svc, None, answer)
+    _memo = (project, answers)
+    return len(answers)

@@ -46,6 +46,7 @@ NOT_ON_THE_NOOP_PATH = (
     "email",
     "urllib.request",
     "gitdock.runtime.dial",  # ssh only
+    "tarfile",  # build contexts only
 )
 
 

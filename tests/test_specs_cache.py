@@ -65,15 +65,63 @@ def test_a_new_dotenv_file_is_noticed(project_dir: Path, tmp_path: Path) -> None
     )
 
 
-def test_a_changed_environment_is_a_different_entry(project_dir: Path, tmp_path: Path) -> None:
+def test_a_changed_variable_the_files_use_is_loaded_afresh(project_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    assert load_project_cached([project_dir / "compose.yaml"], cache, environ={"TAG": "4"}).services[
-        0
-    ].image == ("busybox:4")
-    assert load_project_cached([project_dir / "compose.yaml"], cache, environ={"TAG": "5"}).services[
-        0
-    ].image == ("busybox:5")
-    assert len(entries(cache)) == 2
+    compose = [project_dir / "compose.yaml"]
+    assert load_project_cached(compose, cache, environ={"TAG": "4"}).services[0].image == "busybox:4"
+    assert load_project_cached(compose, cache, environ={"TAG": "5"}).services[0].image == "busybox:5"
+    assert load_project_cached(compose, cache, environ={}).services[0].image == "busybox:1"  # unset
+    assert load_project_cached(compose, cache, environ={"TAG": "4"}).services[0].image == "busybox:4"
+
+
+def test_a_variable_no_file_names_does_not_cost_a_load(project_dir: Path, tmp_path: Path) -> None:
+    """``OLDPWD`` or bash's ``$_`` change between commands: the load is reused all the same."""
+    cache = tmp_path / "cache"
+    compose = [project_dir / "compose.yaml"]
+    load_project_cached(compose, cache, environ={"TAG": "4", "_": "/usr/bin/env", "OLDPWD": "/a"})
+    import gitdock.specs.load as load_module
+
+    original = load_module.load_project_with_inputs
+    load_module.load_project_with_inputs = None  # type: ignore[assignment]
+    try:
+        again = load_project_cached(compose, cache, environ={"TAG": "4", "_": "/bin/gitdock", "OLDPWD": "/b"})
+    finally:
+        load_module.load_project_with_inputs = original
+    assert again.services[0].image == "busybox:4"
+
+
+@pytest.mark.parametrize("variable", ["COMPOSE_PROFILES", "COMPOSE_PROJECT_NAME", "HOME"])
+def test_variables_the_loader_reads_itself_count(project_dir: Path, tmp_path: Path, variable: str) -> None:
+    cache = tmp_path / "cache"
+    compose = [project_dir / "compose.yaml"]
+    load_project_cached(compose, cache, environ={variable: "one"})
+    import gitdock.specs.load as load_module
+
+    calls: list[object] = []
+    original = load_module.load_project_with_inputs
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    load_module.load_project_with_inputs = counting  # type: ignore[assignment]
+    try:
+        load_project_cached(compose, cache, environ={variable: "two"})
+    finally:
+        load_module.load_project_with_inputs = original
+    assert len(calls) == 1
+
+
+def test_a_bare_environment_entry_takes_the_variable_into_account(tmp_path: Path) -> None:
+    """``environment: [TOKEN]`` reads TOKEN from the environment without a ``$``."""
+    d = tmp_path / "app"
+    d.mkdir()
+    write(d / "compose.yaml", "services:\n  web:\n    image: busybox:1\n    environment: [TOKEN]\n")
+    cache = tmp_path / "cache"
+    first = load_project_cached([d / "compose.yaml"], cache, environ={"TOKEN": "a"})
+    second = load_project_cached([d / "compose.yaml"], cache, environ={"TOKEN": "b"})
+    assert dict(first.services[0].environment)["TOKEN"] == "a"
+    assert dict(second.services[0].environment)["TOKEN"] == "b"
 
 
 def test_an_entry_others_can_write_is_not_trusted(project_dir: Path, tmp_path: Path) -> None:

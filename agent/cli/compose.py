@@ -37,6 +37,7 @@ from gitdock.agent.cli.project import (
     admission_policy,
     compose_files,
     load_project,
+    load_project_fingerprinted,
     project_name,
     state_dir,
     trust_context,
@@ -44,6 +45,7 @@ from gitdock.agent.cli.project import (
 from gitdock.agent.cli.swarm import add_swarm_flags
 from gitdock.runtime.build import BuildMode
 from gitdock.runtime.converge import ConvergeHooks, Outcome, converge, tear_down
+from gitdock.runtime.desired_cache import recall_desired, remember_desired
 from gitdock.runtime.docker import DockerClient, NotFound
 from gitdock.runtime.execute import ExecutionFailed, OpStatus
 from gitdock.runtime.observe import ObservedContainer, observe
@@ -116,9 +118,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     Without them the OpenTelemetry SDK is not even imported: a no-op apply is a short command.
     """
     if not _tracing_requested():
-        project = load_project(args)
+        project, kept = load_project_fingerprinted(args)
         progress = Progress()
-        return _apply(args, project, ConvergeHooks(on_event=progress, on_output=progress.output), None)
+        hooks = ConvergeHooks(on_event=progress, on_output=progress.output)
+        return _apply(args, project, hooks, None, kept)
     from gitdock.agent import telemetry as tm
 
     tm.setup_telemetry()
@@ -128,14 +131,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     with tm.sync_span(guess or "default") as sync:
         sync.span.set_attribute("gitdock.trigger", "cli")
         with tm.step_span(tm.Step.LOAD):
-            project = load_project(args)
+            project, kept = load_project_fingerprinted(args)
         if project.name != guess:  # the file's own `name:` decides
             sync.span.update_name(f"SYNC {project.name}")
             sync.span.set_attribute(tm.CICD_PIPELINE_NAME, project.name)
             sync.project = project.name
         progress = Progress()
         hooks = tm.converge_hooks(then=progress, then_output=progress.output)
-        return _apply(args, project, hooks, sync.set_result)
+        return _apply(args, project, hooks, sync.set_result, kept)
 
 
 def _apply(
@@ -143,8 +146,12 @@ def _apply(
     project: Project,
     hooks: ConvergeHooks,
     set_result: Callable[[str], None] | None,
+    kept: Path | None = None,
 ) -> int:
+    """Converge; ``kept`` is where this load's desired containers are kept between commands
+    (read before planning, written after a first successful apply of the load)."""
     policy, trust = admission_policy(args), trust_context(args)
+    recalled = kept is not None and trust is None and recall_desired(project, kept) > 0
     with docker_client(args) as docker:
         outcome = converge(
             project,
@@ -159,6 +166,8 @@ def _apply(
         )
         if outcome.is_ok:
             _store_applied(args, outcome.project or project, docker, outcome)
+            if kept is not None and trust is None and not recalled:
+                remember_desired(project, kept)
         if outcome.is_ok and args.wait and not _wait_ready(args, docker, outcome, project.name):
             if set_result is not None:
                 set_result("failure")

@@ -68,12 +68,19 @@ def project_root(first_file: str) -> str | None:
 
 def load_project(args: argparse.Namespace) -> Project:
     """Load the Compose files, reusing the last validated load while none of them changed."""
-    from gitdock.specs.cache import load_project_cached
+    return load_project_fingerprinted(args)[0]
+
+
+def load_project_fingerprinted(args: argparse.Namespace) -> tuple[Project, Path | None]:
+    """``load_project``, and where what is derived from this very load may be kept (a file
+    named by the load's fingerprint in the load cache), or None when nothing may be."""
+    from gitdock.specs.cache import load_project_fingerprinted as load
 
     files = compose_files(args)
-    return load_project_cached(
+    cache = state_dir(args) / "load-cache"
+    project, fingerprint = load(
         files,
-        state_dir(args) / "load-cache",
+        cache,
         root=project_root(files[0]),
         project_name=args.project_name,
         env_file=args.env_file,
@@ -81,6 +88,7 @@ def load_project(args: argparse.Namespace) -> Project:
         ignore_build=getattr(args, "ignore_build", False),
         keyring=sops_keyring(args),
     )
+    return project, None if fingerprint is None else cache / f"{fingerprint}.desired"
 
 
 def sops_keyring(args: argparse.Namespace) -> Keyring | None:
