@@ -17,6 +17,7 @@ import pytest
 from gitdock.runtime import desired
 from gitdock.runtime.desired_cache import recall_desired, remember_desired
 from gitdock.specs.cache import load_project_fingerprinted
+from gitdock.specs.model import Project
 
 COMPOSE = """\
 services:
@@ -41,7 +42,7 @@ def compose(tmp_path: Path) -> Path:
     return path
 
 
-def build_all(project: desired.Project) -> dict[tuple[str, int], desired.DesiredContainer]:
+def build_all(project: Project) -> dict[tuple[str, int], desired.DesiredContainer]:
     return {
         (svc.name, n): desired.desired_container(project, svc, n)
         for svc in project.services
