@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitdock.agent.state import StateError, StateStore
-from gitdock.runtime.converge import Outcome, observe_applied
 from gitdock.runtime.docker import DockerClient
 from gitdock.runtime.record import AppliedRecord, applied_record
 from gitdock.specs.model import Project
 
 if TYPE_CHECKING:
+    from gitdock.runtime.converge import Outcome
     from gitdock.runtime.drift.detect import DriftReport
 
 __all__ = ["STATE_DB", "AppliedStore", "default_state_dir", "store_applied"]
@@ -125,6 +125,8 @@ def store_applied(
     """
     if outcome.report is None and not outcome.plan.is_empty:
         return None  # a dry run: nothing was applied
+    from gitdock.runtime.converge import observe_applied
+
     observed = observe_applied(docker, outcome)
     planned = outcome.project or project  # with built images bound to their content tags
     record = applied_record(planned, observed, outcome.images, applied_at=time.time(), revision=revision)

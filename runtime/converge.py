@@ -98,6 +98,7 @@ def converge(
     policy: Policy | None = None,
     renew_anon_volumes: bool = False,
     observed: ObservedState | None = None,
+    look: Callable[[], ObservedState] | None = None,
 ) -> Outcome:
     """Observe the host, plan ``project`` against it and, unless ``dry_run``, execute the plan.
 
@@ -112,6 +113,8 @@ def converge(
     ``renew_anon_volumes``: recreated containers get fresh anonymous volumes (Compose's ``-V``).
     ``observed``: the host as the caller just saw it (a drift check's snapshot), planned from
     instead of observing again, so the plan changes nothing the check did not see.
+    ``look``: an observe the caller already started (``observe_later``), waited for where
+    converge would observe (after admission: a refused project is refused even with dockerd down).
     """
     if policy is not None:  # admission first: a refused revision touches nothing
         with hooks.step("policy"):
@@ -119,7 +122,7 @@ def converge(
     calls0, mut0 = _count(docker)
     project = bind_builds(project, revision=revision)
     if observed is None:
-        snapshot = observe_later(docker)  # the four list calls go out now ...
+        snapshot = look or observe_later(docker)  # the four list calls go out now ...
         if trust is None and pinned is None:
             _desire_early(project)  # ... and the desired bodies are built while dockerd lists
         with hooks.step("observe"):

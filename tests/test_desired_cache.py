@@ -81,12 +81,17 @@ def test_kept_answers_are_what_building_them_gives(compose: Path, tmp_path: Path
     )
 
 
-def test_answers_of_other_mapping_code_are_not_used(compose: Path, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
+def remembered(compose: Path, cache: Path) -> tuple[Project, Path]:
+    """A load whose desired containers were built and kept: the project and the file."""
     project, fingerprint = load_project_fingerprinted([compose], cache, environ={})
     kept = cache / f"{fingerprint}.desired"
     build_all(project)
     remember_desired(project, kept)
+    return project, kept
+
+
+def test_answers_of_other_mapping_code_are_not_used(compose: Path, tmp_path: Path) -> None:
+    project, kept = remembered(compose, tmp_path / "cache")
     with kept.open("rb") as fh:
         _stamp, answers = pickle.load(fh)  # noqa: S301 - the test's own file
     with kept.open("wb") as fh:
@@ -95,11 +100,7 @@ def test_answers_of_other_mapping_code_are_not_used(compose: Path, tmp_path: Pat
 
 
 def test_a_file_others_can_write_is_not_read(compose: Path, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    project, fingerprint = load_project_fingerprinted([compose], cache, environ={})
-    kept = cache / f"{fingerprint}.desired"
-    build_all(project)
-    remember_desired(project, kept)
+    project, kept = remembered(compose, tmp_path / "cache")
     os.chmod(kept, 0o666)  # noqa: S103 - the point of the test
     assert recall_desired(project, kept) == 0
 

@@ -74,6 +74,15 @@ def calls_of(reconciler: Any, trigger: Any) -> tuple[str, int]:
     return result.reason, sum(reconciler.docker.calls.values()) - before
 
 
+def applied_and_quiet(reconciler: Any, watcher: Any) -> int:
+    """Both streams connected, the project applied, then polls until one reuses its look."""
+    from gitdock.agent.state import Trigger
+
+    eventually(lambda: watcher.quiet_token() is not None, "both event streams connected")
+    assert calls_of(reconciler, Trigger.MANUAL)[0] == "ReconciliationSucceeded"
+    return quiet_poll(reconciler)
+
+
 def quiet_poll(reconciler: Any) -> int:
     """Scheduled polls until one makes no Docker call (the apply's own events settle first);
     returns how many polls looked at the host before it."""
@@ -95,9 +104,7 @@ def test_a_quiet_host_is_not_listed_again_and_any_event_ends_the_quiet(
     from gitdock.agent.state import Trigger
 
     reconciler, watcher, events = agent_parts
-    eventually(lambda: watcher.quiet_token() is not None, "both event streams connected")
-    assert calls_of(reconciler, Trigger.MANUAL)[0] == "ReconciliationSucceeded"
-    assert quiet_poll(reconciler) >= 1  # the poll after an apply looks; a later one reuses it
+    assert applied_and_quiet(reconciler, watcher) >= 1  # the poll after an apply looks
     # Quiet from here on: no call, but every DEEP_CHECK_EVERY-th check looks (and inspects).
     memo = reconciler.memo("app")
     for _ in range(DEEP_CHECK_EVERY + 1):
@@ -121,9 +128,7 @@ def test_a_moved_local_tag_ends_the_quiet_period(
     from gitdock.agent.state import Trigger
 
     reconciler, watcher, _events = agent_parts
-    eventually(lambda: watcher.quiet_token() is not None, "both event streams connected")
-    assert calls_of(reconciler, Trigger.MANUAL)[0] == "ReconciliationSucceeded"
-    quiet_poll(reconciler)
+    applied_and_quiet(reconciler, watcher)
     token = watcher.quiet_token()
     tag = f"gitdock-test/{project_name}:moved"
     docker_cli("tag", TEST_IMAGE, tag)
@@ -141,9 +146,7 @@ def test_a_trigger_other_than_the_schedule_always_looks(
     from gitdock.agent.state import Trigger
 
     reconciler, watcher, _events = agent_parts
-    eventually(lambda: watcher.quiet_token() is not None, "both event streams connected")
-    assert calls_of(reconciler, Trigger.MANUAL)[0] == "ReconciliationSucceeded"
-    quiet_poll(reconciler)
+    applied_and_quiet(reconciler, watcher)
     for trigger in (Trigger.MANUAL, Trigger.DRIFT, Trigger.WEBHOOK):
         reason, calls = calls_of(reconciler, trigger)
         assert reason == "UpToDate" and calls >= 4, trigger

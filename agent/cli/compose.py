@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitdock.agent.applied_store import store_applied
 from gitdock.agent.cli.common import (
@@ -44,13 +44,16 @@ from gitdock.agent.cli.project import (
 )
 from gitdock.agent.cli.swarm import add_swarm_flags
 from gitdock.runtime.build import BuildMode
-from gitdock.runtime.converge import ConvergeHooks, Outcome, converge, tear_down
-from gitdock.runtime.desired_cache import recall_desired, remember_desired
 from gitdock.runtime.docker import DockerClient, NotFound
-from gitdock.runtime.execute import ExecutionFailed, OpStatus
-from gitdock.runtime.observe import ObservedContainer, observe
+from gitdock.runtime.observe import ObservedContainer, ObservedState, observe, observe_later
 from gitdock.specs.errors import GitdockError
 from gitdock.specs.model import Project
+
+if TYPE_CHECKING:
+    from gitdock.runtime.converge import ConvergeHooks, Outcome
+
+# The planner, executor and record (runtime.converge and below) are imported where a command
+# uses them: an apply sends its list calls first, so dockerd answers while they load.
 
 __all__ = ["COMMANDS", "add_compose_commands"]
 
@@ -61,6 +64,8 @@ COMMANDS = frozenset({"plan", "apply", "down", "ps", "logs"})
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from gitdock.runtime.converge import converge
+
     project = load_project(args)
     policy, trust = admission_policy(args), trust_context(args)
     with docker_client(args) as docker:
@@ -85,6 +90,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _report(outcome: Outcome, verb: str, name: str, api_calls: int | None = None) -> int:
     """Print what a converge or tear-down did, with the Docker API calls the command made
     (``api_calls``, default the converge's own). Raises ExecutionFailed if an operation failed."""
+    from gitdock.runtime.execute import ExecutionFailed, OpStatus
+
+    calls = outcome.api_calls if api_calls is None else api_calls
     plan = outcome.plan
     for line in plan.render_images():
         print(line)
@@ -92,7 +100,7 @@ def _report(outcome: Outcome, verb: str, name: str, api_calls: int | None = None
         print(f"warning: {warning}", file=sys.stderr)
     if outcome.report is None:
         print(
-            f"project {name}: nothing to {verb} ({outcome.api_calls} Docker API calls, "
+            f"project {name}: nothing to {verb} ({calls} Docker API calls, "
             f"{outcome.mutating_calls} mutating)"
         )
         return EXIT_OK
@@ -100,7 +108,6 @@ def _report(outcome: Outcome, verb: str, name: str, api_calls: int | None = None
     done = sum(1 for r in report.results if r.status is OpStatus.DONE)
     if not report.ok:
         raise ExecutionFailed(report)
-    calls = outcome.api_calls if api_calls is None else api_calls
     print(f"project {name}: {done} operation(s) done in {report.seconds:.1f}s ({calls} Docker API calls)")
     return EXIT_OK
 
@@ -118,10 +125,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     Without them the OpenTelemetry SDK is not even imported: a no-op apply is a short command.
     """
     if not _tracing_requested():
-        project, kept = load_project_fingerprinted(args)
-        progress = Progress()
-        hooks = ConvergeHooks(on_event=progress, on_output=progress.output)
-        return _apply(args, project, hooks, None, kept)
+        with docker_client(args) as docker:
+            look = observe_later(docker)  # dockerd lists while the project and the planner load
+            project, kept = load_project_fingerprinted(args)
+            from gitdock.runtime.converge import ConvergeHooks
+
+            progress = Progress()
+            hooks = ConvergeHooks(on_event=progress, on_output=progress.output)
+            return _apply(args, docker, project, hooks, None, kept, look)
     from gitdock.agent import telemetry as tm
 
     tm.setup_telemetry()
@@ -138,40 +149,47 @@ def cmd_apply(args: argparse.Namespace) -> int:
             sync.project = project.name
         progress = Progress()
         hooks = tm.converge_hooks(then=progress, then_output=progress.output)
-        return _apply(args, project, hooks, sync.set_result, kept)
+        with docker_client(args) as docker:
+            return _apply(args, docker, project, hooks, sync.set_result, kept)
 
 
 def _apply(
     args: argparse.Namespace,
+    docker: DockerClient,
     project: Project,
     hooks: ConvergeHooks,
     set_result: Callable[[str], None] | None,
     kept: Path | None = None,
+    look: Callable[[], ObservedState] | None = None,
 ) -> int:
     """Converge; ``kept`` is where this load's desired containers are kept between commands
-    (read before planning, written after a first successful apply of the load)."""
+    (read before planning, written after a first successful apply of the load); ``look``
+    is the observe already under way (else converge observes)."""
+    from gitdock.runtime.converge import converge
+    from gitdock.runtime.desired_cache import recall_desired, remember_desired
+
     policy, trust = admission_policy(args), trust_context(args)
     recalled = kept is not None and trust is None and recall_desired(project, kept) > 0
-    with docker_client(args) as docker:
-        outcome = converge(
-            project,
-            docker,
-            trust=trust,
-            policy=policy,
-            concurrency=args.parallel,
-            wait_timeout=args.wait_timeout,
-            hooks=hooks,
-            build=_build_mode(args),
-            renew_anon_volumes=args.renew_anon_volumes,
-        )
-        if outcome.is_ok:
-            _store_applied(args, outcome.project or project, docker, outcome)
-            if kept is not None and trust is None and not recalled:
-                remember_desired(project, kept)
-        if outcome.is_ok and args.wait and not _wait_ready(args, docker, outcome, project.name):
-            if set_result is not None:
-                set_result("failure")
-            return EXIT_ERROR
+    outcome = converge(
+        project,
+        docker,
+        trust=trust,
+        policy=policy,
+        concurrency=args.parallel,
+        wait_timeout=args.wait_timeout,
+        hooks=hooks,
+        build=_build_mode(args),
+        renew_anon_volumes=args.renew_anon_volumes,
+        look=look,
+    )
+    if outcome.is_ok:
+        _store_applied(args, outcome.project or project, docker, outcome)
+        if kept is not None and trust is None and not recalled:
+            remember_desired(project, kept)
+    if outcome.is_ok and args.wait and not _wait_ready(args, docker, outcome, project.name):
+        if set_result is not None:
+            set_result("failure")
+        return EXIT_ERROR
     if set_result is not None and outcome.report is not None and not outcome.report.ok:
         set_result("error" if outcome.report.transient else "failure")
     return _report(outcome, "change", project.name, sum(docker.calls.values()))
@@ -214,6 +232,8 @@ def _store_applied(
 def cmd_down(args: argparse.Namespace) -> int:
     project = _down_project(args)
     name = project.name if project is not None else project_name(args)
+    from gitdock.runtime.converge import tear_down
+
     progress = Progress()
     with docker_client(args) as docker:
         outcome = tear_down(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from gitdock.runtime.execute import ExecEvent
-from gitdock.runtime.plan import Operation
+if TYPE_CHECKING:  # annotations only: an apply imports the executor once it has a plan
+    from gitdock.runtime.execute import ExecEvent
+    from gitdock.runtime.plan import Operation
 
 _MARK = {"start": "…", "done": "✔", "failed": "✘", "skipped": "-"}
 _WORD = {
