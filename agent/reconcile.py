@@ -112,9 +112,9 @@ class SourceMemo:
     last_plan: dict[str, Any] | None = field(default=None)
     drift: DriftReport | None = None
     drift_checks: int = 0
-    # The last look at the host, when the reconcile that took it changed nothing: (the events
-    # watcher's quiet token read before it, the revision, the snapshot). See _last_look.
-    last_look: tuple[int, str, ObservedState] | None = None
+    # The last reconcile that found no drift and changed nothing: (the events watcher's quiet
+    # token read before it looked, the revision). See _last_look.
+    last_look: tuple[int, str] | None = None
 
 
 @dataclass
@@ -202,6 +202,9 @@ class Reconciler:
         self._memo_lock = threading.Lock()
         self.budget = float(config.defaults.reconcile_budget)
         self._deadlines: dict[str, float] = {}  # source -> its running reconcile's deadline
+        # The newest look at the host that is known to still be it while the watcher's token
+        # is unchanged, shared by the sources on this engine (one snapshot, not one per source).
+        self._look: tuple[int, ObservedState] | None = None
 
     def close(self) -> None:
         """Close the registry connections of the trust contexts, the commit keyrings and the notifier."""
@@ -295,7 +298,9 @@ class Reconciler:
             result = self.gate(run, project, result, run.outcome)
         quiet = snapshot is not None and token is not None and run.outcome.report is None
         if quiet and token is not None and result.result is Result.SUCCESS:
-            memo.last_look = (token, revision.sha, run.outcome.observed)  # no drift, no change
+            memo.last_look = (token, revision.sha)  # no drift, no change
+            if self._look is None or self._look[0] <= token:
+                self._look = (token, run.outcome.observed)
         return _with_signer(result, verified)
 
     def _look_unmoved(
@@ -303,7 +308,7 @@ class Reconciler:
         run: _Run,
         project: Project,
         record: AppliedRecord,
-        last_look: tuple[int, str, ObservedState] | None,
+        last_look: tuple[int, str] | None,
         token: int | None,
     ) -> tuple[ObservedState, ReconcileResult | None]:
         """Git has not moved: what differs now happened behind its back. Drift is decided from
@@ -312,7 +317,7 @@ class Reconciler:
         the drift policy's, when drift decided the reconcile."""
         assert run.revision is not None
         with tm.step_span(tm.Step.OBSERVE) as span:
-            snapshot = _last_look(run, last_look, token)
+            snapshot = _last_look(run, last_look, token, self._look)
             span.set_attribute(tm.OBSERVE_REUSED, snapshot is not None)
             if snapshot is not None:
                 run.memo.drift_checks += 1  # nothing happened since a look that found no drift
@@ -811,21 +816,27 @@ class Reconciler:
 
 
 def _last_look(
-    run: _Run, last_look: tuple[int, str, ObservedState] | None, token: int | None
+    run: _Run,
+    last_look: tuple[int, str] | None,
+    token: int | None,
+    look: tuple[int, ObservedState] | None,
 ) -> ObservedState | None:
-    """The previous poll's snapshot when it still is the host, else None (observe again).
+    """The engine's last look (``look``) when it still is the host, else None (observe again).
 
-    It is, when that poll found no drift, changed nothing, and the events watcher has stayed
-    connected and seen no event since it was read (``EventWatcher.quiet_token``): a scheduled
-    poll of an unmoved revision then makes no Docker call, and its drift check is that nothing
-    happened. Any other trigger, and each periodic deep drift check, looks afresh.
+    It is, when this source's previous poll found no drift and changed nothing, and the events
+    watcher has stayed connected and seen no event since that poll's token and the look's
+    token were read (``EventWatcher.quiet_token``): a scheduled poll of an unmoved revision
+    then makes no Docker call, and its drift check is that nothing happened. Any other
+    trigger, and each periodic deep drift check, looks afresh.
     """
     if last_look is None or token is None or run.trigger is not Trigger.SCHEDULE:
         return None
     if (run.memo.drift_checks + 1) % DEEP_CHECK_EVERY == 1:  # the next check is a deep one
         return None
-    seen_token, sha, snapshot = last_look
-    return snapshot if seen_token == token and sha == run.sha else None
+    seen_token, sha = last_look
+    if seen_token != token or sha != run.sha or look is None or look[0] != token:
+        return None
+    return look[1]
 
 
 def _is_unmoved(record: AppliedRecord, state: SourceState, revision: Revision) -> bool:
