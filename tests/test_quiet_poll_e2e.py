@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from support.docker import TEST_IMAGE, docker_cli
+from support.docker import TEST_IMAGE, docker_cli, remove_project
 from support.gitserver import Upstream
 
 pytestmark = pytest.mark.docker
@@ -163,3 +163,50 @@ def test_a_lost_events_stream_means_looking_again(tmp_path: Path) -> None:
             time.sleep(0.5)
             assert watcher.quiet_token() is None
     assert watcher.quiet_token() is None  # stopped
+
+
+def test_the_sources_of_one_engine_share_its_last_look(tmp_path: Path, project_name: str) -> None:
+    """Two sources on one engine: once both are quiet, neither poll makes a call, and the
+    reconciler holds one snapshot of the host, not one per source."""
+    from gitdock.agent.config import parse_config
+    from gitdock.agent.git import GitCache
+    from gitdock.agent.reconcile import Reconciler
+    from gitdock.agent.state import StateStore, Trigger
+    from gitdock.runtime.docker import DockerClient
+    from gitdock.runtime.drift.watch import EventWatcher
+
+    names = [f"{project_name}-a", f"{project_name}-b"]
+    lines = []
+    for i, name in enumerate(names):
+        upstream = Upstream(tmp_path / "repos" / f"app{i}.git")
+        upstream.commit({"compose.yaml": compose()}, "first")
+        lines.append(f"  - {{name: app{i}, url: '{upstream.url}', project: {name}}}\n")
+    config = parse_config(f"state_dir: {tmp_path / 'state'}\nsources:\n{''.join(lines)}", "agent.yaml")
+    store = StateStore(tmp_path / "state.db")
+    try:
+        with DockerClient() as docker:
+            watcher = EventWatcher(docker, names, on_event=lambda e: None, idle_timeout=0.3)
+            reconciler = Reconciler(config, store, GitCache(tmp_path / "cache"), docker)
+            reconciler.watcher = watcher
+            with watcher:
+                eventually(lambda: watcher.quiet_token() is not None, "both event streams connected")
+                for source in config.sources:
+                    assert reconciler.reconcile(source, Trigger.MANUAL).reason == "ReconciliationSucceeded"
+
+                def both_quiet() -> bool:
+                    calls = []
+                    for source in config.sources:
+                        before = sum(docker.calls.values())
+                        assert reconciler.reconcile(source, Trigger.SCHEDULE).reason == "UpToDate"
+                        calls.append(sum(docker.calls.values()) - before)
+                    return calls == [0, 0]
+
+                eventually(both_quiet, "both sources poll without a Docker call")
+                look = reconciler._look
+                assert look is not None
+                assert {c.project for c in look[1].containers} >= set(names)  # one look, both projects
+            reconciler.close()
+    finally:
+        store.close()
+        for name in names:
+            remove_project(name)
