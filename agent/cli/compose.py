@@ -100,8 +100,7 @@ def _report(outcome: Outcome, verb: str, name: str, api_calls: int | None = None
         print(f"warning: {warning}", file=sys.stderr)
     if outcome.report is None:
         print(
-            f"project {name}: nothing to {verb} ({calls} Docker API calls, "
-            f"{outcome.mutating_calls} mutating)"
+            f"project {name}: nothing to {verb} ({calls} Docker API calls, {outcome.mutating_calls} mutating)"
         )
         return EXIT_OK
     report = outcome.report
