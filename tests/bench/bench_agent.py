@@ -1,18 +1,26 @@
 """Benchmark the agent as a real process: webhook latency, no-change poll cost, idle footprint.
 
 Run: .venv/bin/python tests/bench/bench_agent.py [--pushes 5] [--idle-seconds 60] [--sources 10]
-[--idle-only]
+[--services 1] [--idle-only] [--keep PREFIX | --remove PREFIX] [--env NAME=VALUE]
 
 1. push → signed GitHub webhook → the changed container running with the new env
    (one-service env change; target ≤ 2 s), over `--pushes` pushes.
 2. a poll with no new commit: the reconcile duration the agent reports for scheduled polls
    (target ≤ 20 ms) and the Docker events the project saw meanwhile (target: none).
-3. an idle agent with `--sources` sources (10; one project of one container each) polling
-   every 10 s: RSS (target ≤ 100 MB at 10) and average CPU over `--idle-seconds` (target
-   ≤ 2 % of one core), from /proc/<pid>/stat and status. `--idle-only` skips 1 and 2.
+3. an idle agent with `--sources` sources (10; one project of `--services` containers each)
+   polling every 10 s: RSS now and at its peak (VmRSS, VmHWM; targets ≤ 100 MB at 10 sources,
+   issue 17's bar ≤ 150 MB with 50 sources and 1,000 containers: `--sources 50 --services 20`)
+   and average CPU over `--idle-seconds` (target ≤ 2 % of one core), from /proc/<pid>/stat
+   and status. `--idle-only` skips 1 and 2.
 
-Everything it creates (containers, networks, temp dirs) is removed at the end. Not a
-pytest module: the name does not match test_*.py.
+Everything it creates (containers, networks, temp dirs) is removed at the end, except with
+`--keep PREFIX`: the idle projects are then named PREFIX-s000, PREFIX-s001, … and left
+running, and the next run with the same PREFIX (the same --services, and --sources on the
+same side of 20, where the projects move to the default bridge) finds them up to date (the
+commit is the same bytes, so the same sha) instead of creating 1,000 containers again
+(4 to 15 min at 2 shared cores). `--remove PREFIX` removes them and exits. The agent's own
+state is always new, so each run's startup reconciles every source once (a no-op when kept).
+Not a pytest module: the name does not match test_*.py.
 """
 
 from __future__ import annotations
@@ -40,12 +48,15 @@ SECRET = "bench-secret"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def compose(value: str, *, bridge: bool = False) -> str:
-    """One service; with ``bridge`` on Docker's default bridge instead of a project network."""
-    return (
-        f"services:\n  web:\n    image: {TEST_IMAGE}\n"
+def compose(value: str, *, bridge: bool = False, services: int = 1) -> str:
+    """``services`` services (``web``, else ``web0``…); with ``bridge`` on Docker's default
+    bridge instead of a project network."""
+    names = ["web"] if services == 1 else [f"web{i}" for i in range(services)]
+    return "services:\n" + "".join(
+        f"  {name}:\n    image: {TEST_IMAGE}\n"
         f'    command: ["sh", "-c", "{LOOP}"]\n    environment:\n      VALUE: "{value}"\n'
         + ("    network_mode: bridge\n" if bridge else "")
+        for name in names
     )
 
 
@@ -136,53 +147,85 @@ def bench_webhook_and_poll(tmp: Path, pushes: int) -> dict[str, Any]:
         remove_project(project)
 
 
-def read_proc(pid: int) -> tuple[float, int]:
-    """(CPU seconds used so far, RSS in kB)."""
+def read_proc(pid: int) -> tuple[float, int, int]:
+    """(CPU seconds used so far, VmRSS in kB, VmHWM in kB: the peak RSS since exec)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
-    rss = next(
-        int(line.split()[1])
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmRSS:")
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
     )
-    return cpu, rss
+    return cpu, int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0])
 
 
-def bench_idle(tmp: Path, seconds: float, sources: int = 10) -> dict[str, Any]:
-    projects = [f"gdb-idle{i}-{secrets.token_hex(3)}" for i in range(sources)]
+def idle_projects(sources: int, keep: str | None) -> list[str]:
+    """Kept projects get fixed names, none a prefix of another (remove_project matches names)."""
+    if keep:
+        return [f"{keep}-s{i:03d}" for i in range(sources)]
+    return [f"gdb-idle{i}-{secrets.token_hex(3)}" for i in range(sources)]
+
+
+def bench_idle(
+    tmp: Path,
+    seconds: float,
+    sources: int = 10,
+    services: int = 1,
+    keep: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    projects = idle_projects(sources, keep)
     upstream = Upstream(tmp / "idle.git")
     # A network per project would exhaust dockerd's default address pools (about 30) long
     # before 100 sources: above 20 the projects share the default bridge.
-    sha = upstream.commit({"compose.yaml": compose("idle", bridge=sources > 20)})
+    sha = upstream.commit({"compose.yaml": compose("idle", bridge=sources > 20, services=services)})
     try:
         (tmp / "idle").mkdir()
         config, port = write_config(tmp / "idle", upstream.url, projects, "10s")
-        with AgentProcess(config, port) as agent:
+        with AgentProcess(config, port, env=env) as agent:
+            started = time.monotonic()
             for i in range(sources):
-                agent.wait_applied(f"s{i}", sha, timeout=60 + sources)
+                agent.wait_applied(f"s{i}", sha, timeout=60 + sources * services)
+            startup = time.monotonic() - started
             assert agent.proc is not None
-            pid = agent.proc.pid
-            time.sleep(2)
-            cpu0, _ = read_proc(pid)
-            t0 = time.monotonic()
-            peak = 0
-            while time.monotonic() - t0 < seconds:
-                time.sleep(1)
-                peak = max(peak, read_proc(pid)[1])
-            cpu1, rss = read_proc(pid)
-            elapsed = time.monotonic() - t0
-            agent.terminate()
-        return {
-            "sources": sources,
-            "interval_s": 10,
-            "seconds": round(elapsed, 1),
-            "rss_mb": round(rss / 1024, 1),
-            "peak_rss_mb": round(peak / 1024, 1),
-            "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 2),
-        }
+            result = measure_idle(agent.proc.pid, seconds)
+            try:
+                result["exit_s"] = round(agent.terminate(), 1)
+            except RuntimeError:  # killed by terminate(): the figures above still stand
+                result["exit_s"] = None
+        labels = docker_cli("ps", "--all", "--format", '{{.Label "io.gitdock.project"}}').split()
+        containers = sum(label in projects for label in labels)
+        host = len(docker_cli("ps", "--all", "--quiet").split())
+        counts = {"sources": sources, "containers": containers, "host_containers": host}
+        return counts | {"startup_s": round(startup, 1)} | result
     finally:
-        for project in projects:
-            remove_project(project)
+        if not keep:
+            remove_projects(projects)
+
+
+def measure_idle(pid: int, seconds: float) -> dict[str, Any]:
+    """CPU and RSS of process ``pid`` over ``seconds``, sampled every second."""
+    time.sleep(2)
+    cpu0, _, _ = read_proc(pid)
+    t0 = time.monotonic()
+    peak = 0
+    while time.monotonic() - t0 < seconds:
+        time.sleep(1)
+        peak = max(peak, read_proc(pid)[1])
+    cpu1, rss, hwm = read_proc(pid)
+    elapsed = time.monotonic() - t0
+    return {
+        "interval_s": 10,
+        "seconds": round(elapsed, 1),
+        "rss_mb": round(rss / 1024, 1),
+        "peak_rss_mb": round(peak / 1024, 1),
+        "hwm_mb": round(hwm / 1024, 1),
+        "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 2),
+        "load_1m": os.getloadavg()[0],
+    }
+
+
+def remove_projects(projects: list[str]) -> None:
+    for project in projects:
+        remove_project(project)
 
 
 def main() -> int:
@@ -190,11 +233,21 @@ def main() -> int:
     parser.add_argument("--pushes", type=int, default=5)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--sources", type=int, default=10, help="sources of the idle agent (10)")
+    parser.add_argument("--services", type=int, default=1, help="services per idle source (1)")
     parser.add_argument("--idle-only", action="store_true", help="only the idle agent (3)")
+    parser.add_argument("--keep", metavar="PREFIX", help="leave the idle projects running, reuse them")
+    parser.add_argument("--remove", metavar="PREFIX", help="remove the kept projects and exit")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="in the idle agent")
     args = parser.parse_args()
+    if args.remove:
+        remove_projects(idle_projects(args.sources, args.remove))
+        return 0
     with tempfile.TemporaryDirectory(prefix="gitdock-bench-agent-") as tmp:
         results = {} if args.idle_only else bench_webhook_and_poll(Path(tmp), args.pushes)
-        results["idle"] = idle = bench_idle(Path(tmp), args.idle_seconds, args.sources)
+        env = dict(item.split("=", 1) for item in args.env)
+        idle = bench_idle(Path(tmp), args.idle_seconds, args.sources, args.services, args.keep, env)
+        idle["env"] = env
+        results["idle"] = idle
     print_results(results, idle)
     out = ROOT / ".bench" / "agent.json"
     out.parent.mkdir(exist_ok=True)
@@ -206,9 +259,14 @@ def print_results(results: dict[str, Any], idle: dict[str, Any]) -> None:
     if "webhook_to_running_s" in results:
         print_latencies(results)
     print(
-        f"idle, {idle['sources']} sources every 10 s   RSS {idle['rss_mb']} MB (peak {idle['peak_rss_mb']}), "
-        f"CPU {idle['cpu_percent_of_one_core']} % of one core over {idle['seconds']} s"
-        "   (targets ≤ 100 MB at 10 sources, ≤ 2 %)"
+        f"idle, {idle['sources']} sources, {idle['containers']} containers "
+        f"({idle['host_containers']} on the host), every 10 s   "
+        f"VmRSS {idle['rss_mb']} MB (peak while idle {idle['peak_rss_mb']}, VmHWM {idle['hwm_mb']}), "
+        f"CPU {idle['cpu_percent_of_one_core']} % of one core over {idle['seconds']} s, "
+        f"load {idle['load_1m']:.1f}; startup reconciles {idle['startup_s']} s, "
+        f"exit after SIGTERM {idle['exit_s'] if idle['exit_s'] is not None else 'over 15'} s"
+        "   (targets ≤ 100 MB at 10 sources, ≤ 150 MB at 50 sources with 1,000 containers, ≤ 2 %)"
+        + (f"; agent environment {idle['env']}" if idle.get("env") else "")
     )
 
 

@@ -130,7 +130,7 @@ def agent_polls(project: str, compose: Path, rounds: int) -> int:
                 finally:
                     looks.append(time.perf_counter() - t)
 
-            reconciler._look_unmoved = timed  # type: ignore[method-assign]
+            reconciler._look_unmoved = timed  # type: ignore[method-assign,assignment]
             with watcher:
                 while watcher.quiet_token() is None:
                     time.sleep(0.05)
