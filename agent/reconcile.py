@@ -205,6 +205,8 @@ class Reconciler:
         # The newest look at the host that is known to still be it while the watcher's token
         # is unchanged, shared by the sources on this engine (one snapshot, not one per source).
         self._look: tuple[int, ObservedState] | None = None
+        # Looks taken at once share one snapshot (50 sources starting together held 50).
+        self._observer = _SharedObserve(docker)
 
     def close(self) -> None:
         """Close the registry connections of the trust contexts, the commit keyrings and the notifier."""
@@ -322,7 +324,7 @@ class Reconciler:
             if snapshot is not None:
                 run.memo.drift_checks += 1  # nothing happened since a look that found no drift
                 return snapshot, None
-            snapshot = observe(self.docker)
+            snapshot = self._observer.observe()
         drift = self.handle_drift(run.source, run.trigger, run.revision, project, record, run.memo, snapshot)
         return snapshot, drift
 
@@ -500,6 +502,7 @@ class Reconciler:
             hooks=self._converge_hooks(project.name),
             revision=revision.sha,
             observed=observed,
+            look=None if observed is not None else self._observer.observe,
         )
         changed = outcome.report is not None or record is None or record.revision != revision.sha
         if changed and outcome.is_ok:
@@ -813,6 +816,61 @@ class Reconciler:
                 context = config.context(self.config.base_dir)
                 self._trust_contexts[source.name] = context
             return context
+
+
+class _SharedObserve:
+    """``observe(docker)`` shared by the reconciles of one engine; thread-safe.
+
+    A caller joins the look queued to start when the running one ends, never the running one
+    (it may have listed before the caller's change), as ``GitCache.fetch`` does: the snapshot
+    a caller gets was taken after it asked, and N reconciles looking at once cost at most two
+    snapshots, not N (50 sources starting at once on a 1,000-container host held 50).
+    """
+
+    def __init__(self, docker: DockerClient) -> None:
+        self._docker = docker
+        self._lock = threading.Lock()
+        self._running: _Flight | None = None
+        self._queued: _Flight | None = None
+
+    def observe(self) -> ObservedState:
+        """A snapshot taken after this call; raises what ``observe`` raised."""
+        with self._lock:
+            start = None
+            if self._running is None:
+                flight = start = self._running = _Flight()
+            else:
+                flight = self._queued = self._queued or _Flight()
+        if start is not None:
+            self._start(start)
+        flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        assert flight.snapshot is not None
+        return flight.snapshot
+
+    def _start(self, flight: _Flight) -> None:
+        threading.Thread(target=self._run, args=(flight,), name="gitdock-look", daemon=True).start()
+
+    def _run(self, flight: _Flight) -> None:
+        try:
+            flight.snapshot = observe(self._docker)
+        except BaseException as exc:  # re-raised in every caller of this flight
+            flight.error = exc
+        finally:
+            with self._lock:
+                nxt, self._queued = self._queued, None
+                self._running = nxt
+            flight.done.set()
+            if nxt is not None:
+                self._start(nxt)
+
+
+@dataclass
+class _Flight:
+    done: threading.Event = field(default_factory=threading.Event)
+    snapshot: ObservedState | None = None
+    error: BaseException | None = None
 
 
 def _last_look(
