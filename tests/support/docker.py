@@ -209,22 +209,26 @@ def list_project_resources(project: str) -> dict[str, list[str]]:
 
 
 def remove_project(project: str) -> None:
-    """Remove every container (forced), then network, then volume of `project`.
+    """Remove every container (forced), then network, then volume of `project`, then the
+    images gitdock built for it (labelled with the project: left behind, every run of the
+    suite would add dozens, and each image list on this host would grow slower).
 
     Everything is attempted; a DockerCLIError naming what is left is raised at the end.
     """
     errors: list[str] = []
-    for kind in ("container", "network", "volume"):
+    for kind in ("container", "network", "volume", "image"):
         try:
-            ids = _ids(kind, _project_filters(project))
+            ids = _ids(kind, _project_filters(project)[:1] if kind == "image" else _project_filters(project))
             if not ids:
                 continue
             if kind == "container":
                 docker_cli("rm", "--force", "--volumes", *ids)
             elif kind == "network":
                 docker_cli("network", "rm", *ids)
-            else:
+            elif kind == "volume":
                 docker_cli("volume", "rm", "--force", *ids)
+            else:
+                docker_cli("image", "rm", "--force", *ids)
         except DockerCLIError as exc:
             errors.append(str(exc))
     left = {kind: ids for kind, ids in list_project_resources(project).items() if ids}

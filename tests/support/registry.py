@@ -65,6 +65,7 @@ def run_registry() -> Iterator[LocalRegistry]:
             _wait_ready(host, proc)
             yield LocalRegistry(host, root)
         finally:
+            _forget_images(host)
             proc.terminate()
             try:
                 proc.wait(timeout=10)
@@ -72,6 +73,25 @@ def run_registry() -> Iterator[LocalRegistry]:
                 proc.kill()
                 proc.wait()
             log.close()
+
+
+def _forget_images(host: str) -> None:
+    """Remove the local references to images of the registry at ``host`` (what the tests'
+    pulls left: the registry and its port are gone after the test). Only those references:
+    an image that also has another name keeps it."""
+    from support.docker import DockerCLIError, docker_cli
+
+    listed = docker_cli("image", "ls", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}")
+    refs: list[str] = []
+    for line in listed.splitlines():
+        repository, tag, digest = [*line.split(), "", "", ""][:3]
+        if not repository.startswith(f"{host}/"):
+            continue
+        refs.append(f"{repository}:{tag}" if tag not in ("", "<none>") else f"{repository}@{digest}")
+    # An image still used by a container keeps its name; the test's own cleanup reports that.
+    if refs:
+        with contextlib.suppress(DockerCLIError):
+            docker_cli("image", "rm", *refs)
 
 
 def push_image(source: str, target: str) -> None:
