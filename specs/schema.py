@@ -120,7 +120,11 @@ def _by_kind(expected: str) -> Discriminator:
 
 
 class SpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    # defer_build: a model's validator is built on its first use, not at import. The loader
+    # validates through a few top-level models (a file, a service, a network, ...), whose
+    # schemas take the nested ones in; built at import, each of the forty would also get a
+    # validator of its own that nothing calls — most of what importing this module cost.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, defer_build=True)
 
     # Keys of the Compose Specification at this level that are accepted and have no effect on
     # a plain Docker host: key -> why (the load warns with it).
