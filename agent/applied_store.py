@@ -68,13 +68,24 @@ class AppliedStore:
         desired = state.desired if isinstance(state.desired, dict) else {}
         return dict(desired), state.revision
 
-    def save(self, record: AppliedRecord) -> None:
-        """Replace the project's record; the last drift report is dropped (the apply healed it)."""
+    def save(self, record: AppliedRecord) -> bool:
+        """Replace the project's record; the last drift report is dropped (the apply healed it).
+
+        A record that differs from the stored one only in its time is not written again, so a
+        no-op apply writes nothing (at 1,000 containers the record is half a megabyte): the
+        stored time stays the time of the last apply that changed what is recorded. Returns
+        whether it wrote.
+        """
+        fresh = record.to_dict()
         with self.store.transaction():
-            payload, _ = self._payload(record.project)
-            payload[_APPLIED] = record.to_dict()
+            payload, revision = self._payload(record.project)
+            kept = payload.get(_APPLIED)
+            if _DRIFT not in payload and revision == record.revision and _same_but_time(kept, fresh):
+                return False
+            payload[_APPLIED] = fresh
             payload.pop(_DRIFT, None)
             self.store.set_project_desired(record.project, payload, record.revision)
+        return True
 
     def load(self, project: str) -> AppliedRecord | None:
         """The last applied record, or None when gitdock never applied the project here."""
@@ -107,6 +118,13 @@ class AppliedStore:
             return DriftReport.from_dict(data)
         except (KeyError, ValueError):
             return None  # an unreadable old report only loses first_seen
+
+
+def _same_but_time(kept: object, fresh: dict[str, Any]) -> bool:
+    """Whether the stored record ``kept`` says what ``fresh`` says, but for appliedAt."""
+    if not isinstance(kept, dict) or kept.keys() != fresh.keys():
+        return False
+    return all(kept[key] == value for key, value in fresh.items() if key != "appliedAt")
 
 
 def store_applied(

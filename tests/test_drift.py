@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gitdock.agent.applied_store import AppliedStore
 from gitdock.agent.healing import Healer, HealMode, HealPolicy
 from gitdock.runtime.drift.detect import (
     DockerEvent,
@@ -472,3 +474,31 @@ def test_heal_history_is_per_project_and_can_be_forgotten() -> None:
     healer.forget(P)
     assert not healer.is_flapping(P, "service:web:1", NOW)
     assert healer.should_heal(P, [], NOW) == (False, [])
+
+
+def test_a_record_that_differs_only_in_its_time_is_not_written_again(tmp_path: Path) -> None:
+    rc = applied()
+    with AppliedStore.open(tmp_path) as store:
+        assert store.save(record(rc)) is True
+        assert store.save(replace(record(rc), applied_at=T0 + 60)) is False
+        kept = store.load(P)
+        assert kept is not None and kept.applied_at == T0  # the time of the apply that changed it
+
+        moved = replace(rc, id="f" * 64)
+        assert store.save(replace(record(moved), applied_at=T0 + 120)) is True
+        kept = store.load(P)
+        assert kept is not None and kept.applied_at == T0 + 120 and kept.containers[0].id == "f" * 64
+        assert store.save(replace(record(moved), applied_at=T0 + 180, revision="def456")) is True
+
+
+def test_a_kept_drift_report_makes_the_same_record_be_written_and_the_report_dropped(tmp_path: Path) -> None:
+    rc = applied()
+    with AppliedStore.open(tmp_path) as store:
+        store.save(record(rc))
+        stopped = live(rc, state="exited", status="Exited (137) 5 seconds ago")
+        store.save_report(detect_drift(record(rc), observed(stopped), {}, now=NOW))
+        assert store.last_report(P) is not None
+        assert store.save(replace(record(rc), applied_at=T0 + 60)) is True
+        assert store.last_report(P) is None
+        kept = store.load(P)
+        assert kept is not None and kept.applied_at == T0 + 60
