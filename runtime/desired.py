@@ -17,6 +17,7 @@ changed from a label-filtered list call alone, without one inspect per container
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -782,10 +783,20 @@ def desired_network(project: Project, network: Network) -> DesiredNetwork:
     )
 
 
-def desired_volume(project: Project, volume: Volume) -> DesiredVolume:
-    spec = {"driver": volume.driver, "driver_opts": dict(volume.driver_opts), "labels": dict(volume.labels)}
+@functools.lru_cache(maxsize=256)
+def _volume_hashes(
+    driver: str, driver_opts: tuple[tuple[str, str], ...], volume_labels: tuple[tuple[str, str], ...]
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The config hash and field hashes of a volume's settings; memoised, as most of a
+    project's volumes share them (a plan of 500 default volumes hashes them once)."""
+    spec = {"driver": driver, "driver_opts": dict(driver_opts), "labels": dict(volume_labels)}
     fields = {k: _digest(v)[:12] for k, v in spec.items() if v}
-    config_hash = _digest(spec)
+    return _digest(spec), tuple(fields.items())
+
+
+def desired_volume(project: Project, volume: Volume) -> DesiredVolume:
+    config_hash, field_items = _volume_hashes(volume.driver, volume.driver_opts, volume.labels)
+    fields = dict(field_items)
     labels = dict(volume.labels)
     labels.update(
         {
