@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -25,10 +24,10 @@ from gitdock.runtime.labels import (
     LABEL_PROJECT,
     LABEL_SERVICE,
 )
-from gitdock.specs.reference import ImageReference, parse_reference
 
 if TYPE_CHECKING:
     from gitdock.runtime.docker import DockerClient
+    from gitdock.specs.reference import ImageReference
 
 _EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
@@ -223,6 +222,8 @@ class ObservedState:
 
 def _parsed(text: str) -> ImageReference | None:
     """``parse_reference``, or None for what Docker lists but is no reference (``<none>@<none>``)."""
+    from gitdock.specs.reference import parse_reference  # after the early look's calls are out (cli.early)
+
     try:
         return parse_reference(text)
     except ValueError:
@@ -329,6 +330,8 @@ def refresh_project(
     if len(calls) == 1:
         answers = [calls[0]()]
     else:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(len(calls), thread_name_prefix="observe") as pool:
             jobs = [pool.submit(call) for call in calls]
         answers = [job.result() for job in jobs]

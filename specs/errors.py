@@ -25,8 +25,10 @@ pygit2 escapes a seam. Messages read "what failed: why" and never contain secret
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from gitdock.specs.model import Position
+if TYPE_CHECKING:  # an annotation only: importing the errors does not import the model
+    from gitdock.specs.model import Position
 
 
 class GitdockError(Exception):

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from gitdock.specs.errors import SpecProblem
-from gitdock.specs.model import Position
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
@@ -194,6 +193,8 @@ def parse_env_file(text: str, filename: str, environ: Mapping[str, str]) -> EnvF
         column = len(raw) - len(stripped) + 1 + (len(stripped) - len(body))
 
         def add_problem(message: str, line: int = start_line, col: int = column) -> None:
+            from gitdock.specs.model import Position  # on an error only: see specs.errors
+
             result.problems.append(SpecProblem(message, "", Position(filename, line, col)))
 
         if not _ENV_KEY_RE.fullmatch(key):

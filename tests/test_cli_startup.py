@@ -116,3 +116,45 @@ def test_the_cli_loads_a_project_inside_its_git_work_tree(tmp_path: Path) -> Non
     assert project_root(str(compose)) is None
     with pytest.raises(SpecError, match="is outside the project directory"):
         load_project([compose], environ={}, root=project_root(str(compose)))
+
+
+@pytest.mark.docker
+def test_the_early_observe_is_the_only_one_dockerd_sees(tmp_path: Path, project_name: str) -> None:
+    """``gitdock apply`` sends its observe before the command line imports (cli.early) and the
+    apply waits for that one: through a counting proxy, dockerd sees the five calls the apply
+    reports, not an early observe and then another."""
+    from bench.bench_converge import CountingProxy
+
+    from support.docker import docker_host
+
+    compose = write_compose(
+        tmp_path,
+        f"""
+        services:
+          web:
+            image: {TEST_IMAGE}
+            init: true
+            command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"]
+        """,
+    )
+    state = tmp_path / "state"
+    apply(compose, project_name, state)
+    proxy = CountingProxy(docker_host())
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DOCKER_CONTEXT"))}
+        result = subprocess.run(
+            [sys.executable, "-m", "gitdock.agent.cli.main", "apply", "-f", str(compose), "-p", project_name],
+            capture_output=True,
+            text=True,
+            env={**env, "GITDOCK_STATE_DIR": str(state), "DOCKER_HOST": proxy.url},
+            timeout=180,
+            check=False,
+        )
+    finally:
+        proxy.close()
+    assert result.returncode == 0, result.stderr
+    assert "nothing to change (5 Docker API calls, 0 mutating)" in result.stdout
+    assert sum(proxy.requests.values()) == 5, proxy.requests
+    assert {"GET /containers/json", "GET /networks", "GET /volumes", "GET /images/json"} <= set(
+        proxy.requests
+    )

@@ -74,7 +74,7 @@ def test_wheel_holds_the_gitdock_package_and_no_test_fixtures(wheel: Path) -> No
     assert not [f for f in files if "/tests/" in f or "/support/" in f or f.endswith("conftest.py")]
     for module in ("agent/cli/main.py", "agent/sdnotify.py", "runtime/docker.py", "specs/model.py"):
         assert f"gitdock/{module}" in files
-    assert "gitdock = gitdock.agent.cli.main:main" in entry_points
+    assert "gitdock = gitdock.agent.cli.entry:main" in entry_points
     runtime_requires = [r for r in metadata.get_all("Requires-Dist") or [] if "extra ==" not in r]
     assert not [r for r in runtime_requires if r.split(">")[0].split("=")[0] in {"pytest", "ruff", "mypy"}]
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from gitdock.agent.cli.main import main
+from gitdock.agent.cli.entry import main
 
 sys.exit(main())

@@ -13,7 +13,6 @@ Each registers its own subparser in ``add_compose_commands``; exit codes are ``c
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from gitdock.agent.cli.common import (
     print_json,
     print_table,
 )
+from gitdock.agent.cli.early import EarlyLook, tracing_requested
 from gitdock.agent.cli.progress import Progress
 from gitdock.agent.cli.project import (
     add_policy_args,
@@ -111,21 +111,16 @@ def _report(outcome: Outcome, verb: str, name: str, api_calls: int | None = None
     return EXIT_OK
 
 
-def _tracing_requested() -> bool:
-    """True when any OTEL_* variable is set (and the SDK is not disabled)."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
-    return any(name.startswith("OTEL_") for name in os.environ)
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
     """Apply; with OTEL_* variables set, as one exported ``SYNC <project>`` trace.
 
     Without them the OpenTelemetry SDK is not even imported: a no-op apply is a short command.
     """
-    if not _tracing_requested():
-        with docker_client(args) as docker:
-            look = observe_later(docker)  # dockerd lists while the project and the planner load
+    if not tracing_requested():
+        early: EarlyLook | None = getattr(args, "early_look", None)  # main started it (cli.early)
+        with early.docker if early is not None else docker_client(args) as docker:
+            # dockerd lists while the project and the planner load
+            look = early.snapshot if early is not None else observe_later(docker)
             project, kept = load_project_fingerprinted(args)
             from gitdock.runtime.converge import ConvergeHooks
 

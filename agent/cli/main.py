@@ -16,10 +16,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gitdock.agent.cli.common import run_command
 from gitdock.agent.cli.compose import COMMANDS as CORE_COMMANDS
 from gitdock.agent.cli.compose import add_compose_commands
+
+if TYPE_CHECKING:
+    from gitdock.agent.cli.early import EarlyLook
 
 __all__ = ["build_parser", "main"]
 
@@ -95,9 +99,13 @@ def _is_core_command(words: list[str]) -> bool:
     return not {"--host", "--context"} & set(words[: words.index(command)])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, early: EarlyLook | None = None) -> int:
+    """Run the command in ``argv`` (else the command line). ``early``: the observe the
+    ``gitdock`` command started before importing this module (``cli.early``), for its apply."""
     words = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(core_only=_is_core_command(words)).parse_args(argv)
+    if early is not None and args.command == "apply":
+        args.early_look = early
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -105,5 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m gitdock.agent.cli.main`: as the `gitdock` command
+    from gitdock.agent.cli.entry import main as command
+
+    sys.exit(command())
