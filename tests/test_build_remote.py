@@ -82,8 +82,8 @@ def test_an_inline_dockerfile_with_a_remote_context_is_refused_at_the_build_step
 def _engine(requests: list[httpx.Request]) -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         requests.append(request)
-        if request.url.path == "/version":
-            return httpx.Response(200, json={"ApiVersion": "1.41"})
+        if request.url.path in ("/_ping", "/version"):  # the API version: _ping's header, else /version
+            return httpx.Response(200, json={"ApiVersion": "1.41"}, headers={"Api-Version": "1.41"})
         lines = [{"stream": "Step 1/1 : FROM busybox\n"}, {"aux": {"ID": "sha256:" + "c" * 64}}]
         return httpx.Response(200, content="\n".join(json.dumps(x) for x in lines).encode())
 

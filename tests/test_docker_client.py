@@ -21,8 +21,10 @@ def engine(api_version: str, routes: dict[str, httpx.Response]) -> tuple[DockerC
 
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(f"{request.method} {request.url.path}")
-        if request.url.path == "/version":
-            return httpx.Response(200, json={"ApiVersion": api_version, "Version": "x"})
+        if request.url.path in ("/_ping", "/version"):  # the API version: _ping's header, else /version
+            return httpx.Response(
+                200, json={"ApiVersion": api_version, "Version": "x"}, headers={"Api-Version": api_version}
+            )
         path = request.url.path.split("/", 2)[2]  # drop the /vX.Y prefix
         return routes.get(f"{request.method} /{path}", httpx.Response(404, json={"message": "no route"}))
 
@@ -32,11 +34,31 @@ def engine(api_version: str, routes: dict[str, httpx.Response]) -> tuple[DockerC
 def test_api_version_is_the_lower_of_the_servers_and_ours() -> None:
     old, seen = engine("1.41", {"GET /images/json": httpx.Response(200, json=[])})
     old.list_images()
-    assert seen == ["GET /version", "GET /v1.41/images/json"]
+    assert seen == ["GET /_ping", "GET /v1.41/images/json"]
     new, seen = engine("1.99", {"GET /images/json": httpx.Response(200, json=[])})
     new.list_images()
     new.list_images()
-    assert seen == ["GET /version", "GET /v1.45/images/json", "GET /v1.45/images/json"]  # negotiated once
+    assert seen == ["GET /_ping", "GET /v1.45/images/json", "GET /v1.45/images/json"]  # negotiated once
+
+
+@pytest.mark.parametrize(
+    "ping", [httpx.Response(200, text="OK"), httpx.Response(200, headers={"Api-Version": "x"})]
+)
+def test_without_a_version_in_the_ping_the_version_endpoint_says_it(ping: httpx.Response) -> None:
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/_ping":
+            return ping
+        if request.url.path == "/version":
+            return httpx.Response(200, json={"ApiVersion": "1.43"})
+        return httpx.Response(200, json=[])
+
+    client = DockerClient("unix:///nowhere.sock", transport=httpx.MockTransport(handle))
+    client.list_images()
+    assert seen == ["GET /_ping", "GET /version", "GET /v1.43/images/json"]
+    assert client.calls["GET"] == 3
 
 
 def test_a_create_mounting_an_image_is_sent_at_1_48_and_everything_else_as_negotiated() -> None:
@@ -104,7 +126,8 @@ def test_unsupported_docker_host_is_a_clear_error() -> None:
 
 
 def unix_engine(tmp_path: Path, answer: bytes) -> tuple[DockerClient, list[bytes]]:
-    """A unix socket that answers every request with `answer` (after /version), then closes."""
+    """A unix socket that answers every request with `answer` (after /_ping, with its Api-Version
+    header), then closes."""
     path = str(tmp_path / "d.sock")
     requests: list[bytes] = []
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -120,10 +143,9 @@ def unix_engine(tmp_path: Path, answer: bytes) -> tuple[DockerClient, list[bytes
             with conn:
                 request = conn.recv(65536)
                 requests.append(request)
-                version = b'{"ApiVersion": "1.41"}'
                 canned = (
-                    b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(version), version)
-                    if request.startswith(b"GET /version ")
+                    b"HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK"
+                    if request.startswith(b"GET /_ping ")
                     else answer
                 )
                 conn.sendall(canned)

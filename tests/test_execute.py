@@ -19,8 +19,8 @@ def test_removing_a_network_waits_for_dockerd_to_release_its_endpoints() -> None
     deletes: list[str] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/version":
-            return httpx.Response(200, json={"ApiVersion": "1.41"})
+        if request.url.path in ("/_ping", "/version"):  # the API version: _ping's header, else /version
+            return httpx.Response(200, json={"ApiVersion": "1.41"}, headers={"Api-Version": "1.41"})
         deletes.append(request.url.path)
         return answers.pop(0)
 
@@ -38,8 +38,8 @@ def test_other_network_errors_fail_at_once() -> None:
     calls: list[str] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/version":
-            return httpx.Response(200, json={"ApiVersion": "1.41"})
+        if request.url.path in ("/_ping", "/version"):  # the API version: _ping's header, else /version
+            return httpx.Response(200, json={"ApiVersion": "1.41"}, headers={"Api-Version": "1.41"})
         calls.append(request.url.path)
         return httpx.Response(500, json={"message": "something else"})
 
@@ -57,8 +57,8 @@ def test_a_removal_already_in_progress_is_waited_for() -> None:
     inspects = [httpx.Response(200, json={"Id": "cid", "State": {"Status": "removing"}})] * 2
 
     def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/version":
-            return httpx.Response(200, json={"ApiVersion": "1.41"})
+        if request.url.path in ("/_ping", "/version"):  # the API version: _ping's header, else /version
+            return httpx.Response(200, json={"ApiVersion": "1.41"}, headers={"Api-Version": "1.41"})
         seen.append(f"{request.method} {request.url.path}")
         if request.method == "POST":  # stop
             return httpx.Response(409, json={"message": "container is marked for removal"})
@@ -134,8 +134,8 @@ def test_an_order_only_dependency_that_failed_does_not_skip_its_dependent() -> N
     removed: list[str] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/version":
-            return httpx.Response(200, json={"ApiVersion": "1.41"})
+        if request.url.path in ("/_ping", "/version"):  # the API version: _ping's header, else /version
+            return httpx.Response(200, json={"ApiVersion": "1.41"}, headers={"Api-Version": "1.41"})
         if request.method == "POST":  # stop
             return httpx.Response(204)
         removed.append(request.url.path.rsplit("/", 1)[-1])
