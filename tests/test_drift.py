@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gitdock.agent.applied_store import AppliedStore
+from gitdock.agent.applied_store import AppliedStore, applied_basis
 from gitdock.agent.healing import Healer, HealMode, HealPolicy
 from gitdock.runtime.drift.detect import (
     DockerEvent,
@@ -502,3 +502,47 @@ def test_a_kept_drift_report_makes_the_same_record_be_written_and_the_report_dro
         assert store.last_report(P) is None
         kept = store.load(P)
         assert kept is not None and kept.applied_at == T0 + 60
+
+
+def test_the_applied_basis_changes_with_what_a_record_keeps_and_nothing_else() -> None:
+    project = Project(P, (), (Network("default", f"{P}_default"),), (Volume("data", f"{P}_data"),))
+    labels = {"io.gitdock.project": P, "io.gitdock.service": "web", "io.gitdock.container-number": "1"}
+    web = ObservedContainer(cid(1), f"{P}-web-1", "busybox:1", IMG, "running", "Up 2 minutes", labels, {})
+    net = ObservedNetwork(NET_ID, f"{P}_default", "bridge", {})
+    vol = ObservedVolume(f"{P}_data", "local", {})
+    other = ObservedContainer(cid(9), "other-1", "busybox:1", IMG, "running", "Up", {}, {})
+
+    def basis(*containers: ObservedContainer, load: str = "fp1", networks: bool = True) -> str:
+        state = ObservedState(containers, (net,) if networks else (), (vol,))
+        return applied_basis(load, project, state)
+
+    same = basis(web)
+    assert basis(web, other) == same  # another project's containers are not the record's
+    assert basis(replace(web, status="Up 3 minutes")) == same  # the status text moves on its own
+    changed = [
+        basis(web, load="fp2"),  # another load: other desired containers
+        basis(replace(web, id=cid(2))),  # recreated by hand
+        basis(replace(web, image_id="sha256:" + "b" * 64)),
+        basis(replace(web, state="exited", status="Exited (0) 1 second ago")),
+        basis(replace(web, networks={f"{P}_default": NET_ID})),
+        basis(web, networks=False),  # the network was removed
+        basis(),
+    ]
+    assert same not in changed and len(set(changed)) == len(changed)
+
+
+def test_a_record_made_from_a_stored_basis_is_known_until_a_drift_report_is_kept(tmp_path: Path) -> None:
+    rc = applied()
+    with AppliedStore.open(tmp_path) as store:
+        assert not store.made_from(P, "b1")
+        store.save(record(rc), "b1")
+        assert store.made_from(P, "b1") and not store.made_from(P, "b2")
+        assert store.save(replace(record(rc), applied_at=T0 + 60), "b1") is False
+        assert store.save(replace(record(rc), applied_at=T0 + 60), "b2") is True  # same record, new basis
+        kept = store.load(P)
+        assert kept is not None and kept.applied_at == T0 and store.made_from(P, "b2")
+        stopped = live(rc, state="exited", status="Exited (137) 5 seconds ago")
+        store.save_report(detect_drift(record(rc), observed(stopped), {}, now=NOW))
+        assert not store.made_from(P, "b2")
+        store.save(record(rc))  # without a basis (the agent's): none is kept
+        assert not store.made_from(P, "b2")

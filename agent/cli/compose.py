@@ -177,7 +177,7 @@ def _apply(
         look=look,
     )
     if outcome.is_ok:
-        _store_applied(args, outcome.project or project, docker, outcome)
+        _store_applied(args, outcome.project or project, docker, outcome, kept.stem if kept else None)
         if kept is not None and trust is None and not recalled:
             remember_desired(project, kept)
     if outcome.is_ok and args.wait and not _wait_ready(args, docker, outcome, project.name):
@@ -208,13 +208,14 @@ def _wait_ready(args: argparse.Namespace, docker: DockerClient, outcome: Outcome
 
 
 def _store_applied(
-    args: argparse.Namespace, project: Project, docker: DockerClient, outcome: Outcome
+    args: argparse.Namespace, project: Project, docker: DockerClient, outcome: Outcome, load: str | None
 ) -> None:
-    """Record what `gitdock drift` compares the host against later. A failure here is a warning:
-    the apply itself succeeded."""
+    """Record what `gitdock drift` compares the host against later (``load``: the load's
+    fingerprint, so a no-op finds its record stored). A failure here is a warning: the apply
+    itself succeeded."""
     where = state_dir(args)
     try:
-        store_applied(project, docker, outcome, where)
+        store_applied(project, docker, outcome, where, load=load)
     except (GitdockError, OSError) as exc:
         print(
             f"warning: could not record the applied state in {where}: {exc}; "
