@@ -39,7 +39,7 @@ NOT_ON_THE_NOOP_PATH = (
     "gitdock.runtime.trust.registry",
     "gitdock.runtime.trust.signature",
     "gitdock.agent.telemetry",
-    "httpx",  # plain GETs over the unix socket are runtime.docker's own (_get_over_unix)
+    "httpx",  # plain GETs over the unix socket are runtime.docker's own (_over_unix)
     "httpcore",
     "h11",
     "http.client",

@@ -190,3 +190,25 @@ def test_a_missing_socket_is_docker_unavailable(tmp_path: Path) -> None:
     client = DockerClient(f"unix://{tmp_path}/none.sock")
     with pytest.raises(DockerUnavailable, match=f"cannot reach Docker at unix://{tmp_path}/none.sock: "):
         client.list_images()
+
+
+def test_a_post_over_the_unix_socket_sends_its_json_body_with_its_length(tmp_path: Path) -> None:
+    answer = json.dumps({"Id": "c1", "Warnings": []}).encode()
+    client, requests = unix_engine(
+        tmp_path, b"HTTP/1.0 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
+    )
+    assert client.create_container("web-1", {"Image": "busybox", "Env": ["A=é"]}) == "c1"
+    head, _, body = requests[-1].partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1.41/containers/create?name=web-1 HTTP/1.0"
+    assert "Content-Type: application/json" in lines
+    assert f"Content-Length: {len(body)}" in lines
+    assert json.loads(body) == {"Image": "busybox", "Env": ["A=é"]}
+    assert client.mutating_calls == 1
+
+
+def test_a_bodiless_post_over_the_unix_socket_says_its_length_is_zero(tmp_path: Path) -> None:
+    client, requests = unix_engine(tmp_path, b"HTTP/1.0 204 No Content\r\n\r\n")
+    client.start_container("c1")
+    assert requests[-1].startswith(b"POST /v1.41/containers/c1/start HTTP/1.0\r\n")
+    assert b"\r\nContent-Length: 0\r\n" in requests[-1]

@@ -60,7 +60,7 @@ def shape(request: httpx.Request) -> str:
 def test_changing_one_service_makes_only_the_replacement_calls(tmp_path: Path, project_name: str) -> None:
     state_dir = tmp_path / "state"
     # Every request through httpx, so the event hook below sees the GETs too (a plain unix
-    # client sends those without httpx: runtime.docker's _get_over_unix).
+    # client sends those without httpx: runtime.docker's _over_unix).
     transport = httpx.HTTPTransport(uds=docker_host().removeprefix("unix://"))
     with DockerClient(transport=transport) as docker:
         check_one_change(tmp_path, project_name, state_dir, docker)
