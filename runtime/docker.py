@@ -366,33 +366,26 @@ class DockerClient:
         version: str | None = None,
     ) -> httpx.Response | _Answer:
         url = f"/v{version or self.api_version()}{path}"
-        if method == "GET" and body is None and content is None and headers is None:
-            self._count(method)
-            resp = self._get(url, params, timeout if timeout is not None else self.timeout)
-            if resp.status_code not in ok:
-                raise self._error(method, path, resp.status_code, resp.content)
-            return resp
         self._count(method)
         seconds = timeout if timeout is not None else self.timeout
-        if self._unix_socket is not None:  # no httpx: importing it was a tenth of a change-one
+        resp: httpx.Response | _Answer
+        if self._unix_socket is not None:  # no httpx (see the module docstring)
             sent = dict(headers or {})
             if body is not None:
                 content = json.dumps(body, separators=(",", ":")).encode()
                 sent["Content-Type"] = "application/json"
-            answer = self._over_unix(method, url, params, seconds, content, sent)
-            if answer.status_code not in ok:
-                raise self._error(method, path, answer.status_code, answer.content)
-            return answer
-        with self._translated():
-            resp = self._http.request(
-                method,
-                url,
-                params=dict(params or {}),
-                json=body,
-                content=content,
-                headers=headers,
-                timeout=seconds,
-            )
+            resp = self._over_unix(method, url, params, seconds, content, sent)
+        else:
+            with self._translated():
+                resp = self._http.request(
+                    method,
+                    url,
+                    params=dict(params or {}),
+                    json=body,
+                    content=content,
+                    headers=headers,
+                    timeout=seconds,
+                )
         if resp.status_code not in ok:
             raise self._error(method, path, resp.status_code, resp.content)
         return resp

@@ -50,18 +50,36 @@ NOT_ON_THE_NOOP_PATH = (
 )
 
 
-def apply(compose: Path, project: str, state: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+def apply(
+    compose: Path, project: str, state: Path, *flags: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``gitdock apply`` as a process (``python -m``, the command's own path); ``env`` adds to
+    the environment, from which the OTEL_* variables are taken out."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     result = subprocess.run(
         [sys.executable, *flags, "-m", "gitdock.agent.cli.main", "apply", "-f", str(compose), "-p", project],
         capture_output=True,
         text=True,
-        env={**env, "GITDOCK_STATE_DIR": str(state)},
+        env={**base, "GITDOCK_STATE_DIR": str(state), **(env or {})},
         timeout=180,
         check=False,
     )
     assert result.returncode == 0, result.stderr
     return result
+
+
+def idle_web(tmp_path: Path, *, volume: bool = False) -> Path:
+    """A Compose file of one idle service (with a named volume when asked)."""
+    mounts = "\n    volumes: [data:/data]\nvolumes:\n  data: {}" if volume else ""
+    return write_compose(
+        tmp_path,
+        f"""services:
+  web:
+    image: {TEST_IMAGE}
+    init: true
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"]{mounts}
+""",
+    )
 
 
 def imported_modules(importtime_stderr: str) -> set[str]:
@@ -71,19 +89,7 @@ def imported_modules(importtime_stderr: str) -> set[str]:
 
 @pytest.mark.docker
 def test_noop_apply_imports_nothing_it_does_not_use(tmp_path: Path, project_name: str) -> None:
-    compose = write_compose(
-        tmp_path,
-        f"""
-        services:
-          web:
-            image: {TEST_IMAGE}
-            init: true
-            command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"]
-            volumes: [data:/data]
-        volumes:
-          data: {{}}
-        """,
-    )
+    compose = idle_web(tmp_path, volume=True)
     state = tmp_path / "state"
     apply(compose, project_name, state)  # cold: loads, validates and stores the load
     result = apply(compose, project_name, state, "-X", "importtime")
@@ -127,32 +133,14 @@ def test_the_early_observe_is_the_only_one_dockerd_sees(tmp_path: Path, project_
 
     from support.docker import docker_host
 
-    compose = write_compose(
-        tmp_path,
-        f"""
-        services:
-          web:
-            image: {TEST_IMAGE}
-            init: true
-            command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"]
-        """,
-    )
+    compose = idle_web(tmp_path)
     state = tmp_path / "state"
     apply(compose, project_name, state)
     proxy = CountingProxy(docker_host())
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DOCKER_CONTEXT"))}
-        result = subprocess.run(
-            [sys.executable, "-m", "gitdock.agent.cli.main", "apply", "-f", str(compose), "-p", project_name],
-            capture_output=True,
-            text=True,
-            env={**env, "GITDOCK_STATE_DIR": str(state), "DOCKER_HOST": proxy.url},
-            timeout=180,
-            check=False,
-        )
+        result = apply(compose, project_name, state, env={"DOCKER_HOST": proxy.url})
     finally:
         proxy.close()
-    assert result.returncode == 0, result.stderr
     assert "nothing to change (5 Docker API calls, 0 mutating)" in result.stdout
     assert sum(proxy.requests.values()) == 5, proxy.requests
     assert {"GET /containers/json", "GET /networks", "GET /volumes", "GET /images/json"} <= set(
