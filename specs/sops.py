@@ -33,8 +33,6 @@ from enum import Enum
 from typing import Any
 
 import yaml
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gitdock.specs.errors import PermanentError
 
@@ -163,6 +161,10 @@ def decrypt_value(token: Any, key: bytes, additional_data: str) -> Any:
     match = _ENC.match(token) if isinstance(token, str) else None
     if match is None:
         raise SopsError("a value that should be encrypted is not in sops' ENC[AES256_GCM,...] form")
+    # Imported here: every load reads this module, few decrypt (cryptography costs ~8 ms).
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         data, iv, tag = (base64.b64decode(part, validate=True) for part in match.group(1, 2, 3))
         raw = AESGCM(key).decrypt(iv, data + tag, additional_data.encode())

@@ -103,6 +103,35 @@ def test_noop_apply_imports_nothing_it_does_not_use(tmp_path: Path, project_name
     assert unwanted == []
 
 
+# What a first apply (a validated load, containers created) still does not need: the
+# signature and SOPS crypto, tracing, the Swarm runtime, an HTTP library for a local engine.
+NOT_ON_THE_FIRST_APPLY_PATH = (
+    "cryptography",
+    "opentelemetry",
+    "gitdock.agent.telemetry",
+    "gitdock.runtime.swarm",
+    "gitdock.runtime.trust.verify",
+    "gitdock.runtime.trust.signature",
+    "httpx",
+    "httpcore",
+    "tarfile",
+)
+
+
+@pytest.mark.docker
+def test_a_validating_apply_imports_no_crypto_tracing_or_http(tmp_path: Path, project_name: str) -> None:
+    compose = idle_web(tmp_path, volume=True)
+    result = apply(compose, project_name, tmp_path / "state", "-X", "importtime")
+
+    assert "operation(s) done" in result.stdout
+    modules = imported_modules(result.stderr)
+    assert {"pydantic", "gitdock.specs.schema", "gitdock.specs.sops"} <= modules  # it validated
+    unwanted = sorted(
+        m for m in modules if any(m == bad or m.startswith(f"{bad}.") for bad in NOT_ON_THE_FIRST_APPLY_PATH)
+    )
+    assert unwanted == []
+
+
 def test_the_cli_loads_a_project_inside_its_git_work_tree(tmp_path: Path) -> None:
     """A file the project shares from elsewhere in its repository loads from the CLI as it does
     from the agent's checkout; outside any work tree the first file's directory is the root."""
