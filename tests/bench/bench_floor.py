@@ -15,8 +15,10 @@ the other, and each is removed by label before the next:
   killed at the timeout is reported as a hang. Above --compose-max services it is skipped
   (the reason is printed).
 
-Phases: cold (empty host), no-op (median of --noop-runs), change-one (one service's
-environment changed; the run counts only if exactly one container was replaced). API calls:
+Phases: cold (empty host), no-op (median of --noop-runs), change-one (median of
+--change-runs, each one service's environment changed to a value not used before, so each
+is a new file and a validated load; each run counts only if exactly one container was
+replaced). API calls:
 the floor counts its own; gitdock's come from its own output ("N Docker API calls"); the no-op
 and change-one counts of both tools also from one extra run each through a counting proxy on
 the Docker socket. Peak RSS and CPU seconds are the child's own (os.wait4), no psutil. The
@@ -490,8 +492,10 @@ def proc_figure(proc: Proc, status: str, loadavg: float) -> Figure:
 
 
 def measure_tool(
-    tool: CommandTool, n: int, files: list[Path], noop_runs: int, proxy: CountingProxy | None
+    tool: CommandTool, n: int, files: list[Path], runs: tuple[int, int], proxy: CountingProxy | None
 ) -> Result:
+    """``files``: rev 0 (cold, no-op), one per change run, and one for the counted change."""
+    noop_runs, change_runs = runs
     result = Result(tool.name, n, tool.project)
 
     def cleanup() -> None:
@@ -510,7 +514,7 @@ def measure_tool(
                 return result
         check_running(tool.project, n)
         result.phases["no-op"] = measure_noop(tool, files[0], noop_runs, proxy)
-        result.phases["change-one"] = measure_change(tool, n, files, proxy)
+        result.phases["change-one"] = measure_change(tool, n, files[1:], change_runs, proxy)
     except (RuntimeError, OSError, httpx.HTTPError) as exc:
         phase = next((p for p in PHASES if p not in result.phases), PHASES[-1])
         result.phases[phase] = Figure(status=f"error: {str(exc)[:300]}")
@@ -537,18 +541,33 @@ def measure_noop(tool: CommandTool, file: Path, runs: int, proxy: CountingProxy 
     return figure
 
 
-def measure_change(tool: CommandTool, n: int, files: list[Path], proxy: CountingProxy | None) -> Figure:
-    before, loadavg = container_ids(tool.project), settle()
-    proc, status = tool.up(files[1])
-    figure = proc_figure(proc, status, loadavg)
-    after = container_ids(tool.project)
-    figure.replaced = replaced_count(before, after)
-    check_running(tool.project, n)
-    if figure.replaced != 1:
-        figure.status = f"replaced {figure.replaced} containers, not 1"
+def measure_change(
+    tool: CommandTool, n: int, files: list[Path], runs: int, proxy: CountingProxy | None
+) -> Figure:
+    """The median of ``runs`` changes (``files[:runs]``, each a new revision); with a proxy,
+    one more (``files[runs]``) counts the calls."""
+    loadavg = settle()
+    done: list[Figure] = []
+    for file in files[:runs]:
+        before = container_ids(tool.project)
+        proc, status = tool.up(file)
+        figure = proc_figure(proc, status, loadavg)
+        figure.replaced = replaced_count(before, container_ids(tool.project))
+        check_running(tool.project, n)
+        done.append(figure)
+        if figure.seconds is None:
+            break
+    figure = done[-1]
+    figure.runs = [f.runs[0] for f in done]
+    figure.seconds = None if any(f.seconds is None for f in done) else statistics.median(figure.runs)
+    figure.max_rss_mb = max(f.max_rss_mb or 0.0 for f in done)
+    if (wrong := next((f.replaced for f in done if f.replaced != 1), None)) is not None:
+        figure.replaced = wrong
+        figure.status = f"replaced {wrong} containers, not 1"
     if proxy is not None and figure.seconds is not None:
+        after = container_ids(tool.project)
         proxy.reset()
-        tool.up(files[2], docker=proxy.url)
+        tool.up(files[runs], docker=proxy.url)
         figure.proxy_calls = sum(proxy.requests.values())
         figure.proxy_endpoints = dict(proxy.requests.most_common())
         if (again := replaced_count(after, container_ids(tool.project))) != 1:
@@ -556,11 +575,12 @@ def measure_change(tool: CommandTool, n: int, files: list[Path], proxy: Counting
     return figure
 
 
-def measure_floor(project: str, services: list[Service], noop_runs: int) -> Result:
+def measure_floor(project: str, services: list[Service], counts: tuple[int, int]) -> Result:
     n = len(services)
     LABELS[project] = f"{GITDOCK_PROJECT_LABEL}={project}"
     result = Result("floor", n, project)
     floor = Floor(project, services)
+    noop_runs, change_runs = counts
     try:
         loadavg = settle()
         result.phases["cold"] = Figure(seconds=floor.cold(), calls=floor.calls, load1=loadavg)
@@ -571,13 +591,19 @@ def measure_floor(project: str, services: list[Service], noop_runs: int) -> Resu
             raise RuntimeError(f"floor no-op: {procs[-1].stdout.strip()} {procs[-1].stderr.strip()[-300:]}")
         runs = [p.seconds for p in procs]
         result.phases["no-op"] = Figure(seconds=statistics.median(runs), calls=1, runs=runs, load1=loadavg)
-        before, loadavg, floor.calls = container_ids(project), settle(), 0
-        seconds = floor.change_one(rev=1)
-        replaced = replaced_count(before, container_ids(project))
+        loadavg, changes, replaced = settle(), list[float](), set[int]()
+        for rev in range(1, change_runs + 1):
+            before, floor.calls = container_ids(project), 0
+            changes.append(floor.change_one(rev=rev))
+            replaced.add(replaced_count(before, container_ids(project)))
+            check_running(project, n)
         result.phases["change-one"] = Figure(
-            seconds=seconds, calls=floor.calls, replaced=replaced, load1=loadavg
+            seconds=statistics.median(changes),
+            calls=floor.calls,
+            replaced=max(replaced),
+            load1=loadavg,
+            runs=changes,
         )
-        check_running(project, n)
     except (RuntimeError, OSError, httpx.HTTPError) as exc:
         phase = next((p for p in PHASES if p not in result.phases), PHASES[-1])
         result.phases[phase] = Figure(status=f"error: {str(exc)[:300]}")
@@ -701,16 +727,17 @@ def run_size(
 ) -> list[Result]:
     services = make_services(n, find_base_port(n // PORT_EVERY + 1))
     files = []
-    for rev in range(3):
+    for rev in range(args.change_runs + 2):
         path = workdir / f"compose-{n}-{rev}.yaml"
         path.write_text(render_compose(services, rev))
         files.append(path)
     tag = os.urandom(2).hex()
+    runs = (args.noop_runs, args.change_runs)
     results = []
     for tool in tools:
         print(f"bench: {tool} with {n} services (load {load1():.1f}) ...", file=sys.stderr, flush=True)
         if tool == "floor":
-            results.append(measure_floor(f"gdf-floor-{n}-{tag}", services, args.noop_runs))
+            results.append(measure_floor(f"gdf-floor-{n}-{tag}", services, runs))
         elif tool == "compose" and n > args.compose_max:
             minutes = 2 * (Compose.base_timeout + Compose.timeout_per_service * n) / 60
             reason = (
@@ -721,9 +748,7 @@ def run_size(
             results.append(Result("docker-compose", n, "-", {"cold": Figure(status=reason)}))
         else:
             cls = Gitdock if tool == "gitdock" else Compose
-            results.append(
-                measure_tool(cls(f"gdf-{tool}-{n}-{tag}", workdir, n), n, files, args.noop_runs, proxy)
-            )
+            results.append(measure_tool(cls(f"gdf-{tool}-{n}-{tag}", workdir, n), n, files, runs, proxy))
         print(f"bench:   {summarise(results[-1])}", file=sys.stderr, flush=True)
     return results
 
@@ -748,6 +773,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,100,1000", help="comma-separated service counts (10,100,1000)")
     parser.add_argument("--tools", default="floor,gitdock,compose", help="run order (floor,gitdock,compose)")
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op runs; the median is reported (3)")
+    parser.add_argument(
+        "--change-runs", type=int, default=3, help="change-one runs; the median is reported (3)"
+    )
     parser.add_argument("--compose-max", type=int, default=100, help="skip docker-compose above this N (100)")
     parser.add_argument("--no-count", action="store_true", help="skip the runs through the counting proxy")
     parser.add_argument(
