@@ -5,7 +5,8 @@ is asserted is what makes it short: a repeated apply reuses the validated load, 
 validator (pydantic, the YAML reader) nor anything only other commands use (the Swarm runtime,
 the signature code, OpenTelemetry) is imported; its GETs over the unix socket need no HTTP
 library (httpx, httpcore, h11, http.client and the email parser it brings), and the Docker
-calls are the five of a snapshot.
+calls are the five of a snapshot. A first apply imports no crypto, tracing or HTTP library,
+and a traced one still exports its trace although the command skips the interpreter's teardown.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from support.docker import TEST_IMAGE, write_compose
+from support.otlp_receiver import OTLPReceiver
 
 # Top-level packages (or gitdock modules) a no-op apply must not import.
 NOT_ON_THE_NOOP_PATH = (
@@ -130,6 +132,22 @@ def test_a_validating_apply_imports_no_crypto_tracing_or_http(tmp_path: Path, pr
         m for m in modules if any(m == bad or m.startswith(f"{bad}.") for bad in NOT_ON_THE_FIRST_APPLY_PATH)
     )
     assert unwanted == []
+
+
+@pytest.mark.docker
+def test_a_traced_apply_delivers_its_trace_before_the_process_ends(tmp_path: Path, project_name: str) -> None:
+    """The command ends without the interpreter's teardown (cli.entry.leave); the exporter's
+    flush at exit still runs: with the batch delay at a minute, only that flush sends."""
+    compose = idle_web(tmp_path)
+    with OTLPReceiver() as receiver:
+        otel = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        }
+        apply(compose, project_name, tmp_path / "state", env=otel)
+        names = {span.name for span in receiver.wait_for_spans(2, timeout=5.0)}
+    assert {f"SYNC {project_name}", "CreateContainer service:web:1", "plan", "execute"} <= names
 
 
 def test_the_cli_loads_a_project_inside_its_git_work_tree(tmp_path: Path) -> None:
