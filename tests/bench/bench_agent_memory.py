@@ -10,7 +10,7 @@ until every source has applied, stays idle for ``--idle-seconds`` and then print
 - with ``--tracemalloc N`` (frames kept per allocation; slows everything about 3 times): the largest
   live allocations by line and by package, after a ``gc.collect()``;
 - the live objects by type, RSS after ``malloc_trim`` and after dropping each source's kept
-  look at the host (what fragmentation holds; how many snapshots are alive);
+  look (what fragmentation holds; a look is an events token and a revision, not a snapshot);
 - with ``--profile-polls N``: cProfile of N scheduled polls of one unchanged source (s0),
   run on this thread one after another (the sources then poll hourly, so the scheduler
   runs none meanwhile), sorted by cumulative and own time, then the agent's own modules.
@@ -109,25 +109,24 @@ def watch_gc() -> list[float]:
 
 def print_held(agent: object) -> None:
     """RSS after giving glibc's free memory back, then after dropping each source's kept look
-    at the host: what fragmentation holds, and what the per-source snapshots hold."""
+    (an events token and a revision): what fragmentation holds, and what the looks hold."""
     libc = ctypes.CDLL("libc.so.6")
     gc.collect()
     print(f"live objects by type: {count_objects()}")
     libc.malloc_trim(0)
     print(f"after malloc_trim: VmRSS {read_proc_self()[1] / 1024:.1f} MB")
+    # A source keeps only (events token, revision) of its last look, not the snapshot.
     looks = 0
     for engine in agent.engines.values():  # type: ignore[attr-defined]
         for memo in engine.reconciler._memo.values():
-            last = getattr(memo, "last_look", None)
-            if last is not None:
+            if getattr(memo, "last_look", None) is not None:
                 looks += 1
-                containers = len(last[2].containers)
                 memo.last_look = None
     gc.collect()
     libc.malloc_trim(0)
     if looks:
         rss = read_proc_self()[1] / 1024
-        print(f"after dropping {looks} kept looks of {containers} containers each: VmRSS {rss:.1f} MB")
+        print(f"after dropping {looks} kept (token, revision) looks: VmRSS {rss:.1f} MB")
         print(f"live objects by type: {count_objects()}")
 
 
