@@ -9,8 +9,7 @@ until every source has applied, stays idle for ``--idle-seconds`` and then print
   with how many modules each: a package the agent loads but never uses costs RSS too);
 - with ``--tracemalloc N`` (frames kept per allocation; slows everything about 3 times): the largest
   live allocations by line and by package, after a ``gc.collect()``;
-- the live objects by type, RSS after ``malloc_trim`` and after dropping each source's kept
-  look (what fragmentation holds; a look is an events token and a revision, not a snapshot);
+- the live objects by type and the RSS after ``malloc_trim`` (what glibc keeps free);
 - with ``--profile-polls N``: cProfile of N scheduled polls of one unchanged source (s0),
   run on this thread one after another (the sources then poll hourly, so the scheduler
   runs none meanwhile), sorted by cumulative and own time, then the agent's own modules.
@@ -107,27 +106,12 @@ def watch_gc() -> list[float]:
     return totals
 
 
-def print_held(agent: object) -> None:
-    """RSS after giving glibc's free memory back, then after dropping each source's kept look
-    (an events token and a revision): what fragmentation holds, and what the looks hold."""
-    libc = ctypes.CDLL("libc.so.6")
+def print_held() -> None:
+    """The live objects by type, and RSS once glibc has given its free memory back."""
     gc.collect()
     print(f"live objects by type: {count_objects()}")
-    libc.malloc_trim(0)
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     print(f"after malloc_trim: VmRSS {read_proc_self()[1] / 1024:.1f} MB")
-    # A source keeps only (events token, revision) of its last look, not the snapshot.
-    looks = 0
-    for engine in agent.engines.values():  # type: ignore[attr-defined]
-        for memo in engine.reconciler._memo.values():
-            if getattr(memo, "last_look", None) is not None:
-                looks += 1
-                memo.last_look = None
-    gc.collect()
-    libc.malloc_trim(0)
-    if looks:
-        rss = read_proc_self()[1] / 1024
-        print(f"after dropping {looks} kept (token, revision) looks: VmRSS {rss:.1f} MB")
-        print(f"live objects by type: {count_objects()}")
 
 
 def count_objects(top: int = 12) -> str:
@@ -245,7 +229,7 @@ def run(tmp: Path, projects: list[str], args: argparse.Namespace) -> None:
         _, rss, hwm = read_proc_self()
         print(f"VmRSS {rss / 1024:.1f} MB, VmHWM {hwm / 1024:.1f} MB, threads {threading.active_count()}")
         print_modules()
-        print_held(agent)
+        print_held()
         if args.tracemalloc:
             print_tracemalloc()
         if args.profile_polls:
