@@ -65,7 +65,7 @@ from gitdock.agent.notify import (
 )
 from gitdock.agent.policy import TrustConfig
 from gitdock.agent.signers import CommitVerifier, GpgVerifier, SshVerifier
-from gitdock.agent.targets import TargetConfig
+from gitdock.agent.targets import DEFAULT_PARALLEL, TargetConfig
 from gitdock.agent.telemetry import TelemetryConfig
 from gitdock.agent.webhooks import Provider
 from gitdock.agent.yamlconfig import validation_problems
@@ -268,6 +268,8 @@ class Defaults(_Model):
     settle: Duration = 10.0  # health gate: a container without healthcheck runs this long unrestarted
     health_timeout: Duration = 120.0  # health gate: not ready by then and the revision failed
     reconcile_budget: Duration = 900.0  # wall clock for one reconcile; over it, retried later
+    # Mutating Docker calls in flight on one engine, all its sources together (agent/targets.py).
+    parallel: int = Field(default=DEFAULT_PARALLEL, ge=1, le=256)
     # The deploy policy (runtime/admission.py) of every source that sets none: baseline.
     policy: DeployPolicy = BASELINE
 

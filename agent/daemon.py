@@ -83,8 +83,9 @@ class Agent:
         self._stop = threading.Event()
         self.store = StateStore(config.state_dir / "state.db")
         self.cache = GitCache(config.state_dir / "git", fetch_timeout=config.defaults.timeout)
-        self.docker = DockerClient(config.docker_host, timeout=30.0)
-        self.targets = Targets(self.docker, config.base_dir, os.environ)
+        parallel = config.defaults.parallel
+        self.docker = DockerClient(config.docker_host, timeout=30.0, max_in_flight=parallel)
+        self.targets = Targets(self.docker, config.base_dir, os.environ, parallel=parallel)
         self._source_of = {s.project_name: s.name for s in config.sources}
         self.engines: dict[Endpoint, Engine] = {}
         self._engine_of: dict[str, Engine] = {}

@@ -74,7 +74,7 @@ from gitdock.agent.state import (
 from gitdock.agent.targets import display_host
 from gitdock.runtime.admission import PolicyRefused, check_project
 from gitdock.runtime.converge import ConvergeHooks, Outcome, converge
-from gitdock.runtime.docker import DockerClient, DockerError, DockerUnavailable
+from gitdock.runtime.docker import DockerBusy, DockerClient, DockerError, DockerUnavailable
 from gitdock.runtime.drift.detect import DriftReport
 from gitdock.runtime.drift.watch import EventWatcher, check_drift
 from gitdock.runtime.health import GateReport, HealthGateFailed, wait_ready
@@ -765,8 +765,8 @@ class Reconciler:
             # Name files as they are in the repository, not in the agent's work directory.
             message = message.replace(f"{self.work_root / run.source.name}/", "")
             return run.result(Result.FAILURE, type(exc).__name__, shorten(message))
-        if isinstance(exc, DockerUnavailable):
-            self._docker_status(False)
+        if isinstance(exc, DockerUnavailable) and not isinstance(exc, DockerBusy):
+            self._docker_status(False)  # a busy engine answered the connection: it is up
         if isinstance(exc, TransientError | GitdockError):  # neither kind: retryable, but said so
             return run.result(Result.ERROR, type(exc).__name__, shorten(str(exc)))
         # A bug: record it (and retry with backoff) rather than go silent.

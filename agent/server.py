@@ -52,6 +52,7 @@ from gitdock.agent.results import iso_time
 from gitdock.agent.scheduler import Ticket
 from gitdock.agent.sdnotify import Notifier
 from gitdock.agent.state import HistoryEntry, Result, Trigger
+from gitdock.agent.targets import display_host
 from gitdock.agent.webhooks import (
     MAX_BODY_BYTES,
     DeliveryLog,
@@ -135,6 +136,12 @@ def _own_families(agent: Agent, counts: Counts) -> list[Family]:
             FamilyKind.GAUGE,
             "Whether the source's last reconcile applied its revision.",
             ready,
+        ),
+        Family(
+            "gitdock_engine_wait_seconds_total",
+            FamilyKind.COUNTER,
+            "Seconds mutating Docker calls waited for a turn on their engine (defaults.parallel).",
+            [({"host": display_host(c.endpoint)}, c.waited) for c in agent.targets.clients()],
         ),
         Family(
             "gitdock_docker_up",

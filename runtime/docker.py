@@ -11,9 +11,10 @@ version as the Docker CLI does, from the ``Api-Version`` header of ``GET /_ping`
 answers ``/version`` only after asking containerd and runc theirs: 12-17 ms here, against
 half a millisecond), falling back to ``GET /version``, and translates every transport or API
 failure into gitdock's error tree at this boundary, each by one table: ``DockerUnavailable``
-(a TransientError) when dockerd cannot be reached, ``DockerError`` with ``status`` when it
-answers with an error (``NotFound`` for 404, ``Conflict`` for 409). No httpx exception escapes
-this module. The errors are defined here, beside the code that raises them::
+(a TransientError) when dockerd cannot be reached, ``DockerBusy`` when it took a call and did
+not answer it in time, ``DockerError`` with ``status`` when it answers with an error
+(``NotFound`` for 404, ``Conflict`` for 409). No httpx exception escapes this module. The
+errors are defined here, beside the code that raises them::
 
     GitdockError
     ├── DockerError            one call failed; ``status`` is the HTTP status (0 in a stream)
@@ -22,9 +23,15 @@ this module. The errors are defined here, beside the code that raises them::
     │   └── NotSwarmManager    503: the engine is not a Swarm manager (Swarm endpoints only)
     └── TransientError
         └── DockerUnavailable  dockerd cannot be reached
+            └── DockerBusy     dockerd took the call and did not answer within the timeout
 
 Every request is counted by method in ``calls``, so callers (and tests) can prove that a
-no-op reconcile made no mutating call.
+no-op reconcile made no mutating call. A client made with ``max_in_flight`` lets at most that
+many of its mutating calls be in dockerd at once, across every thread that uses it (the agent's
+sources on one engine share one client); the others wait their turn before they are sent, so a
+busy engine queues work instead of timing it out. Stop and restart are not counted: they are
+mostly waiting for a process to exit, and holding a turn for a grace period would stall every
+other source.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -71,6 +79,11 @@ class DockerUnavailable(TransientError):
     """dockerd could not be reached at all."""
 
 
+class DockerBusy(DockerUnavailable):
+    """dockerd took a call (or the connection) and did not answer it within the timeout. A
+    mutating call may have taken effect: the next reconcile observes before it acts again."""
+
+
 class NotFound(DockerError):
     """The object does not exist (HTTP 404)."""
 
@@ -88,14 +101,23 @@ class NotSwarmManager(DockerError):
 _STATUS_ERRORS: dict[int, type[DockerError]] = {404: NotFound, 409: Conflict, 503: NotSwarmManager}
 
 
-def _transport_errors() -> tuple[tuple[type[Exception], type[TransientError]], ...]:
-    """httpx's failures, translated once here, first match wins. Every one of them means dockerd
-    could not be reached or stopped answering mid-request (refused, reset, timed out, a broken
-    HTTP stream), which a retry may fix; an answer with an error status is a DockerError instead.
-    A function, not a table at import: only a client that uses httpx imports it."""
+def _transport_errors() -> tuple[tuple[type[Exception], type[TransientError], str], ...]:
+    """httpx's failures, translated once here, first match wins, with what the message says of
+    the engine. Every one of them means dockerd could not be reached, did not answer in time or
+    stopped answering mid-request (refused, reset, a broken HTTP stream), which a retry may fix;
+    an answer with an error status is a DockerError instead. A function, not a table at import:
+    only a client that uses httpx imports it."""
     import httpx
 
-    return ((httpx.HTTPError, DockerUnavailable),)
+    return (
+        (httpx.ConnectTimeout, DockerBusy, "did not accept a connection in time"),
+        (httpx.TimeoutException, DockerBusy, "did not answer in time"),
+        (httpx.HTTPError, DockerUnavailable, "cannot be reached"),
+    )
+
+
+class _NoAnswer(Exception):
+    """``_over_unix``'s timeout: what dockerd did not do in time."""
 
 
 def _parse_version(text: str) -> tuple[int, int]:
@@ -160,8 +182,8 @@ def _over_unix(
 ) -> _Answer:
     """``method target`` (with ``content``) as one HTTP/1.0 request on a connection of its
     own, read until dockerd closes it (an HTTP/1.0 answer is neither chunked nor kept alive).
-    Raises OSError (unreachable, timed out) or ValueError (not an HTTP answer, or one cut
-    short)."""
+    Raises _NoAnswer (the connection or the answer did not come within ``timeout``), OSError
+    (unreachable) or ValueError (not an HTTP answer, or one cut short)."""
     lines = [f"{method} {target} HTTP/1.0", "Host: docker", "User-Agent: gitdock"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     if content is not None or method != "GET":
@@ -169,11 +191,18 @@ def _over_unix(
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (content or b"")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
-        sock.connect(socket_path)
-        sock.sendall(request)
+        try:
+            sock.connect(socket_path)
+        except TimeoutError:
+            raise _NoAnswer(f"did not accept a connection within {timeout:g} s") from None
         chunks = []
-        while chunk := sock.recv(1 << 18):
-            chunks.append(chunk)
+        try:
+            sock.sendall(request)
+            while chunk := sock.recv(1 << 18):
+                chunks.append(chunk)
+        except TimeoutError:
+            path = target.partition("?")[0]
+            raise _NoAnswer(f"did not answer {method} {path} within {timeout:g} s") from None
     head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
@@ -208,7 +237,8 @@ class DockerClient:
     ``host`` is an Endpoint (runtime.contexts) or a host string: ``unix:///path``,
     ``tcp://host:port`` (TLS by ``DOCKER_TLS_VERIFY``) or ``ssh://user@host``; None resolves
     ``DOCKER_HOST``/``DOCKER_CONTEXT`` as the Docker CLI does. A host that cannot be used is a
-    TargetError at once; no request is sent until the first call.
+    TargetError at once; no request is sent until the first call. ``max_in_flight`` caps the
+    mutating calls in dockerd at once, across threads (see the module docstring); None: no cap.
     """
 
     def __init__(
@@ -216,9 +246,12 @@ class DockerClient:
         host: str | Endpoint | None = None,
         *,
         timeout: float = 30.0,
+        max_in_flight: int | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """``transport`` replaces the socket, for protocol edge cases in tests only."""
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self.endpoint = host if isinstance(host, Endpoint) else resolve_endpoint(host)
         self.host = self.endpoint.host
         self.timeout = timeout
@@ -234,6 +267,9 @@ class DockerClient:
         self._server_api = ""  # what the server reported, once negotiated
         self._calls_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        self.max_in_flight = max_in_flight
+        self._turns = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
+        self.waited = 0.0  # seconds mutating calls spent waiting for a turn, all threads together
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -282,10 +318,13 @@ class DockerClient:
         try:
             yield
         except Exception as exc:
-            error = next((err for cls, err in _transport_errors() if isinstance(exc, cls)), None)
-            if error is None:
+            match = next((m for m in _transport_errors() if isinstance(exc, m[0])), None)
+            if match is None:
                 raise
-            raise error(f"cannot reach Docker at {self.host}: {exc}") from exc
+            _, error, what = match
+            if error is DockerUnavailable:
+                raise error(f"cannot reach Docker at {self.host}: {exc}") from exc
+            raise error(f"Docker at {self.host} {what}: {exc or type(exc).__name__}") from exc
 
     def _get(self, target: str, params: Mapping[str, Any] | None, timeout: float) -> httpx.Response | _Answer:
         """One GET, over the unix socket without httpx when there is one; not counted here."""
@@ -309,6 +348,8 @@ class DockerClient:
             target = f"{target}?{urlencode(params, doseq=True)}"
         try:
             return _over_unix(self._unix_socket, method, target, timeout, content, headers)
+        except _NoAnswer as exc:
+            raise DockerBusy(f"Docker at {self.host} {exc}") from None
         except (OSError, ValueError) as exc:
             raise DockerUnavailable(f"cannot reach Docker at {self.host}: {exc}") from exc
 
@@ -364,8 +405,32 @@ class DockerClient:
         timeout: float | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
         version: str | None = None,
+        waits: bool = False,
     ) -> httpx.Response | _Answer:
+        """One call. A mutating one takes a turn first when the client caps them, unless it
+        ``waits`` (a stop: mostly waiting for a process, see the module docstring)."""
         url = f"/v{version or self.api_version()}{path}"
+        if self._turns is None or waits or method not in MUTATING_METHODS:
+            return self._send(method, url, path, params, body, content, headers, timeout, ok)
+        started = time.monotonic()
+        with self._turns:
+            waited = time.monotonic() - started
+            with self._calls_lock:
+                self.waited += waited
+            return self._send(method, url, path, params, body, content, headers, timeout, ok)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        timeout: float | None,
+        ok: tuple[int, ...],
+    ) -> httpx.Response | _Answer:
         self._count(method)
         seconds = timeout if timeout is not None else self.timeout
         resp: httpx.Response | _Answer
@@ -462,6 +527,7 @@ class DockerClient:
             params={} if timeout is None else {"t": str(timeout)},
             timeout=(timeout if timeout is not None else 600) + self.timeout,
             ok=(204, 304),
+            waits=True,
         )
 
     def restart_container(self, ident: str, timeout: int | None = 10) -> None:
@@ -471,6 +537,7 @@ class DockerClient:
             f"/containers/{quote(ident)}/restart",
             params={} if timeout is None else {"t": str(timeout)},
             timeout=(timeout if timeout is not None else 600) + self.timeout,
+            waits=True,
         )
 
     def remove_container(self, ident: str, *, force: bool = False, volumes: bool = False) -> None:

@@ -3,9 +3,12 @@ that skip httpx, a real unix socket with canned answers (the real daemon is in *
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,7 +16,14 @@ import httpx
 import pytest
 
 from gitdock.runtime.contexts import TargetError
-from gitdock.runtime.docker import Conflict, DockerClient, DockerError, DockerUnavailable, NotFound
+from gitdock.runtime.docker import (
+    Conflict,
+    DockerBusy,
+    DockerClient,
+    DockerError,
+    DockerUnavailable,
+    NotFound,
+)
 
 
 def engine(api_version: str, routes: dict[str, httpx.Response]) -> tuple[DockerClient, list[str]]:
@@ -212,3 +222,128 @@ def test_a_bodiless_post_over_the_unix_socket_says_its_length_is_zero(tmp_path: 
     client.start_container("c1")
     assert requests[-1].startswith(b"POST /v1.41/containers/c1/start HTTP/1.0\r\n")
     assert b"\r\nContent-Length: 0\r\n" in requests[-1]
+
+
+def silent_engine(tmp_path: Path, *, accept: bool = True) -> str:
+    """A unix socket that answers /_ping and then, for every other request, never answers
+    (``accept=False``: never even accepts the connection, its backlog full)."""
+    path = str(tmp_path / "silent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(0 if not accept else 8)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while accept:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            if conn.recv(65536).startswith(b"GET /_ping "):
+                conn.sendall(b"HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK")
+                conn.close()
+            else:
+                held.append(conn)  # taken, never answered
+
+    threading.Thread(target=serve, daemon=True).start()
+    return path
+
+
+def test_a_call_dockerd_takes_and_does_not_answer_is_busy_not_unreachable(tmp_path: Path) -> None:
+    client = DockerClient(f"unix://{silent_engine(tmp_path)}", timeout=0.3)
+    with pytest.raises(DockerBusy) as caught:
+        client.create_container("web-1", {"Image": "busybox"})
+    assert str(caught.value) == (
+        f"Docker at unix://{tmp_path}/silent.sock did not answer POST /v1.41/containers/create within 0.3 s"
+    )
+    assert isinstance(caught.value, DockerUnavailable)  # still transient: a retry may fix it
+
+
+def test_an_engine_that_times_out_over_httpx_is_busy() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/_ping":
+            return httpx.Response(200, headers={"Api-Version": "1.41"})
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = DockerClient("unix:///nowhere.sock", transport=httpx.MockTransport(handle))
+    with pytest.raises(
+        DockerBusy, match=r"^Docker at unix:///nowhere.sock did not answer in time: timed out$"
+    ):
+        client.start_container("c1")
+
+
+class HeldEngine:
+    """A unix socket engine that holds each non-ping request until ``release`` and records
+    which requests are in it at once."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = str(tmp_path / "held.sock")
+        self.arrived: list[str] = []
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(64)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn: socket.socket) -> None:
+        with conn:
+            line = conn.recv(65536).split(b"\r\n", 1)[0].decode()
+            if line.startswith("GET /_ping "):
+                conn.sendall(b"HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK")
+                return
+            with self.lock:
+                self.arrived.append(line.rsplit(" ", 1)[0].split("?")[0])
+            self.release.wait(10)
+            if line.startswith("GET "):
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            else:
+                conn.sendall(b"HTTP/1.0 204 No Content\r\n\r\n")
+
+
+def wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_capped_client_keeps_its_mutating_calls_to_the_cap_but_not_its_stops_or_reads(
+    tmp_path: Path,
+) -> None:
+    engine = HeldEngine(tmp_path)
+    client = DockerClient(f"unix://{engine.path}", max_in_flight=2)
+    client.api_version()
+    calls: list[Callable[[], object]] = [functools.partial(client.start_container, f"c{i}") for i in range(5)]
+    calls += [functools.partial(client.stop_container, "old"), functools.partial(client.inspect_exec, "e1")]
+    threads = [threading.Thread(target=call, daemon=True) for call in calls]
+    for thread in threads:
+        thread.start()
+    wait_until(
+        lambda: len(engine.arrived) == 4, f"two starts, the stop and the read arrive: {engine.arrived}"
+    )
+    time.sleep(0.2)  # the other three starts wait for a turn, whatever the scheduling
+    starts = [line for line in engine.arrived if line.endswith("/start")]
+    assert len(starts) == 2, engine.arrived
+    assert sorted(set(engine.arrived) - set(starts)) == [
+        "GET /v1.41/exec/e1/json",
+        "POST /v1.41/containers/old/stop",
+    ]
+    engine.release.set()
+    for thread in threads:
+        thread.join(5)
+    assert sum(line.endswith("/start") for line in engine.arrived) == 5
+    assert client.waited > 0
+
+
+def test_a_cap_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_in_flight must be at least 1, not 0"):
+        DockerClient("unix:///nowhere.sock", max_in_flight=0)

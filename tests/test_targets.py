@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from gitdock.agent.config import ConfigError, parse_config
 from gitdock.agent.metrics import Metrics, create_metrics
 from gitdock.agent.state import Result, StateStore, Trigger
-from gitdock.agent.targets import TargetConfig, display_host
+from gitdock.agent.targets import TargetConfig, Targets, display_host
 from gitdock.agent.telemetry import sync_span
 from gitdock.runtime.contexts import (
     DEFAULT_HOST,
@@ -399,3 +399,38 @@ def test_history_records_the_engine_each_reconcile_deployed_to(tmp_path: Path) -
         store.add_history("edge", Trigger.SCHEDULE, "a" * 40, Result.ERROR, host="edge-ctx")
         store.add_history("edge", Trigger.MANUAL, None, Result.SKIP)  # a caller that names none
         assert [e.host for e in store.history("edge")] == [None, "edge-ctx", "tcp://box:2376"]
+
+
+# -- parallel: the engine's turns, shared by its sources -----------------------------------------
+
+
+def test_each_engine_client_takes_the_defaults_parallel_unless_its_target_sets_one(tmp_path: Path) -> None:
+    text = (
+        "defaults: {parallel: 3}\n"
+        "sources:\n"
+        "  - {name: web, url: 'https://git.example.com/web.git'}\n"
+        "  - {name: edge, url: 'https://git.example.com/edge.git',\n"
+        "     target: {host: 'tcp://edge:2376', parallel: 5}}\n"
+        "  - {name: lab, url: 'https://git.example.com/lab.git', target: {host: 'tcp://lab:2376'}}\n"
+    )
+    config = parse_config(text, str(tmp_path / "agent.yaml"), {})
+    default = DockerClient("unix:///var/run/docker.sock", max_in_flight=config.defaults.parallel)
+    targets = Targets(default, tmp_path, {}, parallel=config.defaults.parallel)
+    web, edge, lab = (targets.client(s.target) for s in config.sources)
+    assert (web.max_in_flight, edge.max_in_flight, lab.max_in_flight) == (3, 5, 3)
+    assert web is default and targets.client(config.sources[1].target) is edge  # one client per engine
+
+
+def test_parallel_defaults_to_eight_per_engine() -> None:
+    config = parse_config("sources:\n  - {name: web, url: 'https://git.example.com/web.git'}\n", "a.yaml", {})
+    assert config.defaults.parallel == 8
+    assert TargetConfig.model_validate({"host": "tcp://box:2376"}).parallel is None
+
+
+def test_a_parallel_below_one_is_one_line_naming_the_field() -> None:
+    text = "defaults: {parallel: 0}\nsources:\n  - {name: web, url: 'https://git.example.com/web.git'}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "/etc/gitdock/agent.yaml", {})
+    assert str(caught.value).splitlines() == [
+        "/etc/gitdock/agent.yaml:1:22: defaults.parallel: Input should be greater than or equal to 1"
+    ]

@@ -78,7 +78,12 @@ def _normalise_path(path: str) -> str:
 
 
 class CountingProxy:
-    """A unix-socket proxy in front of dockerd that counts HTTP requests by method and path."""
+    """A unix-socket proxy in front of dockerd that counts HTTP requests by method and path.
+
+    It also tracks how many mutating requests other than stop and restart are in dockerd at
+    once (``most_in_flight``): from a connection's first request line until dockerd closes it,
+    which for gitdock's one-request HTTP/1.0 calls over a unix socket is the call's life.
+    """
 
     def __init__(self, upstream: str) -> None:
         if not upstream.startswith("unix://"):
@@ -86,6 +91,7 @@ class CountingProxy:
         self.upstream = upstream.removeprefix("unix://")
         self.path = os.path.join(tempfile.gettempdir(), f"gitdock-bench-{os.getpid()}.sock")
         self.requests: Counter[str] = Counter()
+        self.in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
         proxy = self
 
@@ -119,10 +125,16 @@ class CountingProxy:
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         upstream.connect(self.upstream)
 
+        seen = engine_work = False  # engine work: the connection's first request is counted in flight
+
         def pump_back() -> None:
             with contextlib.suppress(OSError):
                 while data := upstream.recv(65536):
                     client.sendall(data)
+            # dockerd has answered: out of flight before the caller can see the end of it
+            if engine_work:
+                with self._lock:
+                    self.in_flight -= 1
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_WR)
 
@@ -131,7 +143,6 @@ class CountingProxy:
         pending = b""
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
-                upstream.sendall(data)
                 # Request lines are counted wherever a line starts; JSON bodies never
                 # contain a bare "GET /x HTTP/1.1" line.
                 *lines, pending = (pending + data).split(b"\n")
@@ -140,11 +151,23 @@ class CountingProxy:
                         key = f"{match[1].decode()} {_normalise_path(match[2].decode())}"
                         with self._lock:
                             self.requests[key] += 1
+                            if not seen and _is_engine_work(key):
+                                engine_work = True  # pump_back reads it once dockerd has answered
+                                self.in_flight += 1
+                                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                        seen = True
                 pending = pending[-4096:]
+                upstream.sendall(data)
         with contextlib.suppress(OSError):
             upstream.shutdown(socket.SHUT_WR)
         back.join(timeout=COMMAND_TIMEOUT)
         upstream.close()
+
+
+def _is_engine_work(key: str) -> bool:
+    """Whether ``METHOD /path`` is a call gitdock's per-engine cap counts (runtime.docker)."""
+    method, _, path = key.partition(" ")
+    return method in ("POST", "PUT", "DELETE", "PATCH") and not path.endswith(("/stop", "/restart"))
 
 
 # --- the tools ------------------------------------------------------------------
