@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from gitdock.agent.config import AgentConfig, SourceConfig
 from gitdock.agent.git import GitCache
+from gitdock.agent.memory import give_back, limit_arenas
 from gitdock.agent.reconcile import Reconciler
 from gitdock.agent.results import ConditionType, Reason, ReconcileResult, iso_time, source_conditions
 from gitdock.agent.scheduler import Schedule, SourceScheduler, Ticket
@@ -43,6 +44,8 @@ log = logging.getLogger("gitdock.agent")
 MAX_LINKS: Final = 16  # webhook requests one reconcile links to
 SHUTDOWN_GRACE: Final = 8.0  # seconds a running reconcile gets after SIGTERM (exit within 10 s)
 DOCKER_CHECK_INTERVAL: Final = 15.0
+# How often the agent hands glibc's free memory back once reconciles have done work (memory.py).
+MEMORY_INTERVAL: Final = 30.0
 DOCKER_PING_WAIT: Final = 2.0  # at startup: how long the first ping of each engine is waited for
 
 
@@ -78,6 +81,7 @@ class Agent:
     """
 
     def __init__(self, config: AgentConfig) -> None:
+        limit_arenas()  # before the agent's threads start (agent/memory.py)
         self.config = config
         self.started = datetime.now(UTC)
         self._stop = threading.Event()
@@ -110,6 +114,7 @@ class Agent:
         self._reconciles: dict[tuple[str, str], int] = {}
         self._webhooks: dict[tuple[str, str], int] = {}
         self._counters_lock = threading.Lock()
+        self._worked = self._worked_at_trim = 0  # reconciles that did more than find it up to date
         self._transitions: dict[tuple[str, ConditionType], tuple[bool, datetime]] = {}
         self._transitions_lock = threading.Lock()
         self._links: dict[str, list[SpanContext]] = {}
@@ -169,6 +174,7 @@ class Agent:
             engine.watcher.start()
         self.check_docker(wait=True)
         self.scheduler.add_job(self.check_docker, DOCKER_CHECK_INTERVAL, "docker-ping")
+        self.scheduler.add_job(self.tidy_memory, MEMORY_INTERVAL, "memory")
         self.scheduler.start()
 
     def stop(self, grace: float = SHUTDOWN_GRACE) -> bool:
@@ -185,6 +191,16 @@ class Agent:
             self.store.close()
             self.targets.close()
         return finished
+
+    def tidy_memory(self) -> bool:
+        """Hand glibc's free memory back if a reconcile did work since the last time (an
+        up-to-date poll frees little). True if it did."""
+        with self._counters_lock:
+            if self._worked == self._worked_at_trim:
+                return False
+            self._worked_at_trim = self._worked
+        give_back()
+        return True
 
     @property
     def stopping(self) -> bool:
@@ -254,6 +270,7 @@ class Agent:
         with self._counters_lock:
             key = (project, result.result.value)
             self._reconciles[key] = self._reconciles.get(key, 0) + 1
+            self._worked += result.reason != Reason.UP_TO_DATE.value
         # The reconcile's duration and result are recorded by its SYNC span (telemetry.sync_span).
         if result.result is Result.SUCCESS and result.reason != Reason.UP_TO_DATE.value:
             self._wake_dependents(result.source)  # an up-to-date poll changed nothing downstream waits on

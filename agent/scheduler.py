@@ -136,7 +136,7 @@ class SourceScheduler:
             for name in self._schedules:
                 self.request(name, Trigger.STARTUP)
 
-    def add_job(self, func: Callable[[], None], seconds: float, job_id: str) -> None:
+    def add_job(self, func: Callable[[], object], seconds: float, job_id: str) -> None:
         """Run `func` every `seconds` on the scheduler's thread (housekeeping, e.g. a Docker ping)."""
         self._aps.add_job(func, IntervalTrigger(seconds=seconds, timezone=UTC), id=job_id, name=job_id)
 
