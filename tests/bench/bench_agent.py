@@ -1,7 +1,7 @@
 """Benchmark the agent as a real process: webhook latency, no-change poll cost, idle footprint.
 
 Run: .venv/bin/python tests/bench/bench_agent.py [--pushes 5] [--idle-seconds 60] [--sources 10]
-[--services 1] [--idle-only] [--keep PREFIX | --remove PREFIX] [--env NAME=VALUE]
+[--services 1] [--idle-only] [--keep PREFIX | --remove PREFIX] [--env NAME=VALUE] [--parallel N]
 
 1. push → signed GitHub webhook → the changed container running with the new env
    (one-service env change; target ≤ 2 s), over `--pushes` pushes.
@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,16 @@ def compose(value: str, *, bridge: bool = False, services: int = 1) -> str:
     )
 
 
-def write_config(tmp: Path, url: str, projects: list[str], interval: str) -> tuple[Path, int]:
+def write_config(
+    tmp: Path, url: str, projects: list[str], interval: str, parallel: int | None = None
+) -> tuple[Path, int]:
     port = free_port()
     (tmp / "hook.secret").write_text(SECRET)
+    turns = f", parallel: {parallel}" if parallel else ""
     lines = [
         f"state_dir: {tmp / 'state'}",
         f"listen: 127.0.0.1:{port}",
-        f"defaults: {{interval: {interval}, debounce: 0.05s, settle: 0.2s}}",
+        f"defaults: {{interval: {interval}, debounce: 0.05s, settle: 0.2s{turns}}}",
         f"webhooks:\n  github: {{secret: {{file: {tmp / 'hook.secret'}}}}}",
         "sources:",
     ]
@@ -171,6 +175,7 @@ def bench_idle(
     services: int = 1,
     keep: str | None = None,
     env: dict[str, str] | None = None,
+    parallel: int | None = None,
 ) -> dict[str, Any]:
     projects = idle_projects(sources, keep)
     upstream = Upstream(tmp / "idle.git")
@@ -179,12 +184,19 @@ def bench_idle(
     sha = upstream.commit({"compose.yaml": compose("idle", bridge=sources > 20, services=services)})
     try:
         (tmp / "idle").mkdir()
-        config, port = write_config(tmp / "idle", upstream.url, projects, "10s")
+        config, port = write_config(tmp / "idle", upstream.url, projects, "10s", parallel)
         with AgentProcess(config, port, env=env) as agent:
             started = time.monotonic()
             for i in range(sources):
                 agent.wait_applied(f"s{i}", sha, timeout=60 + sources * services)
             startup = time.monotonic() - started
+            # Every reconcile until each source applied: a failed try (e.g. a call dockerd did
+            # not answer in time) is retried, and counted here by its result and reason.
+            tries = Counter(
+                f"{entry['result']} {entry['reason']}"
+                for i in range(sources)
+                for entry in agent.history(f"s{i}")
+            )
             assert agent.proc is not None
             result = measure_idle(agent.proc.pid, seconds)
             try:
@@ -195,7 +207,7 @@ def bench_idle(
         containers = sum(label in projects for label in labels)
         host = len(docker_cli("ps", "--all", "--quiet").split())
         counts = {"sources": sources, "containers": containers, "host_containers": host}
-        return counts | {"startup_s": round(startup, 1)} | result
+        return counts | {"startup_s": round(startup, 1), "startup_tries": dict(tries)} | result
     finally:
         if not keep:
             remove_projects(projects)
@@ -238,6 +250,9 @@ def main() -> int:
     parser.add_argument("--keep", metavar="PREFIX", help="leave the idle projects running, reuse them")
     parser.add_argument("--remove", metavar="PREFIX", help="remove the kept projects and exit")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="in the idle agent")
+    parser.add_argument(
+        "--parallel", type=int, help="the idle agent's defaults.parallel (its own default: 8)"
+    )
     args = parser.parse_args()
     if args.remove:
         remove_projects(idle_projects(args.sources, args.remove))
@@ -245,7 +260,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gitdock-bench-agent-") as tmp:
         results = {} if args.idle_only else bench_webhook_and_poll(Path(tmp), args.pushes)
         env = dict(item.split("=", 1) for item in args.env)
-        idle = bench_idle(Path(tmp), args.idle_seconds, args.sources, args.services, args.keep, env)
+        idle = bench_idle(
+            Path(tmp), args.idle_seconds, args.sources, args.services, args.keep, env, args.parallel
+        )
         idle["env"] = env
         results["idle"] = idle
     print_results(results, idle)
@@ -263,7 +280,8 @@ def print_results(results: dict[str, Any], idle: dict[str, Any]) -> None:
         f"({idle['host_containers']} on the host), every 10 s   "
         f"VmRSS {idle['rss_mb']} MB (peak while idle {idle['peak_rss_mb']}, VmHWM {idle['hwm_mb']}), "
         f"CPU {idle['cpu_percent_of_one_core']} % of one core over {idle['seconds']} s, "
-        f"load {idle['load_1m']:.1f}; startup reconciles {idle['startup_s']} s, "
+        f"load {idle['load_1m']:.1f}; startup reconciles {idle['startup_s']} s "
+        f"({', '.join(f'{n} {what}' for what, n in sorted(idle['startup_tries'].items()))}), "
         f"exit after SIGTERM {idle['exit_s'] if idle['exit_s'] is not None else 'over 15'} s"
         "   (targets ≤ 100 MB at 10 sources, ≤ 150 MB at 50 sources with 1,000 containers, ≤ 2 %)"
         + (f"; agent environment {idle['env']}" if idle.get("env") else "")
