@@ -15,7 +15,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gitdock.runtime.admission import Policy, admit_project
 from gitdock.runtime.build import BuildMode, bind_builds
 from gitdock.runtime.desired import desired_container
 from gitdock.runtime.docker import DockerClient
@@ -28,6 +27,7 @@ from gitdock.specs.errors import PermanentError
 from gitdock.specs.model import Project
 
 if TYPE_CHECKING:  # the trust machinery (cryptography, registry) loads only when a policy is used
+    from gitdock.runtime.admission import Policy
     from gitdock.runtime.trust.resolve import ImageHook, ResolvedImage, TrustContext
 
 __all__ = ["NO_HOOKS", "ConvergeHooks", "Outcome", "StepHook", "converge", "observe_applied", "tear_down"]
@@ -117,6 +117,8 @@ def converge(
     converge would observe (after admission: a refused project is refused even with dockerd down).
     """
     if policy is not None:  # admission first: a refused revision touches nothing
+        from gitdock.runtime.admission import admit_project  # only an apply with a policy needs it
+
         with hooks.step("policy"):
             admit_project(project, policy)
     calls0, mut0 = _count(docker)

@@ -17,14 +17,16 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import TypedDict, Unpack
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from gitdock.specs.checks import check_compose
 from gitdock.specs.errors import GitdockError, PermanentError, SpecError, SpecProblem
-from gitdock.specs.keyring import Keyring
 from gitdock.specs.model import Project
 from gitdock.specs.normalise import choose_project_name, normalise_project, normalise_project_name
 from gitdock.specs.read import Reader
+
+if TYPE_CHECKING:
+    from gitdock.specs.keyring import Keyring  # the SOPS reader's: loaded when a file needs it
 
 __all__ = [
     "LoadCrashed",

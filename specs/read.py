@@ -28,17 +28,18 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitdock.specs.errors import SpecProblem
 from gitdock.specs.inputs import input_digest
 from gitdock.specs.interpolate import EnvFile, InterpolationError, interpolate, parse_env_file
-from gitdock.specs.keyring import Keyring
 from gitdock.specs.merge import merge_documents, merge_service, resolve_markers
 from gitdock.specs.model import Position
 from gitdock.specs.schema import describe_value, is_path_source, suggest
-from gitdock.specs.sops import SopsError, decrypt_file, detect_format
 from gitdock.specs.yamlpos import Document, Path, PDict, format_path, load_yaml, position_of
+
+if TYPE_CHECKING:
+    from gitdock.specs.keyring import Keyring
 
 MAX_FILE_BYTES = 16 << 20  # a Compose, config or secret file
 MAX_ENV_BYTES = 1 << 20  # an env or label file
@@ -168,7 +169,14 @@ class Reader:
     def _decrypt(
         self, path: str, what: str, data: bytes, where: Path, position: Position | None
     ) -> bytes | None:
-        """``data``, decrypted when it is a SOPS file; None, with a problem, when that fails."""
+        """``data``, decrypted when it is a SOPS file; None, with a problem, when that fails.
+        A file without the word ``sops`` cannot be one (every format keeps its metadata under
+        that name): the SOPS code and the keyring load only for files that have it."""
+        if b"sops" not in data:
+            return data
+        from gitdock.specs.keyring import Keyring
+        from gitdock.specs.sops import SopsError, decrypt_file, detect_format
+
         if detect_format(path, data) is None:
             return data
         if self.keyring is None:

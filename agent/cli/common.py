@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
-from gitdock.runtime.admission import PolicyRefused
 from gitdock.runtime.contexts import resolve_endpoint
 from gitdock.runtime.docker import DockerClient
 from gitdock.specs.errors import GitdockError, SpecError
@@ -72,11 +71,12 @@ def run_command(args: argparse.Namespace) -> int:
         return _stdout_gone()
     except SpecError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
-    except PolicyRefused as exc:  # one line per violation
-        for line in exc.lines:
-            print(f"error: {line}", file=sys.stderr)
     except GitdockError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # An error that carries several lines (a PolicyRefused: one per violation) prints each
+        # as an error line of its own; the admission module is not imported to tell it apart.
+        lines: Sequence[str] = getattr(exc, "lines", None) or [str(exc)]
+        for line in lines:
+            print(f"error: {line}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
