@@ -102,17 +102,17 @@ _STATUS_ERRORS: dict[int, type[DockerError]] = {404: NotFound, 409: Conflict, 50
 
 
 def _transport_errors() -> tuple[tuple[type[Exception], type[TransientError], str], ...]:
-    """httpx's failures, translated once here, first match wins, with what the message says of
-    the engine. Every one of them means dockerd could not be reached, did not answer in time or
-    stopped answering mid-request (refused, reset, a broken HTTP stream), which a retry may fix;
-    an answer with an error status is a DockerError instead. A function, not a table at import:
-    only a client that uses httpx imports it."""
+    """httpx's failures, translated once here, first match wins, with how the message begins
+    (``{host}`` is the engine's address). Every one of them means dockerd could not be reached,
+    did not answer in time or stopped answering mid-request (refused, reset, a broken HTTP
+    stream), which a retry may fix; an answer with an error status is a DockerError instead.
+    A function, not a table at import: only a client that uses httpx imports it."""
     import httpx
 
     return (
-        (httpx.ConnectTimeout, DockerBusy, "did not accept a connection in time"),
-        (httpx.TimeoutException, DockerBusy, "did not answer in time"),
-        (httpx.HTTPError, DockerUnavailable, "cannot be reached"),
+        (httpx.ConnectTimeout, DockerBusy, "Docker at {host} did not accept a connection in time"),
+        (httpx.TimeoutException, DockerBusy, "Docker at {host} did not answer in time"),
+        (httpx.HTTPError, DockerUnavailable, "cannot reach Docker at {host}"),
     )
 
 
@@ -322,9 +322,7 @@ class DockerClient:
             if match is None:
                 raise
             _, error, what = match
-            if error is DockerUnavailable:
-                raise error(f"cannot reach Docker at {self.host}: {exc}") from exc
-            raise error(f"Docker at {self.host} {what}: {exc or type(exc).__name__}") from exc
+            raise error(f"{what.format(host=self.host)}: {exc or type(exc).__name__}") from exc
 
     def _get(self, target: str, params: Mapping[str, Any] | None, timeout: float) -> httpx.Response | _Answer:
         """One GET, over the unix socket without httpx when there is one; not counted here."""
@@ -393,6 +391,20 @@ class DockerClient:
         self.api_version()
         return self._server_api
 
+    @contextlib.contextmanager
+    def _turn(self, method: str, waits: bool) -> Iterator[None]:
+        """A turn inside dockerd for a mutating call when the client caps them, unless the call
+        ``waits`` (a stop: mostly waiting for a process, see the module docstring)."""
+        if self._turns is None or waits or method not in MUTATING_METHODS:
+            yield
+            return
+        started = time.monotonic()
+        with self._turns:
+            waited = time.monotonic() - started
+            with self._calls_lock:
+                self.waited += waited
+            yield
+
     def _request(
         self,
         method: str,
@@ -407,50 +419,29 @@ class DockerClient:
         version: str | None = None,
         waits: bool = False,
     ) -> httpx.Response | _Answer:
-        """One call. A mutating one takes a turn first when the client caps them, unless it
-        ``waits`` (a stop: mostly waiting for a process, see the module docstring)."""
+        """One call, counted, after its turn (``_turn``)."""
         url = f"/v{version or self.api_version()}{path}"
-        if self._turns is None or waits or method not in MUTATING_METHODS:
-            return self._send(method, url, path, params, body, content, headers, timeout, ok)
-        started = time.monotonic()
-        with self._turns:
-            waited = time.monotonic() - started
-            with self._calls_lock:
-                self.waited += waited
-            return self._send(method, url, path, params, body, content, headers, timeout, ok)
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        path: str,
-        params: Mapping[str, Any] | None,
-        body: Any,
-        content: bytes | None,
-        headers: Mapping[str, str] | None,
-        timeout: float | None,
-        ok: tuple[int, ...],
-    ) -> httpx.Response | _Answer:
-        self._count(method)
         seconds = timeout if timeout is not None else self.timeout
         resp: httpx.Response | _Answer
-        if self._unix_socket is not None:  # no httpx (see the module docstring)
-            sent = dict(headers or {})
-            if body is not None:
-                content = json.dumps(body, separators=(",", ":")).encode()
-                sent["Content-Type"] = "application/json"
-            resp = self._over_unix(method, url, params, seconds, content, sent)
-        else:
-            with self._translated():
-                resp = self._http.request(
-                    method,
-                    url,
-                    params=dict(params or {}),
-                    json=body,
-                    content=content,
-                    headers=headers,
-                    timeout=seconds,
-                )
+        with self._turn(method, waits):
+            self._count(method)
+            if self._unix_socket is not None:  # no httpx (see the module docstring)
+                sent = dict(headers or {})
+                if body is not None:
+                    content = json.dumps(body, separators=(",", ":")).encode()
+                    sent["Content-Type"] = "application/json"
+                resp = self._over_unix(method, url, params, seconds, content, sent)
+            else:
+                with self._translated():
+                    resp = self._http.request(
+                        method,
+                        url,
+                        params=dict(params or {}),
+                        json=body,
+                        content=content,
+                        headers=headers,
+                        timeout=seconds,
+                    )
         if resp.status_code not in ok:
             raise self._error(method, path, resp.status_code, resp.content)
         return resp

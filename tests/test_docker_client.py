@@ -259,17 +259,27 @@ def test_a_call_dockerd_takes_and_does_not_answer_is_busy_not_unreachable(tmp_pa
     assert isinstance(caught.value, DockerUnavailable)  # still transient: a retry may fix it
 
 
-def test_an_engine_that_times_out_over_httpx_is_busy() -> None:
+@pytest.mark.parametrize(
+    ("failure", "error", "message"),
+    [
+        (httpx.ConnectTimeout, DockerBusy, "Docker at {host} did not accept a connection in time"),
+        (httpx.ReadTimeout, DockerBusy, "Docker at {host} did not answer in time"),
+        (httpx.RemoteProtocolError, DockerUnavailable, "cannot reach Docker at {host}"),
+    ],
+)
+def test_httpx_failures_say_whether_the_engine_was_busy_or_unreachable(
+    failure: type[httpx.TransportError], error: type[DockerUnavailable], message: str
+) -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/_ping":
             return httpx.Response(200, headers={"Api-Version": "1.41"})
-        raise httpx.ReadTimeout("timed out", request=request)
+        raise failure("it broke", request=request)
 
     client = DockerClient("unix:///nowhere.sock", transport=httpx.MockTransport(handle))
-    with pytest.raises(
-        DockerBusy, match=r"^Docker at unix:///nowhere.sock did not answer in time: timed out$"
-    ):
+    with pytest.raises(DockerUnavailable) as caught:
         client.start_container("c1")
+    assert type(caught.value) is error
+    assert str(caught.value) == message.format(host="unix:///nowhere.sock") + ": it broke"
 
 
 class HeldEngine:
